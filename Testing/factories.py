@@ -1,0 +1,67 @@
+"""Builders of small synthetic inputs and analyses with known truth, for tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from VertebralFractureLib.analysis import Analysis, VertebraResult
+from VertebralFractureLib.genant import grade, heights_from_keypoints
+from VertebralFractureLib.volume import Volume
+
+
+def oblique_direction(angle_deg: float = 20.0) -> np.ndarray:
+    """An orthonormal direction matrix rotated about two axes (an oblique acquisition)."""
+    a, b = np.deg2rad(angle_deg), np.deg2rad(angle_deg / 2)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return rz @ rx
+
+
+def make_analysis(
+    labels: tuple[int, ...] = (19, 20, 21),
+    fractured: tuple[int, ...] = (20,),
+    spacing: tuple[float, float, float] = (1.0, 1.0, 2.0),
+    direction: np.ndarray | None = None,
+) -> Analysis:
+    """A small analysis: box-shaped vertebral bodies stacked along z, one labelled box each.
+
+    The fractured ones lose 35 % of their anterior height (a grade 2 wedge).
+    """
+    nz = 12 * len(labels) + 8
+    shape = (nz, 48, 40)  # z, y, x
+    ct = np.full(shape, -100, dtype=np.int16)
+    lab = np.zeros(shape, dtype=np.uint8)
+    frac = np.zeros(shape, dtype=np.uint8)
+    vol = Volume(ct, spacing=spacing, origin=(-20.0, -30.0, 100.0),
+                 direction=np.eye(3) if direction is None else direction)
+    results = []
+    # caudal vertebrae at lower z (superior = +z in LPS): cranial label at the top
+    for k, label in enumerate(labels):
+        z0 = nz - 4 - 12 * (k + 1)
+        sl = (slice(z0 + 1, z0 + 11), slice(14, 34), slice(10, 30))
+        ct[sl] = 250
+        lab[sl] = label
+        frac[sl] = 2 if label in fractured else 1
+        centre_zyx = np.array([z0 + 5.5, 23.5, 19.5])
+        c = vol.zyx_to_lps(centre_zyx)
+        sup = 10 * spacing[2] / 2 * vol.direction[:, 2]
+        ant = -10 * spacing[1] * vol.direction[:, 1]  # anterior = -y in LPS for identity direction
+        scale_a = 0.65 if label in fractured else 1.0
+        kp = {
+            "A_sup": c + ant + sup * scale_a, "A_inf": c + ant - sup * scale_a,
+            "M_sup": c + sup, "M_inf": c - sup,
+            "P_sup": c - ant + sup, "P_inf": c - ant - sup,
+        }
+        kp = {k2: tuple(float(x) for x in v) for k2, v in kp.items()}
+        h = heights_from_keypoints(kp)
+        results.append(VertebraResult(
+            label=label, centroid_lps_mm=tuple(c), localization_score=0.9, complete=True,
+            status="fractured" if label in fractured else "normal",
+            fracture_probability=0.93 if label in fractured else 0.04,
+            keypoints_lps_mm=kp, heights_mm=h, genant=grade(h), keypoint_method="test",
+        ))
+    return Analysis(
+        vertebrae=results, input_geometry=vol.geometry_dict(),
+        labelmap=vol.with_array(lab), fracture_map=vol.with_array(frac), image=vol,
+        timings_s={"localize": 0.1}, warnings=[], models={}, input_description="synthetic test volume",
+    )

@@ -1,0 +1,103 @@
+"""Genant semi-quantitative grading from vertebral body heights (ARCHITECTURE §4).
+
+Genant HK et al., "Vertebral fracture assessment using a semiquantitative technique",
+J Bone Miner Res 1993. Heights on the mid-sagittal plane: anterior ``Ha``, middle ``Hm``,
+posterior ``Hp``. Height reduction is measured against the same vertebra's reference height:
+
+* wedge:     ``1 - Ha / Hp``
+* biconcave: ``1 - Hm / Hp``
+* crush:     ``1 - Hp / Hp_ref`` where ``Hp_ref`` is the mean posterior height of the neighbours
+
+The largest reduction gives the grade (< 20 % → 0, 20–25 % → 1, 25–40 % → 2, > 40 % → 3) and the
+type. A taller anterior than posterior height (normal lordotic L4/L5 shape) is no reduction.
+
+The seed paper's score ``G = min(Ha, Hm, Hp) / max(Ha, Hm, Hp)`` (classes: G < 0.74
+moderate-severe, 0.74 ≤ G < 0.8 mild, else normal) is reported beside the standard grade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from VertebralFractureLib.analysis import HEIGHT_NAMES, KEYPOINT_NAMES, GenantResult
+
+#: Upper bounds of the height reduction for grades 0, 1, 2 (above the last: grade 3).
+GRADE_THRESHOLDS: tuple[float, float, float] = (0.20, 0.25, 0.40)
+#: The seed's G thresholds: below 0.74 moderate-severe, below 0.80 mild.
+SEED_THRESHOLDS: tuple[float, float] = (0.74, 0.80)
+
+
+def grade_from_reduction(reduction: float) -> int:
+    """Genant grade 0–3 of a fractional height reduction (0.3 = 30 % lower)."""
+    if not np.isfinite(reduction):
+        raise ValueError(f"height reduction must be finite, got {reduction}")
+    if reduction < GRADE_THRESHOLDS[0]:
+        return 0
+    if reduction < GRADE_THRESHOLDS[1]:
+        return 1
+    if reduction <= GRADE_THRESHOLDS[2]:
+        return 2
+    return 3
+
+
+def seed_class(g: float) -> str:
+    """The seed paper's class of ``G = min/max``."""
+    if g < SEED_THRESHOLDS[0]:
+        return "moderate-severe"
+    if g < SEED_THRESHOLDS[1]:
+        return "mild"
+    return "normal"
+
+
+def heights_from_keypoints(keypoints: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Anterior, middle and posterior heights (mm): distances between the keypoint pairs."""
+    missing = set(KEYPOINT_NAMES) - set(keypoints)
+    if missing:
+        raise ValueError(f"missing keypoints {sorted(missing)}")
+    out = {}
+    for h, p in zip(HEIGHT_NAMES, ("A", "M", "P")):
+        a = np.asarray(keypoints[f"{p}_sup"], dtype=float)
+        b = np.asarray(keypoints[f"{p}_inf"], dtype=float)
+        out[h] = float(np.linalg.norm(a - b))
+    return out
+
+
+def grade(
+    heights: Mapping[str, float], neighbour_posterior_mm: Sequence[float] | None = None
+) -> GenantResult:
+    """Grade one vertebra from its heights.
+
+    Args:
+        heights: ``{"anterior": Ha, "middle": Hm, "posterior": Hp}`` in mm, all > 0.
+        neighbour_posterior_mm: posterior heights of the adjacent (ungraded-as-crushed) vertebrae,
+            for the crush comparison; without them crush cannot be assessed.
+
+    Returns:
+        The :class:`GenantResult` (``ratio`` = 1 − largest reduction).
+
+    Raises:
+        ValueError: for missing or non-positive heights.
+    """
+    try:
+        ha, hm, hp = (float(heights[k]) for k in HEIGHT_NAMES)
+    except KeyError as err:
+        raise ValueError(f"heights need {HEIGHT_NAMES}, got {sorted(heights)}") from err
+    if min(ha, hm, hp) <= 0 or not np.all(np.isfinite([ha, hm, hp])):
+        raise ValueError(f"heights must be positive, got Ha={ha}, Hm={hm}, Hp={hp}")
+    reductions = {"wedge": 1.0 - ha / hp, "biconcave": 1.0 - hm / hp}
+    refs = [float(x) for x in (neighbour_posterior_mm or []) if x is not None and x > 0]
+    if refs:
+        reductions["crush"] = 1.0 - hp / float(np.mean(refs))
+    kind = max(reductions, key=lambda k: reductions[k])
+    reduction = max(0.0, reductions[kind])
+    g = grade_from_reduction(reduction)
+    seed_g = min(ha, hm, hp) / max(ha, hm, hp)
+    return GenantResult(
+        ratio=1.0 - reduction,
+        grade=g,
+        type=kind if g > 0 else None,
+        seed_ratio=seed_g,
+        seed_class=seed_class(seed_g),
+    )
