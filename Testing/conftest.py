@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: real Slicer MRML from slicer-core, a synthetic analysis, the shared data."""
+"""Shared pytest fixtures: real Slicer MRML from slicer-core and the real data folder."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-from factories import make_analysis  # noqa: F401  (re-exported for tests)
 
 REPO = Path(__file__).resolve().parents[1]
 

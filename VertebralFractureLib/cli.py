@@ -1,0 +1,318 @@
+"""``vertebral-fracture``: the command line (thin: parse, call the library, report).
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad command line, 3 unusable input,
+4 model not available or damaged, 5 output folder exists, 130 cancelled.
+Errors are one line on stderr (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from VertebralFractureLib import __version__
+from VertebralFractureLib.errors import (
+    CancelledError,
+    InputError,
+    ModelIntegrityError,
+    ModelNotAvailableError,
+    OutputExistsError,
+    VertebralFractureError,
+)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_EXISTS, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
+
+#: The demo CT shipped in ``Resources/SampleData`` (a SynthSpine case with known truth).
+SAMPLE_NAME = "synthspine-demo"
+
+
+# ---------------------------------------------------------------------------------------- progress
+class Progress:
+    """Progress reporting: ``bar`` (tqdm on stderr), ``json`` (JSON lines on stdout) or ``none``."""
+
+    def __init__(self, mode: str, stream: TextIO | None = None) -> None:
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "none"
+        if mode not in ("bar", "json", "none"):
+            raise ValueError(f"progress must be auto, bar, json or none; got {mode!r}")
+        self.mode = mode
+        self.stream = stream or sys.stdout
+        self._bar: Any = None
+        self._stage: str | None = None
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        if self.mode == "json":
+            self.emit({"stage": stage, "fraction": round(float(fraction), 4), "message": message})
+        elif self.mode == "bar":
+            from tqdm import tqdm
+
+            if stage != self._stage:
+                self.close()
+                self._stage = stage
+                self._bar = tqdm(total=100, desc=stage, file=sys.stderr, leave=True,
+                                 bar_format="{desc:>18}: {percentage:3.0f}%|{bar}| {postfix}")
+            self._bar.n = int(round(100 * fraction))
+            self._bar.set_postfix_str(message, refresh=True)
+
+    def emit(self, obj: dict[str, Any]) -> None:
+        if self.mode == "json":
+            self.stream.write(json.dumps(obj) + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# ---------------------------------------------------------------------------------------- commands
+def _common_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder (must not exist, see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the networks run")
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"],
+                   help="progress display: bars on a terminal, JSON lines for programs (default: auto)")
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output folder {path} already exists (use --overwrite to replace it)")
+
+
+def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: Progress) -> Any:
+    from VertebralFractureLib.io.output import write_outputs
+    from VertebralFractureLib.pipeline import AnalysisConfig, analyze
+
+    config = AnalysisConfig(device=args.device)
+    analysis = analyze(image.volume, config, stages=stages, progress=progress,
+                       input_description=image.description)
+    analysis.warnings[:0] = image.warnings
+    progress("write", 0.0, "writing results")
+    out = write_outputs(analysis, args.output, overwrite=args.overwrite,
+                        progress=lambda f, m: progress("write", f, m))
+    progress.close()
+    progress.emit({"stage": "done", "fraction": 1.0, "message": "analysis complete", "output": str(out)})
+    return analysis
+
+
+def cmd_analyze(args: argparse.Namespace, progress: Progress) -> int:
+    from VertebralFractureLib.io.readers import read_image
+
+    _check_output(args.output, args.overwrite)
+    progress("read", 0.0, "reading input")
+    image = read_image(args.input)
+    progress("read", 1.0, image.description)
+    analysis = _run_and_write(image, None, args, progress)
+    if progress.mode != "json":
+        print(summary_table(analysis))
+        print(f"results written to {args.output}")
+    return EXIT_OK
+
+
+def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
+    from VertebralFractureLib.anatomy import convert_totalsegmentator
+    from VertebralFractureLib.io.readers import LoadedImage, read_image, read_labelmap
+    from VertebralFractureLib.pipeline import GivenSegmentation, ModelStage
+
+    _check_output(args.output, args.overwrite)
+    progress("read", 0.0, "reading segmentation")
+    if args.input is not None:
+        image = read_image(args.input)
+        seg = read_labelmap(args.segmentation, reference=image.volume)
+    else:
+        seg = read_labelmap(args.segmentation)
+        image = LoadedImage(volume=seg.with_array(seg.array.astype("int16") * 0), warnings=[
+            "no CT given: grading from the segmentation alone"], description="segmentation only",
+            source_format="segmentation")
+    if args.labels == "totalsegmentator":
+        seg = seg.with_array(convert_totalsegmentator(seg.array))
+    stages = [GivenSegmentation(seg), ModelStage("grade", ("keypoints",), "VertebralFractureLib.genant:run_stage")]
+    analysis = _run_and_write(image, stages, args, progress)
+    if progress.mode != "json":
+        print(summary_table(analysis))
+        print(f"results written to {args.output}")
+    return EXIT_OK
+
+
+def sample_path(kind: str = "ct") -> Path:
+    """Path of a file of the shipped demo sample (``ct``, ``seg-vert_msk``, ``ctd``, ``genant``)."""
+    from VertebralFractureLib.models import models_dir
+
+    suffix = {"ct": "_ct.nii.gz", "seg-vert_msk": "_seg-vert_msk.nii.gz", "ctd": "_ctd.json",
+              "genant": "_genant.json"}[kind]
+    return models_dir().parent / "SampleData" / f"{SAMPLE_NAME}{suffix}"
+
+
+def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
+    ct = sample_path("ct")
+    if not ct.exists():
+        raise InputError(f"the demo sample {ct} is missing (regenerate it with 'vertebral-fracture synth --sample')")
+    args.input = ct
+    print(f"Demo: analysing the synthetic sample {ct.name} (SynthSpine, known truth)", file=sys.stderr)
+    return cmd_analyze(args, progress)
+
+
+def cmd_info(args: argparse.Namespace, progress: Progress) -> int:
+    import platform
+
+    from VertebralFractureLib.models import model_status, models_dir, registry
+
+    info: dict[str, Any] = {"vertebral-fracture": __version__, "python": platform.python_version(),
+                            "platform": platform.platform()}
+    for mod in ("torch", "monai", "SimpleITK", "pydicom", "vtk", "numpy", "radiomics"):
+        try:
+            m = __import__(mod)
+            info[mod] = getattr(m, "__version__", None) or getattr(m, "Version", lambda: "?")()
+        except ImportError:
+            info[mod] = "not installed"
+    try:
+        import torch
+
+        devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            devices.append("mps")
+        info["devices"] = devices
+    except ImportError:
+        info["devices"] = ["torch not installed"]
+    d = models_dir()
+    info["models_dir"] = str(d)
+    info["models"] = {name: model_status(name, d) for name in registry(d)}
+    for stage_model in ("localization", "segmentation", "keypoints"):
+        info["models"].setdefault(stage_model, "missing")
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(len(k) for k in info)
+        for k, v in info.items():
+            if isinstance(v, dict):
+                v = ", ".join(f"{a}: {b}" for a, b in v.items())
+            elif isinstance(v, list):
+                v = ", ".join(v)
+            print(f"{k:<{width}}  {v}")
+    return EXIT_OK
+
+
+def cmd_synth(args: argparse.Namespace, progress: Progress) -> int:
+    from VertebralFractureLib.synth.cli import run
+
+    return run(args, progress=progress)
+
+
+def summary_table(analysis: Any) -> str:
+    """A plain-text table, one row per vertebra."""
+    rows = [("vertebra", "complete", "status", "p(fracture)", "Ha/Hm/Hp mm", "Genant", "type")]
+    for v in analysis.vertebrae:
+        h = v.heights_mm
+        rows.append((
+            v.name,
+            "yes" if v.complete else "cut",
+            v.status or "-",
+            "-" if v.fracture_probability is None else f"{v.fracture_probability:.2f}",
+            "-" if h is None else f"{h['anterior']:.1f}/{h['middle']:.1f}/{h['posterior']:.1f}",
+            "-" if v.genant is None else f"grade {v.genant.grade} ({v.genant.ratio:.2f})",
+            "-" if v.genant is None or v.genant.type is None else v.genant.type,
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vertebral-fracture",
+        description="Find, segment and grade vertebral compression fractures in CT (research software, "
+        "not for diagnosis).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("analyze", help="analyse a CT (volume file or DICOM folder/zip)")
+    p.add_argument("input", type=Path, help="NIfTI/NRRD/MHA file, DICOM folder or DICOM zip")
+    _common_output_args(p)
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("grade", help="Genant grading from a given vertebra segmentation")
+    p.add_argument("input", type=Path, nargs="?", default=None, help="the CT (optional)")
+    p.add_argument("--segmentation", "-s", required=True, type=Path, help="vertebra labelmap")
+    p.add_argument("--labels", default="verse", choices=["verse", "totalsegmentator"],
+                   help="label numbering of the segmentation")
+    _common_output_args(p)
+    p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("demo", help="analyse the shipped synthetic sample and print the results")
+    _common_output_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="versions, devices and installed models")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info, progress="none")
+
+    p = sub.add_parser("synth", help="generate SynthSpine synthetic CT with ground truth (VerSe layout)")
+    try:
+        from VertebralFractureLib.synth.cli import add_arguments
+    except ImportError:  # the generator is optional in stripped-down installs
+        add_arguments = None
+    if add_arguments is not None:
+        add_arguments(p)
+    if not any(a.dest == "progress" for a in p._actions):
+        p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vertebral-fracture`` console script."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    progress = Progress(getattr(args, "progress", "none"))
+    code = EXIT_FAILURE
+    try:
+        code = args.func(args, progress)
+    except KeyboardInterrupt:
+        _fail(progress, "cancelled")
+        code = EXIT_CANCELLED
+    except CancelledError as err:
+        _fail(progress, str(err))
+        code = EXIT_CANCELLED
+    except (ModelNotAvailableError, ModelIntegrityError) as err:
+        _fail(progress, str(err))
+        code = EXIT_MODEL
+    except OutputExistsError as err:
+        _fail(progress, str(err))
+        code = EXIT_EXISTS
+    except (InputError, FileNotFoundError) as err:
+        _fail(progress, str(err))
+        code = EXIT_INPUT
+    except VertebralFractureError as err:
+        _fail(progress, str(err))
+        code = EXIT_FAILURE
+    except Exception as err:  # noqa: BLE001 - last resort: one line, not a traceback
+        if args.debug:
+            raise
+        _fail(progress, f"internal error: {type(err).__name__}: {err} (rerun with --debug for details)")
+        code = EXIT_FAILURE
+    finally:
+        progress.close()
+    return code
+
+
+def _fail(progress: Progress, message: str) -> None:
+    progress.close()
+    progress.emit({"stage": "error", "fraction": 1.0, "message": message})
+    print(f"vertebral-fracture: error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

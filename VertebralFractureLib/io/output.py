@@ -1,0 +1,201 @@
+"""Write the output contract (ARCHITECTURE §3) of one analysis into a folder, atomically.
+
+Every file is written into a temporary folder beside the destination; only when all of them are
+written is the folder renamed into place. A failure removes the temporary folder, so a crash or
+an error never leaves half a result behind. An existing destination is an
+:class:`~VertebralFractureLib.errors.OutputExistsError` unless ``overwrite`` is asked for; then the
+old folder is replaced only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from VertebralFractureLib.analysis import Analysis
+from VertebralFractureLib.errors import OutputExistsError
+from VertebralFractureLib.volume import Volume
+
+ProgressCallback = Callable[[float, str], None]
+
+#: The contract's file names.
+ANALYSIS_JSON = "analysis.json"
+VERTEBRAE_NII = "vertebrae.nii.gz"
+FRACTURE_NII = "fracture.nii.gz"
+SEGMENTATION = "segmentation.seg.nrrd"
+CENTROIDS_MRK = "centroids.mrk.json"
+KEYPOINTS_MRK = "keypoints.mrk.json"
+CENTROIDS_CTD = "centroids_ctd.json"
+REPORT_CSV = "report.csv"
+REPORT_HTML = "report.html"
+SPINE3D_PNG = "spine3d.png"
+
+#: Size of ``spine3d.png`` (width, height).
+SPINE3D_SIZE = (800, 1000)
+
+
+def write_outputs(analysis: Analysis, out_dir: str | Path, overwrite: bool = False,
+                  progress: ProgressCallback | None = None) -> Path:
+    """Write every contract file of ``analysis`` into ``out_dir``.
+
+    Files: ``analysis.json``, ``vertebrae.nii.gz`` and ``fracture.nii.gz`` (when the maps exist),
+    ``segmentation.seg.nrrd`` (with a labelmap), ``centroids.mrk.json``, ``keypoints.mrk.json``
+    (when any vertebra has keypoints), ``centroids_ctd.json``, ``report.csv``, ``report.html`` and
+    ``spine3d.png``.
+
+    Args:
+        analysis: the result to write.
+        out_dir: the folder to create.
+        overwrite: replace an existing ``out_dir`` (only once the new result is complete).
+        progress: optional ``progress(fraction, message)`` callback, fraction in 0..1.
+
+    Returns:
+        The absolute path of the written folder.
+
+    Raises:
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False, or it is not a folder.
+        ValueError: a labelmap or fracture map holds values outside 0..255.
+        OSError: a file cannot be written (nothing is left behind).
+    """
+    out = Path(out_dir).expanduser().absolute()
+    _check_destination(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = progress or (lambda fraction, message: None)
+
+    tmp = _new_sibling(out, "partial")
+    try:
+        _write_all(analysis, tmp, report)
+        _check_destination(out, overwrite)  # it may have appeared meanwhile
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report(1.0, f"results written to {out}")
+    return out
+
+
+def _check_destination(out: Path, overwrite: bool) -> None:
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise OutputExistsError(f"output path {out} exists and is not a folder")
+        if not overwrite:
+            raise OutputExistsError(f"output folder {out} already exists (use overwrite to replace it)")
+
+
+def _new_sibling(out: Path, kind: str) -> Path:
+    """Create a new, hidden, uniquely named folder beside ``out`` (permissions as ``mkdir`` gives)."""
+    for _ in range(100):
+        candidate = out.parent / f".{out.name}.{kind}-{uuid.uuid4().hex[:10]}"
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise OSError(f"could not create a temporary folder beside {out}")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and removed after."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = _new_sibling(out, "old")
+    old.rmdir()  # only the unique name is needed
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(old, out)  # put the previous result back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_all(analysis: Analysis, folder: Path, report: ProgressCallback) -> None:
+    from VertebralFractureLib import report as report_files
+    from VertebralFractureLib.figures import render_sagittal
+    from VertebralFractureLib.io import slicer_files
+    from VertebralFractureLib.io.verse import write_centroids
+    from VertebralFractureLib.render import render_spine_3d
+
+    steps = 10
+    step = iter(range(steps))
+
+    def tick(message: str) -> None:
+        report(next(step) / steps, message)
+
+    tick("writing analysis.json")
+    analysis.to_json(folder / ANALYSIS_JSON)
+
+    tick("writing labelmaps")
+    if analysis.labelmap is not None:
+        _write_label_volume(analysis.labelmap, folder / VERTEBRAE_NII, "labelmap")
+    if analysis.fracture_map is not None:
+        _write_label_volume(analysis.fracture_map, folder / FRACTURE_NII, "fracture map")
+
+    tick("writing the Slicer segmentation")
+    if analysis.labelmap is not None:
+        slicer_files.write_segmentation_nrrd(folder / SEGMENTATION, analysis.labelmap, analysis.vertebrae)
+
+    tick("writing markups")
+    slicer_files.write_centroid_markups(folder / CENTROIDS_MRK, analysis)
+    if any(v.keypoints_lps_mm is not None for v in analysis.vertebrae):
+        slicer_files.write_keypoint_markups(folder / KEYPOINTS_MRK, analysis)
+
+    tick("writing VerSe centroids")
+    write_centroids(folder / CENTROIDS_CTD, {v.label: np.asarray(v.centroid_lps_mm) for v in analysis.vertebrae},
+                    reference_geometry(analysis))
+
+    tick("writing report.csv")
+    report_files.write_csv(folder / REPORT_CSV, analysis)
+
+    tick("rendering the 3D view")
+    render_spine_3d(analysis, folder / SPINE3D_PNG, size=SPINE3D_SIZE)
+
+    tick("rendering sagittal images")
+    images: dict[str, bytes | Path] = {report_files.SPINE3D_KEY: folder / SPINE3D_PNG}
+    can_draw = analysis.image is not None or analysis.labelmap is not None
+    for v in analysis.vertebrae:
+        if can_draw or v.keypoints_lps_mm is not None:
+            images[v.name] = render_sagittal(analysis, v.label)
+
+    tick("writing report.html")
+    report_files.write_html(folder / REPORT_HTML, analysis, images)
+    tick("finishing")
+
+
+def _write_label_volume(volume: Volume, path: Path, what: str) -> None:
+    """A labelmap as ``uint8`` NIfTI in its own (the input's) geometry."""
+    from VertebralFractureLib.io.readers import write_volume
+
+    array = volume.array
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"the {what} holds values outside 0..255 ({array.min()}..{array.max()}); "
+                         "expected label values")
+    write_volume(volume.with_array(array.astype(np.uint8, copy=False)), path)
+
+
+def reference_geometry(analysis: Analysis) -> Volume:
+    """A volume with the input geometry: the image, the labelmap, or one built from ``input_geometry``.
+
+    Raises:
+        ValueError: when the analysis has neither an image, a labelmap nor an input geometry.
+    """
+    for vol in (analysis.image, analysis.labelmap, analysis.fracture_map):
+        if vol is not None:
+            return vol
+    geom = analysis.input_geometry
+    try:
+        size = [int(n) for n in geom["size_xyz"]]
+        direction = np.asarray(geom["direction"], dtype=float).reshape(3, 3)
+        spacing, origin = geom["spacing_mm"], geom["origin_lps_mm"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"the analysis has no image, no labelmap and no usable input geometry ({err})") from err
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"input geometry size must be 3 positive integers, got {size}")
+    # Only the grid's geometry is needed (centroid conversion): one voxel stands for the image.
+    return Volume(np.zeros((1, 1, 1), dtype=np.uint8), spacing, origin, direction)

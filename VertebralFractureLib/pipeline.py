@@ -1,0 +1,239 @@
+"""The analysis pipeline: interchangeable stages over a shared context.
+
+``analyze(volume)`` runs, in order, the stages of the seed system (seeds/002):
+
+1. ``localize`` — M-SCN heatmaps → centroids and names (:mod:`.localize`),
+2. ``segment``  — per-vertebra 3-class U-Net → labelmap and fracture map (:mod:`.segment`),
+3. ``grade``    — mid-sagittal keypoints → heights → Genant grade (:mod:`.genant`).
+
+A stage is any object with a ``name``, the ``models`` it needs, and ``run(context)``; stages can be
+replaced, e.g. :class:`GivenSegmentation` starts from a vertebra labelmap the user already has.
+Progress is reported as ``progress(stage, fraction, message)``; ``cancel()`` is polled between
+and inside stages and stops the run with :class:`~.errors.CancelledError`. Stage timings go into
+``analysis.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from VertebralFractureLib import models as model_registry
+from VertebralFractureLib.analysis import Analysis, VertebraResult
+from VertebralFractureLib.anatomy import is_vertebra_label, name_of
+from VertebralFractureLib.errors import CancelledError, InputError
+from VertebralFractureLib.models import Device
+from VertebralFractureLib.volume import Volume
+
+ProgressCallback = Callable[[str, float, str], None]
+CancelCallback = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Options shared by all stages (defaults in one place).
+
+    Attributes:
+        device: ``auto``, ``cpu`` or ``cuda``.
+        fracture_threshold: a vertebra is "fractured" when its mean fractured-class probability
+            reaches this value.
+        min_vertebra_voxels: labelmap components smaller than this are ignored.
+        edge_margin_mm: a vertebra whose mask comes closer than this to the cranial or caudal edge
+            of the field of view is flagged ``complete: false`` and not graded.
+    """
+
+    device: Device | str = Device.AUTO
+    fracture_threshold: float = 0.5
+    min_vertebra_voxels: int = 50
+    edge_margin_mm: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", Device(self.device))
+        if not 0.0 < self.fracture_threshold < 1.0:
+            raise ValueError(f"fracture_threshold must be in (0, 1), got {self.fracture_threshold}")
+        if self.min_vertebra_voxels < 1:
+            raise ValueError(f"min_vertebra_voxels must be ≥ 1, got {self.min_vertebra_voxels}")
+        if self.edge_margin_mm < 0:
+            raise ValueError(f"edge_margin_mm must be ≥ 0, got {self.edge_margin_mm}")
+
+
+@dataclass
+class Context:
+    """What stages read and fill in."""
+
+    image: Volume
+    config: AnalysisConfig
+    vertebrae: dict[int, VertebraResult] = field(default_factory=dict)
+    labelmap: Volume | None = None
+    fracture_map: Volume | None = None
+    warnings: list[str] = field(default_factory=list)
+    models: dict[str, dict] = field(default_factory=dict)
+    progress: ProgressCallback | None = None
+    cancel: CancelCallback | None = None
+
+    def report(self, stage: str, fraction: float, message: str = "") -> None:
+        """Report progress within a stage and honour a cancellation request."""
+        self.check_cancel()
+        if self.progress is not None:
+            self.progress(stage, float(min(1.0, max(0.0, fraction))), message)
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise CancelledError("analysis cancelled")
+
+
+class Stage(Protocol):
+    """A pipeline step."""
+
+    name: str
+    models: tuple[str, ...]
+
+    def run(self, context: Context) -> None: ...
+
+
+class ModelStage:
+    """A stage implemented by a trained model; the implementation module is imported on use."""
+
+    def __init__(self, name: str, models: tuple[str, ...], entry: str) -> None:
+        self.name = name
+        self.models = models
+        self._entry = entry
+
+    def run(self, context: Context) -> None:
+        import importlib
+
+        module_name, func = self._entry.split(":")
+        getattr(importlib.import_module(module_name), func)(context)
+
+
+def default_stages() -> list[Stage]:
+    """Localization → segmentation → grading, as in the seed system."""
+    return [
+        ModelStage("localize", ("localization",), "VertebralFractureLib.localize:run_stage"),
+        ModelStage("segment", ("segmentation",), "VertebralFractureLib.segment:run_stage"),
+        ModelStage("grade", ("keypoints",), "VertebralFractureLib.genant:run_stage"),
+    ]
+
+
+class GivenSegmentation:
+    """Start from a vertebra labelmap (VerSe labels) instead of localization and segmentation.
+
+    Centroids are the labels' centres of mass; a vertebra touching the cranial or caudal edge of
+    the field of view is flagged incomplete.
+    """
+
+    name = "given-segmentation"
+    models: tuple[str, ...] = ()
+
+    def __init__(self, labelmap: Volume) -> None:
+        self.labelmap = labelmap
+
+    def run(self, context: Context) -> None:
+        from scipy import ndimage
+
+        lab = self.labelmap
+        if not lab.same_geometry(context.image, tol=1e-3):
+            raise InputError("the segmentation's geometry (size, spacing, origin, direction) differs from the image's")
+        arr = np.asarray(lab.array)
+        if not np.issubdtype(arr.dtype, np.integer):
+            if not np.allclose(arr, np.round(arr)):
+                raise InputError("the segmentation must hold integer labels")
+            arr = np.round(arr).astype(np.int32)
+        present = [int(v) for v in np.unique(arr) if v != 0]
+        unknown = [v for v in present if not is_vertebra_label(v)]
+        if unknown:
+            context.warnings.append(f"labels {unknown} are not vertebrae (VerSe 1–25, 28) and were ignored")
+        labels = [v for v in present if is_vertebra_label(v)]
+        if not labels:
+            raise InputError("the segmentation holds no vertebra label (VerSe 1–25 or 28)")
+        counts = ndimage.sum_labels(np.ones_like(arr, dtype=np.int64), arr, labels)
+        centres = ndimage.center_of_mass(np.ones_like(arr, dtype=np.uint8), arr, labels)
+        axis = _cranio_caudal_axis(lab)
+        margin = [int(np.ceil(context.config.edge_margin_mm / lab.spacing[2 - a])) for a in range(3)]
+        kept = np.zeros_like(arr, dtype=np.uint8)
+        for k, (label, n, c) in enumerate(zip(labels, counts, centres)):
+            context.report(self.name, k / len(labels), f"{name_of(label)}")
+            if n < context.config.min_vertebra_voxels:
+                context.warnings.append(f"{name_of(label)}: only {int(n)} voxels, ignored")
+                continue
+            idx = np.nonzero(arr == label)
+            lo, hi = int(idx[axis].min()), int(idx[axis].max())
+            complete = lo >= margin[axis] and hi <= arr.shape[axis] - 1 - margin[axis]
+            res = VertebraResult(label=label, centroid_lps_mm=tuple(lab.zyx_to_lps(np.asarray(c))), complete=complete)
+            if not complete:
+                res.notes.append("cut by the field of view: not graded")
+            context.vertebrae[label] = res
+            kept[arr == label] = label
+        context.labelmap = context.image.with_array(kept)
+
+
+def _cranio_caudal_axis(volume: Volume) -> int:
+    """The numpy axis (0 = z, 1 = y, 2 = x) closest to the patient's superior direction."""
+    xyz_axis = int(np.argmax(np.abs(volume.direction[2, :])))
+    return 2 - xyz_axis
+
+
+def required_models(stages: Sequence[Stage]) -> list[str]:
+    """The model names a list of stages needs, in order, without duplicates."""
+    out: list[str] = []
+    for s in stages:
+        out += [m for m in s.models if m not in out]
+    return out
+
+
+def analyze(
+    image: Volume,
+    config: AnalysisConfig | None = None,
+    stages: Sequence[Stage] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+    input_description: str = "",
+) -> Analysis:
+    """Run the stages on a CT volume and return the :class:`Analysis`.
+
+    Args:
+        image: the CT in Hounsfield units, any geometry.
+        config: shared options; defaults to :class:`AnalysisConfig`.
+        stages: the steps to run; defaults to :func:`default_stages`.
+        progress: called as ``progress(stage, fraction, message)``.
+        cancel: polled often; returning True stops the run with ``CancelledError``.
+        input_description: anonymous description of the input, stored in ``analysis.json``.
+
+    Raises:
+        ModelNotAvailableError: a stage's trained weights are not installed (checked before any
+            work is done).
+        InputError: the image cannot be analysed.
+        CancelledError: ``cancel()`` returned True.
+    """
+    config = config or AnalysisConfig()
+    stages = list(stages) if stages is not None else default_stages()
+    if not stages:
+        raise ValueError("at least one stage is needed")
+    if image.array.size == 0 or min(image.array.shape) < 2:
+        raise InputError(f"the image is too small to analyse: shape {image.array.shape}")
+    context = Context(image=image, config=config, progress=progress, cancel=cancel)
+    for name in required_models(stages):
+        card = model_registry.require(name)
+        context.models[name] = {"version": card.version, "sha256": card.sha256}
+    timings: dict[str, float] = {}
+    for k, stage in enumerate(stages):
+        context.report(stage.name, 0.0, f"step {k + 1}/{len(stages)}: {stage.name}")
+        t0 = time.perf_counter()
+        stage.run(context)
+        timings[stage.name] = time.perf_counter() - t0
+        context.report(stage.name, 1.0, f"{stage.name} done in {timings[stage.name]:.1f} s")
+    return Analysis(
+        vertebrae=list(context.vertebrae.values()),
+        input_geometry=image.geometry_dict(),
+        labelmap=context.labelmap,
+        fracture_map=context.fracture_map,
+        image=image,
+        timings_s=timings,
+        warnings=context.warnings,
+        models=context.models,
+        input_description=input_description,
+    )
