@@ -114,7 +114,9 @@ def cmd_analyze(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
-    from VertebralFractureLib.anatomy import convert_totalsegmentator
+    import numpy as np
+
+    from VertebralFractureLib.anatomy import convert_totalsegmentator, vertebra
     from VertebralFractureLib.io.readers import LoadedImage, read_image, read_labelmap
     from VertebralFractureLib.pipeline import GivenSegmentation, ModelStage
 
@@ -128,9 +130,17 @@ def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
         image = LoadedImage(volume=seg.with_array(seg.array.astype("int16") * 0), warnings=[
             "no CT given: grading from the segmentation alone"], description="segmentation only",
             source_format="segmentation")
-    if args.labels == "totalsegmentator":
+    if args.vertebra is not None:
+        try:
+            label = vertebra(args.vertebra).label
+            parts = [int(x) for x in args.vertebra_labels.split(",")] if args.vertebra_labels else None
+        except (KeyError, ValueError) as err:
+            raise InputError(str(err).strip('"')) from err
+        inside = seg.array > 0 if parts is None else np.isin(seg.array, parts)
+        seg = seg.with_array((inside * label).astype("uint8"))
+    elif args.labels == "totalsegmentator":
         seg = seg.with_array(convert_totalsegmentator(seg.array))
-    stages = [GivenSegmentation(seg), ModelStage("grade", ("keypoints",), "VertebralFractureLib.genant:run_stage")]
+    stages = [GivenSegmentation(seg), ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")]
     analysis = _run_and_write(image, stages, args, progress)
     if progress.mode != "json":
         print(summary_table(analysis))
@@ -245,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segmentation", "-s", required=True, type=Path, help="vertebra labelmap")
     p.add_argument("--labels", default="verse", choices=["verse", "totalsegmentator"],
                    help="label numbering of the segmentation")
+    p.add_argument("--vertebra", metavar="NAME", default=None,
+                   help="the segmentation holds a single vertebra (e.g. as sub-region labels): grade it as NAME, e.g. L2")
+    p.add_argument("--vertebra-labels", metavar="L1,L2,...", default=None,
+                   help="with --vertebra: the label values that form the vertebra (default: every non-zero label)")
     _common_output_args(p)
     p.set_defaults(func=cmd_grade)
 

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from VertebralFractureLib.analysis import KEYPOINT_NAMES
-from VertebralFractureLib.anatomy import FRACTURED_COLOR
+from VertebralFractureLib.anatomy import FRACTURED_COLOR, neighbours
+from VertebralFractureLib.sagittal import ANTERIOR, SUPERIOR, sample_plane, spine_axis, unit
 
 if TYPE_CHECKING:  # pragma: no cover
     from VertebralFractureLib.analysis import Analysis, VertebraResult
-    from VertebralFractureLib.volume import Volume
 
 #: Bone window (width, level) in HU.
 BONE_WINDOW: tuple[float, float] = (1500.0, 400.0)
@@ -35,8 +35,6 @@ BONE_WINDOW: tuple[float, float] = (1500.0, 400.0)
 HALF_FIELD_MM = 40.0
 #: Pixel size of the resampled slice (mm).
 PIXEL_MM = 0.5
-_SUP = np.array([0.0, 0.0, 1.0])  # LPS superior
-_ANT = np.array([0.0, -1.0, 0.0])  # LPS anterior
 _HEIGHT_COLORS = {"A": "#ffb000", "M": "#40e0ff", "P": "#7cff5a"}
 
 
@@ -61,11 +59,11 @@ def sagittal_frame(analysis: Analysis, v: VertebraResult) -> tuple[np.ndarray, n
         ant = (kp["A_sup"] + kp["A_inf"]) / 2 - (kp["P_sup"] + kp["P_inf"]) / 2
     else:
         sup = _spine_axis(analysis, v)
-        ant = _ANT
-    sup_u = _unit(sup, _SUP)
-    ant_u = _unit(ant - np.dot(ant, sup_u) * sup_u, None)
+        ant = ANTERIOR
+    sup_u = unit(sup, SUPERIOR)
+    ant_u = unit(ant - np.dot(ant, sup_u) * sup_u, None)
     if ant_u is None:  # anterior parallel to superior: fall back to the patient axes
-        sup_u, ant_u = _SUP.copy(), _ANT.copy()
+        sup_u, ant_u = SUPERIOR.copy(), ANTERIOR.copy()
     if v.keypoints_lps_mm is not None:  # move the plane (not its centre) onto the keypoints
         normal = np.cross(sup_u, ant_u)
         kp_mean = np.mean([np.asarray(v.keypoints_lps_mm[k], dtype=float) for k in KEYPOINT_NAMES], axis=0)
@@ -74,46 +72,10 @@ def sagittal_frame(analysis: Analysis, v: VertebraResult) -> tuple[np.ndarray, n
 
 
 def _spine_axis(analysis: Analysis, v: VertebraResult) -> np.ndarray:
-    """Direction from the caudal to the cranial neighbour's centroid (or patient superior)."""
-    from VertebralFractureLib.anatomy import neighbours
-
+    """Superior direction between the neighbouring centroids (or the patient's superior axis)."""
     above, below = neighbours(v.label, [u.label for u in analysis.vertebrae])
     pts = {u.label: np.asarray(u.centroid_lps_mm, dtype=float) for u in analysis.vertebrae}
-    top = pts[above] if above is not None else pts[v.label]
-    bottom = pts[below] if below is not None else pts[v.label]
-    axis = top - bottom
-    return axis if np.linalg.norm(axis) > 1e-6 and axis[2] > 0 else _SUP
-
-
-def _unit(vec: np.ndarray, default: np.ndarray | None) -> np.ndarray | None:
-    n = float(np.linalg.norm(vec))
-    if n < 1e-6:
-        return None if default is None else default.copy()
-    return vec / n
-
-
-def sample_plane(volume: Volume, centre: np.ndarray, sup: np.ndarray, ant: np.ndarray, *,
-                 half_mm: float = HALF_FIELD_MM, pixel_mm: float = PIXEL_MM, order: int = 1,
-                 fill: float = 0.0) -> np.ndarray:
-    """Resample ``volume`` on the plane ``centre + s·ant + t·sup``.
-
-    Returns:
-        An ``(n, n)`` array, row = ``t`` from −half to +half (inferior → superior), column = ``x``
-        from −half to +half with ``s = −x`` (anterior on the left).
-    """
-    from scipy import ndimage
-
-    n = int(round(2 * half_mm / pixel_mm)) + 1
-    coords = np.linspace(-half_mm, half_mm, n)
-    t, x = np.meshgrid(coords, coords, indexing="ij")
-    lps = centre + (-x)[..., None] * ant + t[..., None] * sup
-    ijk = volume.lps_to_index(lps.reshape(-1, 3))  # (x, y, z) continuous index
-    zyx = ijk[:, ::-1].T
-    array = volume.array
-    if order > 0 or array.dtype == bool:
-        array = array.astype(np.float32, copy=False)
-    values = ndimage.map_coordinates(array, zyx, order=order, mode="constant", cval=fill, prefilter=False)
-    return values.reshape(n, n)
+    return spine_axis(pts[v.label], pts.get(above), pts.get(below))
 
 
 def render_sagittal(analysis: Analysis, label: int | str, size_in: tuple[float, float] = (3.4, 3.4),
@@ -138,7 +100,7 @@ def render_sagittal(analysis: Analysis, label: int | str, size_in: tuple[float, 
     extent = (-half, half, -half, half)
     width, level = BONE_WINDOW
     if analysis.image is not None:
-        ct = sample_plane(analysis.image, centre, sup, ant, order=1, fill=-1024.0)
+        ct = sample_plane(analysis.image, centre, sup, ant, half_mm=HALF_FIELD_MM, pixel_mm=PIXEL_MM, order=1, fill=-1024.0)
         ax.imshow(ct, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, origin="lower",
                   extent=extent, interpolation="bilinear")
     else:
@@ -146,7 +108,7 @@ def render_sagittal(analysis: Analysis, label: int | str, size_in: tuple[float, 
     fractured = v.status == "fractured"
     outline = "#ff3030" if fractured else "#30c8ff"
     if analysis.labelmap is not None:
-        lab = sample_plane(analysis.labelmap, centre, sup, ant, order=0, fill=0)
+        lab = sample_plane(analysis.labelmap, centre, sup, ant, half_mm=HALF_FIELD_MM, pixel_mm=PIXEL_MM, order=0, fill=0)
         mask = (lab == v.label).astype(float)
         if mask.any() and not mask.all():
             coords = np.linspace(-half, half, mask.shape[0])

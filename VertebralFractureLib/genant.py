@@ -18,6 +18,7 @@ moderate-severe, 0.74 ≤ G < 0.8 mild, else normal) is reported beside the stan
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -101,3 +102,50 @@ def grade(
         seed_ratio=seed_g,
         seed_class=seed_class(seed_g),
     )
+
+
+def run_stage(context: Any) -> None:
+    """Pipeline stage 3: keypoints, heights and Genant grade for every complete vertebra.
+
+    Keypoints are measured geometrically on each vertebra's mid-sagittal mask slice
+    (:mod:`.keypoints`); vertebrae cut by the field of view are not graded. When no fracture
+    classifier has set a vertebra's status, the status follows the grade (grade ≥ 1 → fractured)
+    and a note says so.
+
+    Args:
+        context: the :class:`~VertebralFractureLib.pipeline.Context` (needs ``labelmap``).
+    """
+    from VertebralFractureLib.anatomy import neighbours
+    from VertebralFractureLib.keypoints import geometric_keypoints
+    from VertebralFractureLib.sagittal import spine_axis
+
+    if context.labelmap is None:
+        raise ValueError("grading needs a vertebra labelmap (run segmentation or give one)")
+    results = context.vertebrae
+    centroids = {lab: np.asarray(v.centroid_lps_mm) for lab, v in results.items()}
+    todo = [lab for lab, v in results.items() if v.complete]
+    for k, lab in enumerate(todo):
+        v = results[lab]
+        context.report("grade", k / max(1, len(todo)), f"keypoints {v.name}")
+        above, below = neighbours(lab, results)
+        axis = spine_axis(centroids[lab], centroids.get(above), centroids.get(below))
+        try:
+            kp = geometric_keypoints(context.labelmap, lab, centroids[lab], axis)
+        except ValueError as err:
+            v.notes.append(f"not graded: {err}")
+            context.warnings.append(f"{v.name}: not graded ({err})")
+            continue
+        v.keypoints_lps_mm = kp.keypoints_lps_mm
+        v.keypoint_method = "geometric"
+        v.heights_mm = heights_from_keypoints(kp.keypoints_lps_mm)
+        v.notes.extend(kp.notes)
+    for lab in todo:
+        v = results[lab]
+        if v.heights_mm is None:
+            continue
+        refs = [results[n].heights_mm["posterior"] for n in neighbours(lab, results)
+                if n is not None and results[n].heights_mm is not None]
+        v.genant = grade(v.heights_mm, refs)
+        if v.status is None:
+            v.status = "fractured" if v.genant.grade >= 1 else "normal"
+            v.notes.append("status from the Genant grade (no fracture classifier run)")

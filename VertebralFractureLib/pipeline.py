@@ -115,7 +115,7 @@ def default_stages() -> list[Stage]:
     return [
         ModelStage("localize", ("localization",), "VertebralFractureLib.localize:run_stage"),
         ModelStage("segment", ("segmentation",), "VertebralFractureLib.segment:run_stage"),
-        ModelStage("grade", ("keypoints",), "VertebralFractureLib.genant:run_stage"),
+        ModelStage("grade", (), "VertebralFractureLib.genant:run_stage"),
     ]
 
 

@@ -1,0 +1,141 @@
+"""A vertebra's mid-sagittal plane: its frame from the spine's curve and the mask's symmetry, and resampling.
+
+The plane passes through the vertebra's centroid. Its superior axis follows the local spine axis
+(the line between the neighbouring centroids), not the image's z axis, so curved spines and
+tilted patients are measured on the right plane. Its anterior axis starts from the patient's
+anterior direction and is turned about the superior axis to the vertebra's left–right mirror
+symmetry (patients lie rotated; scoliotic vertebrae are rotated about the spine axis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from VertebralFractureLib.volume import Volume
+
+#: Patient superior and anterior in LPS.
+SUPERIOR = np.array([0.0, 0.0, 1.0])
+ANTERIOR = np.array([0.0, -1.0, 0.0])
+
+
+def unit(vec: np.ndarray, default: np.ndarray | None = None) -> np.ndarray | None:
+    """``vec`` normalised, or ``default`` when it has (almost) no length."""
+    n = float(np.linalg.norm(vec))
+    if n < 1e-6:
+        return None if default is None else np.array(default, dtype=float)
+    return np.asarray(vec, dtype=float) / n
+
+
+def spine_axis(centroid: np.ndarray, cranial: np.ndarray | None, caudal: np.ndarray | None) -> np.ndarray:
+    """Unit superior direction of the spine at a vertebra from its neighbours' centroids (LPS)."""
+    top = centroid if cranial is None else np.asarray(cranial, dtype=float)
+    bottom = centroid if caudal is None else np.asarray(caudal, dtype=float)
+    axis = unit(top - bottom)
+    if axis is None or axis[2] < 0.3:  # no neighbours, or implausible (more horizontal than 72°)
+        return SUPERIOR.copy()
+    return axis
+
+
+def orthogonal_anterior(sup: np.ndarray, anterior: np.ndarray = ANTERIOR) -> np.ndarray:
+    """``anterior`` made orthogonal to ``sup``."""
+    a = unit(anterior - np.dot(anterior, sup) * sup)
+    if a is None:
+        raise ValueError("the spine axis is parallel to the anterior direction; cannot build a sagittal plane")
+    return a
+
+
+def symmetry_anterior(
+    mask: Volume, label: int, centre: np.ndarray, sup: np.ndarray, max_angle_deg: float = 25.0,
+    pixel_mm: float = 1.0, half_mm: float = 60.0,
+) -> tuple[np.ndarray, float, bool]:
+    """Anterior direction turned about ``sup`` to the vertebra's mirror-symmetry plane.
+
+    The vertebra's voxels are projected onto the plane perpendicular to ``sup``. When the spinal
+    canal shows as a hole in that projection and lies *anterior* to the centroid in the file's
+    patient frame, the file's orientation contradicts the anatomy (the body is always in front of
+    the canal) and the anatomy wins. The projection is then mirrored about lines through
+    ``centre`` at angles within ±``max_angle_deg`` of that anterior direction, and the angle with
+    the best overlap (IoU) wins.
+
+    Returns:
+        (anterior unit vector, IoU of the best mirror image — 1.0 is perfectly symmetric,
+        whether the anatomy overruled the file's anterior direction).
+    """
+    from scipy import ndimage
+
+    a0 = orthogonal_anterior(sup)
+    l0 = np.cross(sup, a0)
+    zyx = np.argwhere(mask.array == label)
+    if len(zyx) < 20:
+        return a0, 0.0, False
+    pts = mask.zyx_to_lps(zyx) - centre
+    u, w = pts @ a0, pts @ l0
+    n = int(2 * half_mm / pixel_mm) + 1
+    img = np.zeros((n, n), dtype=np.float32)
+    iu = np.clip(np.round((u + half_mm) / pixel_mm).astype(int), 0, n - 1)
+    iw = np.clip(np.round((w + half_mm) / pixel_mm).astype(int), 0, n - 1)
+    img[iu, iw] = 1.0
+    img = ndimage.binary_closing(img > 0, iterations=2).astype(np.float32)
+    flipped = False
+    holes, n_holes = ndimage.label(ndimage.binary_fill_holes(img > 0) & (img == 0))
+    if n_holes:
+        areas = ndimage.sum_labels(np.ones_like(img), holes, np.arange(1, n_holes + 1)) * pixel_mm**2
+        k = int(np.argmax(areas))
+        if areas[k] >= 30.0:  # a spinal canal, not a gap between two voxels
+            canal_u = float(np.mean(np.nonzero(holes == k + 1)[0])) * pixel_mm - half_mm
+            if canal_u > 0:  # canal in front of the centroid: the file's anterior is backwards
+                a0, l0, img, flipped = -a0, -l0, img[::-1, ::-1].copy(), True
+    grid_u, grid_w = np.meshgrid(np.arange(n) * pixel_mm - half_mm, np.arange(n) * pixel_mm - half_mm, indexing="ij")
+
+    def score(theta: float) -> float:
+        c, s = np.cos(2 * theta), np.sin(2 * theta)  # reflection about the line at angle theta
+        ru = c * grid_u + s * grid_w
+        rw = s * grid_u - c * grid_w
+        coords = np.stack([(ru + half_mm) / pixel_mm, (rw + half_mm) / pixel_mm])
+        mirrored = ndimage.map_coordinates(img, coords, order=1, mode="constant", cval=0.0, prefilter=False) > 0.5
+        inter = np.logical_and(mirrored, img > 0).sum()
+        union = np.logical_or(mirrored, img > 0).sum()
+        return float(inter / union) if union else 0.0
+
+    limit = np.deg2rad(max_angle_deg)
+    angles = np.linspace(-limit, limit, int(2 * max_angle_deg / 2.5) + 1)
+    scores = [score(t) for t in angles]
+    best = float(angles[int(np.argmax(scores))])
+    fine = np.linspace(best - np.deg2rad(2.5), best + np.deg2rad(2.5), 11)
+    fine_scores = [score(t) for t in fine]
+    theta = float(fine[int(np.argmax(fine_scores))])
+    anterior = np.cos(theta) * a0 + np.sin(theta) * l0
+    return anterior / np.linalg.norm(anterior), float(max(fine_scores)), flipped
+
+
+def sample_plane(
+    volume: Volume, centre: np.ndarray, sup: np.ndarray, ant: np.ndarray, *, half_mm: float = 40.0,
+    pixel_mm: float = 0.5, order: int = 1, fill: float = 0.0,
+) -> np.ndarray:
+    """Resample ``volume`` on the plane ``centre + s·ant + t·sup``.
+
+    Returns:
+        An ``(n, n)`` array, row = ``t`` from −half to +half (inferior → superior), column = ``x``
+        from −half to +half with ``s = −x`` (anterior on the left, the radiological convention).
+    """
+    from scipy import ndimage
+
+    n = int(round(2 * half_mm / pixel_mm)) + 1
+    coords = np.linspace(-half_mm, half_mm, n)
+    t, x = np.meshgrid(coords, coords, indexing="ij")
+    lps = centre + (-x)[..., None] * ant + t[..., None] * sup
+    ijk = volume.lps_to_index(lps.reshape(-1, 3))  # (x, y, z) continuous index
+    zyx = ijk[:, ::-1].T
+    array = volume.array
+    if order > 0 or array.dtype == bool:
+        array = array.astype(np.float32, copy=False)
+    values = ndimage.map_coordinates(array, zyx, order=order, mode="constant", cval=fill, prefilter=False)
+    return values.reshape(n, n)
+
+
+def plane_to_lps(centre: np.ndarray, sup: np.ndarray, ant: np.ndarray, s: Sequence[float], t: Sequence[float]) -> np.ndarray:
+    """LPS points of plane coordinates ``s`` (anterior, mm) and ``t`` (superior, mm)."""
+    s_arr, t_arr = np.asarray(s, dtype=float), np.asarray(t, dtype=float)
+    return centre + s_arr[..., None] * ant + t_arr[..., None] * sup
