@@ -109,13 +109,17 @@ def test_full_run_writes_contract_and_respects_overwrite(ct_file, tmp_path, monk
     assert "L1" in capsys.readouterr().out  # the summary table
 
 
-def test_grade_needs_keypoint_model(no_models, ct_file, tmp_path, capsys):
+def test_grade_runs_without_any_model(no_models, ct_file, tmp_path, capsys):
+    """Grading a given segmentation measures the masks; it needs no trained weights."""
     import SimpleITK as sitk
 
     seg = tmp_path / "seg.nii.gz"
     sitk.WriteImage(make_analysis().labelmap.to_sitk(), str(seg))
-    code = cli.main(["grade", "--segmentation", str(seg), "-o", str(tmp_path / "g"), "--progress", "none"])
-    assert code == cli.EXIT_MODEL and "'keypoints'" in capsys.readouterr().err
+    out = tmp_path / "g"
+    code = cli.main(["grade", "--segmentation", str(seg), str(ct_file), "-o", str(out), "--progress", "none"])
+    assert code == cli.EXIT_OK
+    data = json.loads((out / "analysis.json").read_text())
+    assert [v["keypoint_method"] for v in data["vertebrae"] if v["complete"]] == ["geometric"] * 3
 
 
 def test_info_json(capsys):

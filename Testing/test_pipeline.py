@@ -65,4 +65,4 @@ def test_config_validation():
     with pytest.raises(ValueError):
         pipeline.AnalysisConfig(device="tpu")
     assert pipeline.AnalysisConfig(device="cpu").device is pipeline.Device.CPU
-    assert pipeline.required_models(pipeline.default_stages()) == ["localization", "segmentation", "keypoints"]
+    assert pipeline.required_models(pipeline.default_stages()) == ["localization", "segmentation"]
