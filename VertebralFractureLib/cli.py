@@ -78,6 +78,16 @@ def _common_output_args(p: argparse.ArgumentParser) -> None:
                    help="progress display: bars on a terminal, JSON lines for programs (default: auto)")
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from err
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
 def _check_output(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise OutputExistsError(f"output folder {path} already exists (use --overwrite to replace it)")
@@ -87,7 +97,7 @@ def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: 
     from VertebralFractureLib.io.output import write_outputs
     from VertebralFractureLib.pipeline import AnalysisConfig, analyze
 
-    config = AnalysisConfig(device=args.device)
+    config = AnalysisConfig(device=args.device, fracture_threshold=getattr(args, "fracture_threshold", 0.5))
     analysis = analyze(image.volume, config, stages=stages, progress=progress,
                        input_description=image.description)
     analysis.warnings[:0] = image.warnings
@@ -248,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="analyse a CT (volume file or DICOM folder/zip)")
     p.add_argument("input", type=Path, help="NIfTI/NRRD/MHA file, DICOM folder or DICOM zip")
     _common_output_args(p)
+    p.add_argument("--fracture-threshold", type=_probability, default=0.5,
+                   help="fractured when the mean fractured-class probability reaches this (default 0.5)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("grade", help="Genant grading from a given vertebra segmentation")
@@ -269,6 +281,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="versions, devices and installed models")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info, progress="none")
+
+    from VertebralFractureLib.training import commands as dev
+
+    p = sub.add_parser("train", help="train a stage's network (on SynthSpine or VerSe-layout data)")
+    dev.add_train_arguments(p)
+    p.set_defaults(func=dev.cmd_train, progress="none")
+
+    p = sub.add_parser("evaluate", help="metrics of a stage on held-out data with known truth")
+    dev.add_evaluate_arguments(p)
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
+    p.set_defaults(func=dev.cmd_evaluate)
+
+    p = sub.add_parser("bench", help="time a stage (or the whole analysis) and its peak memory on one CT")
+    dev.add_bench_arguments(p)
+    p.set_defaults(func=dev.cmd_bench, progress="none")
 
     p = sub.add_parser("synth", help="generate SynthSpine synthetic CT with ground truth (VerSe layout)")
     try:

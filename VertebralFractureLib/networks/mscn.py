@@ -104,6 +104,9 @@ class MSCN(nn.Module):
         residual: residual LN blocks.
         multiple_filtering: GN filters every decoder map with the re-featured LN heatmap; without it
             the GN sees only the LN heatmap (down-sampled), as in the original SCN.
+        gn_stride: the GN works at no finer than 1/``gn_stride`` of the input resolution (finer
+            decoder maps are average-pooled first) and its heatmap is up-sampled; large-kernel
+            convolutions at full resolution would cost ~8× more for a smooth, global signal.
 
     Raises:
         ValueError: for inconsistent arguments.
@@ -121,6 +124,7 @@ class MSCN(nn.Module):
         attention: bool = True,
         residual: bool = True,
         multiple_filtering: bool = True,
+        gn_stride: int = 2,
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
@@ -130,6 +134,8 @@ class MSCN(nn.Module):
         features = tuple(int(f) for f in features)
         if len(features) < 2 or min(features) < 1:
             raise ValueError(f"features needs ≥ 2 positive channel counts, got {features}")
+        if gn_stride < 1:
+            raise ValueError(f"gn_stride must be ≥ 1, got {gn_stride}")
         if gn_kernel < 1 or gn_kernel % 2 == 0:
             raise ValueError(f"gn_kernel must be a positive odd number, got {gn_kernel}")
         if variant not in VARIANTS:
@@ -137,7 +143,7 @@ class MSCN(nn.Module):
         if variant == "scn":
             attention, residual, multiple_filtering = False, False, False
         self.dims, self.out_channels, self.variant = dims, out_channels, variant
-        self.attention, self.multiple_filtering = attention, multiple_filtering
+        self.attention, self.multiple_filtering, self.gn_stride = attention, multiple_filtering, gn_stride
         self.levels = len(features)
         conv = _conv(dims)
 
@@ -183,6 +189,10 @@ class MSCN(nn.Module):
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool3d(x, 2) if self.dims == 3 else F.max_pool2d(x, 2)
 
+    def _pool_to(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        pool = F.adaptive_avg_pool3d if self.dims == 3 else F.adaptive_avg_pool2d
+        return pool(x, tuple(size))
+
     def _resize(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         mode = "trilinear" if self.dims == 3 else "bilinear"
         return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
@@ -208,11 +218,14 @@ class MSCN(nn.Module):
             return f_local
         if hasattr(self, "gn_head"):
             g = None
+            finest = [max(1, s // self.gn_stride) for s in x.shape[2:]]
             for i, d in enumerate(decoded):
+                if any(a > b for a, b in zip(d.shape[2:], finest)):
+                    d = self._pool_to(d, finest)
                 filt = self.refeature[i](self._resize(f_local, d.shape[2:])) * d  # multiple filtering
                 filt = self.gn_in[i](filt)
                 g = filt if g is None else self.gn_merge[i - 1](torch.cat([self._resize(g, d.shape[2:]), filt], 1))
-            f_global = self.gn_head(g)
+            f_global = self._resize(self.gn_head(g), f_local.shape[2:])
         else:
             coarse = [s // 4 for s in f_local.shape[2:]]
             low = self._resize(f_local, [max(1, s) for s in coarse])

@@ -1,0 +1,1 @@
+"""Training loops, datasets and evaluation metrics per stage."""

@@ -1,0 +1,45 @@
+"""Installing trained weights into ``Resources/Models`` with their sha256 and model card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from VertebralFractureLib.models import models_dir, sha256_of
+
+MAX_BYTES = 25 * 1024 * 1024
+
+
+def install_model(name: str, weights: str | Path, card: dict[str, Any], directory: str | Path | None = None) -> Path:
+    """Copy a ``state_dict`` file to ``<models>/<name>.pt`` and record it in ``models.json``.
+
+    Args:
+        name: registry name ("localization", ...).
+        weights: a file saved with ``torch.save(model.state_dict(), …)``.
+        card: model-card fields (architecture, spacing_mm, patch_size, classes, training_data,
+            metrics, version); ``name``, ``file`` and ``sha256`` are filled in here.
+        directory: the models folder (default: :func:`models_dir`).
+
+    Raises:
+        ValueError: when the file is larger than 25 MB or does not hold a plain state_dict.
+    """
+    import torch
+
+    d = Path(directory) if directory is not None else models_dir()
+    weights = Path(weights)
+    if weights.stat().st_size > MAX_BYTES:
+        raise ValueError(f"{weights} is {weights.stat().st_size / 2**20:.1f} MB; model files must be ≤ 25 MB")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise ValueError(f"{weights} does not hold a plain state_dict")
+    d.mkdir(parents=True, exist_ok=True)
+    target = d / f"{name}.pt"
+    shutil.copyfile(weights, target)
+    entry = {**card, "name": name, "file": target.name, "sha256": sha256_of(target)}
+    registry_path = d / "models.json"
+    data = json.loads(registry_path.read_text()) if registry_path.exists() else {"models": []}
+    data["models"] = [m for m in data.get("models", []) if m.get("name") != name] + [entry]
+    registry_path.write_text(json.dumps(data, indent=2) + "\n")
+    return target

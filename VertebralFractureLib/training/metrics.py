@@ -1,0 +1,57 @@
+"""Evaluation metrics of the stages, as the VerSe challenge and seeds/002 report them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def localization_metrics(predictions: Sequence[dict[int, np.ndarray]], truths: Sequence[dict[int, np.ndarray]],
+                         radii_mm: Sequence[float] = (4.0, 10.0, 20.0)) -> dict[str, float]:
+    """Identification rate, localization distance and error rates over cases.
+
+    VerSe identification (Sekuboyina et al. 2021): a true vertebra is identified when a predicted
+    centroid carries its label, lies within 20 mm of it, and is closer to it than to any other
+    true centroid of the case. ``mean_distance_mm`` is over true vertebrae that have a prediction
+    with their label. ``error_rate_r{r}`` is the share of true vertebrae whose same-label
+    prediction is missing or farther than ``r`` mm (the seed's Table 4).
+
+    Args:
+        predictions: per case, label → predicted centroid (mm).
+        truths: per case, label → true centroid (mm).
+    """
+    if len(predictions) != len(truths):
+        raise ValueError(f"{len(predictions)} predictions for {len(truths)} cases")
+    total = identified = 0
+    dists: list[float] = []
+    errors = {r: 0 for r in radii_mm}
+    false_positives = 0
+    for pred, truth in zip(predictions, truths):
+        labels = sorted(truth)
+        t_arr = np.array([truth[k] for k in labels]) if labels else np.zeros((0, 3))
+        for label in labels:
+            total += 1
+            p = pred.get(label)
+            if p is None:
+                for r in radii_mm:
+                    errors[r] += 1
+                continue
+            d = float(np.linalg.norm(np.asarray(p) - truth[label]))
+            dists.append(d)
+            for r in radii_mm:
+                errors[r] += d > r
+            nearest = labels[int(np.argmin(np.linalg.norm(t_arr - np.asarray(p), axis=1)))]
+            identified += d <= 20.0 and nearest == label
+        false_positives += len(set(pred) - set(truth))
+    out = {
+        "cases": float(len(truths)),
+        "vertebrae": float(total),
+        "id_rate": identified / total if total else float("nan"),
+        "mean_distance_mm": float(np.mean(dists)) if dists else float("nan"),
+        "median_distance_mm": float(np.median(dists)) if dists else float("nan"),
+        "false_positive_labels": float(false_positives),
+    }
+    for r in radii_mm:
+        out[f"error_rate_r{r:g}"] = errors[r] / total if total else float("nan")
+    return out
