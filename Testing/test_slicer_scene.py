@@ -282,6 +282,25 @@ def test_pipeline_analysis_read_back_from_files_into_the_scene(mrml, tmp_path):
     assert mrml.scene.GetNodeByID(nodes.table).GetAttribute(ss.SOURCE_ATTRIBUTE) == str(tmp_path)
 
 
+def test_graded_pipeline_result_in_the_scene(mrml):
+    """A real pipeline run with grading (given segmentation → keypoints → Genant) shown red/white."""
+    from test_grading import phantom
+
+    lab, _ = phantom({19: (26.0, 26.0), 20: (15.0, 26.0), 21: (26.0, 26.0)}, rotation_deg=8.0)
+    ct = lab.with_array(np.where(lab.array > 0, 300, -50).astype(np.int16))
+    result = pipeline.analyze(ct, stages=[pipeline.GivenSegmentation(lab),
+                                          pipeline.ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")])
+    volume = ss.add_volume_node(mrml.scene, ct, "spine")
+    nodes = ss.add_analysis_to_scene(mrml.scene, result, volume)
+    colors = {s.GetName(): s.GetColor() for s in _segments(mrml.scene.GetNodeByID(nodes.segmentation))}
+    assert np.allclose(colors["L1"], FRACTURED_COLOR) and np.allclose(colors["T12"], NORMAL_COLOR)
+    kp = _points(mrml.scene.GetNodeByID(nodes.keypoints))
+    assert np.allclose(kp["L1 A_sup"], lps_to_ras(result.vertebra("L1").keypoints_lps_mm["A_sup"]), atol=1e-3)
+    _, rows = _table(mrml.scene.GetNodeByID(nodes.table))
+    l1 = [r for r in rows if r["Vertebra"] == "L1"][0]
+    assert l1["Status"] == "fractured" and l1["Genant grade"] == "2"
+
+
 def test_load_analysis_needs_an_output_folder(tmp_path):
     with pytest.raises(InputError, match="analysis.json"):
         ss.load_analysis(tmp_path)

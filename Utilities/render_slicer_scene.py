@@ -1,4 +1,4 @@
-"""Render the nodes the Slicer module creates, headless: the picture of the result in docs/slicer.md.
+"""Render the nodes the Slicer module creates, headless: the picture of the result in the README.
 
 The scene is built exactly as in Slicer, by ``VertebralFractureLib.slicer_scene.add_analysis_to_scene``
 on real Slicer MRML (``slicer-core``); the picture shows its segmentation's closed surfaces in

@@ -105,7 +105,11 @@ def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: 
     out = write_outputs(analysis, args.output, overwrite=args.overwrite,
                         progress=lambda f, m: progress("write", f, m))
     progress.close()
-    progress.emit({"stage": "done", "fraction": 1.0, "message": "analysis complete", "output": str(out)})
+    if progress.mode != "json":
+        for w in analysis.warnings:
+            print(f"vertebral-fracture: warning: {w}", file=sys.stderr)
+    progress.emit({"stage": "done", "fraction": 1.0, "message": "analysis complete", "output": str(out),
+                   "warnings": list(analysis.warnings)})
     return analysis
 
 

@@ -140,14 +140,15 @@ def build_network(card_architecture: dict[str, Any]) -> Any:
     return MSCN(dims=3, **kwargs)
 
 
-def localize(volume: Volume, device: str = "cpu", threshold: float = DEFAULT_THRESHOLD,
+def localize(volume: Volume, device: str = "cpu", threshold: float | None = None,
              model: tuple[Any, Any] | None = None) -> list[Candidate]:
     """Centroids and names of the vertebrae in a CT (cranial → caudal).
 
     Args:
         volume: CT in HU, any geometry.
         device: torch device string.
-        threshold: minimum heatmap peak.
+        threshold: minimum heatmap peak (default: the model card's ``postprocess.threshold``, chosen
+            on the validation set, else :data:`DEFAULT_THRESHOLD`).
         model: ``(card, network)`` to use instead of the installed ``localization`` model.
     """
     from VertebralFractureLib import models, preprocess
@@ -163,6 +164,8 @@ def localize(volume: Volume, device: str = "cpu", threshold: float = DEFAULT_THR
     image = preprocess.normalize(grid.array)
     padded, _ = preprocess.pad_to_multiple(image, net.divisor, float(image.min()))
     heat = predict_heatmaps(net, padded, tuple(card.patch_size), device)[:, : image.shape[0], : image.shape[1], : image.shape[2]]
+    if threshold is None:
+        threshold = float(card.postprocess.get("threshold", DEFAULT_THRESHOLD))
     return consistent_chain(peak_candidates(heat, grid, threshold))
 
 

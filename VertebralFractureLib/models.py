@@ -50,6 +50,7 @@ class ModelCard:
     classes: tuple[str, ...] = ()
     training_data: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    postprocess: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
@@ -65,6 +66,7 @@ class ModelCard:
                 classes=tuple(d.get("classes", ())),
                 training_data=str(d.get("training_data", "")),
                 metrics=dict(d.get("metrics", {})),
+                postprocess=dict(d.get("postprocess", {})),
             )
         except KeyError as err:
             raise ValueError(f"models.json entry misses the key {err}: {d!r}") from err

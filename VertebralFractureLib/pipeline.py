@@ -177,6 +177,31 @@ def _cranio_caudal_axis(volume: Volume) -> int:
     return 2 - xyz_axis
 
 
+def available_default_stages() -> tuple[list[Stage], list[str]]:
+    """The default stages up to the first whose trained model is not installed, and warnings.
+
+    Stages depend on their predecessors (segmentation needs centroids, grading needs masks), so a
+    missing model stops the chain there; the results of the earlier stages are still real and are
+    returned with a warning naming what was not done.
+
+    Raises:
+        ModelNotAvailableError: when not even the first stage can run.
+    """
+    from VertebralFractureLib.errors import ModelNotAvailableError
+
+    stages = default_stages()
+    for k, stage in enumerate(stages):
+        try:
+            for name in stage.models:
+                model_registry.require(name)
+        except ModelNotAvailableError as err:
+            if k == 0:
+                raise
+            rest = ", ".join(s.name for s in stages[k:])
+            return stages[:k], [f"not done: {rest} ({err})"]
+    return stages, []
+
+
 def required_models(stages: Sequence[Stage]) -> list[str]:
     """The model names a list of stages needs, in order, without duplicates."""
     out: list[str] = []
@@ -205,17 +230,23 @@ def analyze(
 
     Raises:
         ModelNotAvailableError: a stage's trained weights are not installed (checked before any
-            work is done).
+            work is done). With the default stages only the first stage's model is required: later
+            stages without installed weights are left out with a warning (see
+            :func:`available_default_stages`).
         InputError: the image cannot be analysed.
         CancelledError: ``cancel()`` returned True.
     """
     config = config or AnalysisConfig()
-    stages = list(stages) if stages is not None else default_stages()
+    skipped: list[str] = []
+    if stages is None:
+        stages, skipped = available_default_stages()
+    stages = list(stages)
     if not stages:
         raise ValueError("at least one stage is needed")
     if image.array.size == 0 or min(image.array.shape) < 2:
         raise InputError(f"the image is too small to analyse: shape {image.array.shape}")
     context = Context(image=image, config=config, progress=progress, cancel=cancel)
+    context.warnings.extend(skipped)
     for name in required_models(stages):
         card = model_registry.require(name)
         context.models[name] = {"version": card.version, "sha256": card.sha256}

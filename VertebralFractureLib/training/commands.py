@@ -73,6 +73,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="held-out VerSe-layout folder with true centroids")
     p.add_argument("--weights", type=Path, default=None, help="a state_dict to evaluate instead of the installed model")
     p.add_argument("--output", type=Path, default=None, help="write the metrics and per-case results as JSON")
+    p.add_argument("--threshold", type=float, nargs="*", default=None,
+                   help="heatmap peak threshold(s) to evaluate (default: the model card's)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -92,22 +94,26 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
     state = torch.load(args.weights, map_location="cpu", weights_only=True) if args.weights \
         else models.load_state_dict("localization")[1]
     net.load_state_dict(state)
-    preds, truths, per_case = [], [], []
+    thresholds = args.threshold or [None]
+    preds: dict[Any, list] = {t: [] for t in thresholds}
+    truths, per_case = [], []
     cases = list_cases(args.data)
     for k, case in enumerate(cases):
         ct = read_image(case.ct).volume
-        t0 = time.perf_counter()
-        found = localize(ct, device=device, model=(card, net))
-        pred = {c.label: c.position_lps for c in found}
         truth = read_centroids(case.centroids, ct)
-        preds.append(pred)
         truths.append(truth)
-        m = localization_metrics([pred], [truth])
-        per_case.append({"case": case.subject, "seconds": round(time.perf_counter() - t0, 2), **m})
+        for t in thresholds:
+            t0 = time.perf_counter()
+            found = localize(ct, device=device, model=(card, net), threshold=t)
+            pred = {c.label: c.position_lps for c in found}
+            preds[t].append(pred)
+            per_case.append({"case": case.subject, "threshold": t, "seconds": round(time.perf_counter() - t0, 2),
+                             "found": [int(c.label) for c in found], "truth": sorted(int(x) for x in truth),
+                             **localization_metrics([pred], [truth])})
         progress("evaluate", (k + 1) / len(cases), case.subject)
-    metrics = localization_metrics(preds, truths)
+    metrics = {str(t): localization_metrics(preds[t], truths) for t in thresholds}
     progress.close()
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics if len(thresholds) > 1 else metrics[str(thresholds[0])], indent=2))
     if args.output:
         args.output.write_text(json.dumps({"metrics": metrics, "cases": per_case}, indent=2))
     return 0
