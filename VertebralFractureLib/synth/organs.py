@@ -87,12 +87,9 @@ def paint_thorax(canvas: Canvas, ref: SpineRef, o: Outline, subject: Subject, rn
     def work(k0: int) -> None:
         k1 = min(int(ks[-1]) + 1, k0 + chunk)
         zsl = slice(k0, k1)
-        lo = [float(np.min(o.cx[zsl] - o.rx[zsl])), float(np.min(o.cy[zsl] - o.ry[zsl])), g.origin[2]]
-        hi = [float(np.max(o.cx[zsl] + o.rx[zsl])), float(np.max(o.cy[zsl] + o.ry[zsl])), g.origin[2]]
-        bb = g.box(lo, hi, margin=0.0)
-        if bb is None:
+        box = _outline_slab(g, o, k0, k1)
+        if box is None:
             return
-        box = Box(g, (k0, k1), bb.y, bb.x)
         x, y, z = box.coords()
         cavity = canvas.cavity[box.slices] >= F32(9.0 * s)
         sx = o.sx[zsl][:, None, None].astype(F32)
@@ -190,12 +187,9 @@ def paint_abdomen(canvas: Canvas, ref: SpineRef, o: Outline, subject: Subject, r
     for k0 in range(int(ks[0]) if ks.size else 0, int(ks[-1]) + 1 if ks.size else 0, chunk):
         k1 = min(int(ks[-1]) + 1, k0 + chunk)
         zsl = slice(k0, k1)
-        lo = [float(np.min(o.cx[zsl] - o.rx[zsl])), float(np.min(o.cy[zsl] - o.ry[zsl])), g.origin[2]]
-        hi = [float(np.max(o.cx[zsl] + o.rx[zsl])), float(np.max(o.cy[zsl] + o.ry[zsl])), g.origin[2]]
-        bb = g.box(lo, hi, margin=0.0)
-        if bb is None:
+        box = _outline_slab(g, o, k0, k1)
+        if box is None:
             continue
-        box = Box(g, (k0, k1), bb.y, bb.x)
         _, y, _ = box.coords()
         cav = canvas.cavity[box.slices] >= F32(6 * s)
         sy = o.sy[zsl][:, None, None].astype(F32)
@@ -230,3 +224,12 @@ def paint_abdomen(canvas: Canvas, ref: SpineRef, o: Outline, subject: Subject, r
                        Tissue.KIDNEY_MEDULLA, only=(int(Tissue.KIDNEY),))
         paint_blob(canvas, c + rk @ np.array([-side * 14, -6, 0]) * s, np.array([8, 7, 20]) * s, rk, Tissue.FAT,
                    only=(int(Tissue.KIDNEY), int(Tissue.KIDNEY_MEDULLA)))
+
+
+def _outline_slab(g, o, k0: int, k1: int) -> Box | None:
+    """The box of slices ``k0:k1`` that holds the body outline ``o`` (None when it is outside the grid)."""
+    zsl = slice(k0, k1)
+    lo = [float(np.min(o.cx[zsl] - o.rx[zsl])), float(np.min(o.cy[zsl] - o.ry[zsl])), g.origin[2]]
+    hi = [float(np.max(o.cx[zsl] + o.rx[zsl])), float(np.max(o.cy[zsl] + o.ry[zsl])), g.origin[2]]
+    bb = g.box(lo, hi, margin=0.0)
+    return None if bb is None else Box(g, (k0, k1), bb.y, bb.x)
