@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from VertebralFractureLib.figures import render_sagittal
     from VertebralFractureLib.io.readers import read_image, read_labelmap
-    from VertebralFractureLib.pipeline import GivenSegmentation, ModelStage, analyze
+    from VertebralFractureLib.pipeline import GivenSegmentation, analyze, grading_stage
 
     if args.ct is not None:
         ct = read_image(args.ct).volume
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         seg = read_labelmap(args.segmentation)
         ct = seg.with_array(np.where(seg.array > 0, 400, -200).astype(np.int16))
-    result = analyze(ct, stages=[GivenSegmentation(seg), ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")])
+    result = analyze(ct, stages=[GivenSegmentation(seg), grading_stage()])
     tiles = []
     for v in result.vertebrae:
         if v.keypoints_lps_mm is None:

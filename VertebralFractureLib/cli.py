@@ -106,6 +106,8 @@ def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: 
                         progress=lambda f, m: progress("write", f, m))
     progress.close()
     if progress.mode != "json":
+        print(summary_table(analysis))
+        print(f"results written to {args.output}")
         for w in analysis.warnings:
             print(f"vertebral-fracture: warning: {w}", file=sys.stderr)
     progress.emit({"stage": "done", "fraction": 1.0, "message": "analysis complete", "output": str(out),
@@ -120,10 +122,7 @@ def cmd_analyze(args: argparse.Namespace, progress: Progress) -> int:
     progress("read", 0.0, "reading input")
     image = read_image(args.input)
     progress("read", 1.0, image.description)
-    analysis = _run_and_write(image, None, args, progress)
-    if progress.mode != "json":
-        print(summary_table(analysis))
-        print(f"results written to {args.output}")
+    _run_and_write(image, None, args, progress)
     return EXIT_OK
 
 
@@ -132,7 +131,7 @@ def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
 
     from VertebralFractureLib.anatomy import convert_totalsegmentator, vertebra
     from VertebralFractureLib.io.readers import LoadedImage, read_image, read_labelmap
-    from VertebralFractureLib.pipeline import GivenSegmentation, ModelStage
+    from VertebralFractureLib.pipeline import GivenSegmentation, grading_stage
 
     _check_output(args.output, args.overwrite)
     progress("read", 0.0, "reading segmentation")
@@ -154,11 +153,8 @@ def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
         seg = seg.with_array((inside * label).astype("uint8"))
     elif args.labels == "totalsegmentator":
         seg = seg.with_array(convert_totalsegmentator(seg.array))
-    stages = [GivenSegmentation(seg), ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")]
-    analysis = _run_and_write(image, stages, args, progress)
-    if progress.mode != "json":
-        print(summary_table(analysis))
-        print(f"results written to {args.output}")
+    stages = [GivenSegmentation(seg), grading_stage()]
+    _run_and_write(image, stages, args, progress)
     return EXIT_OK
 
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from VertebralFractureLib.analysis import KEYPOINT_NAMES
-from VertebralFractureLib.anatomy import FRACTURED_COLOR, neighbours
-from VertebralFractureLib.sagittal import ANTERIOR, SUPERIOR, sample_plane, spine_axis, unit
+from VertebralFractureLib.anatomy import FRACTURED_COLOR
+from VertebralFractureLib.sagittal import ANTERIOR, SUPERIOR, local_spine_axis, sample_plane, unit
 
 if TYPE_CHECKING:  # pragma: no cover
     from VertebralFractureLib.analysis import Analysis, VertebraResult
@@ -58,7 +58,7 @@ def sagittal_frame(analysis: Analysis, v: VertebraResult) -> tuple[np.ndarray, n
         sup = np.mean([kp[f"{p}_sup"] for p in "AMP"], axis=0) - np.mean([kp[f"{p}_inf"] for p in "AMP"], axis=0)
         ant = (kp["A_sup"] + kp["A_inf"]) / 2 - (kp["P_sup"] + kp["P_inf"]) / 2
     else:
-        sup = _spine_axis(analysis, v)
+        sup = local_spine_axis(v.label, {u.label: u.centroid_lps_mm for u in analysis.vertebrae})
         ant = ANTERIOR
     sup_u = unit(sup, SUPERIOR)
     ant_u = unit(ant - np.dot(ant, sup_u) * sup_u, None)
@@ -69,13 +69,6 @@ def sagittal_frame(analysis: Analysis, v: VertebraResult) -> tuple[np.ndarray, n
         kp_mean = np.mean([np.asarray(v.keypoints_lps_mm[k], dtype=float) for k in KEYPOINT_NAMES], axis=0)
         centre = centre + np.dot(kp_mean - centre, normal) * normal
     return centre, sup_u, ant_u
-
-
-def _spine_axis(analysis: Analysis, v: VertebraResult) -> np.ndarray:
-    """Superior direction between the neighbouring centroids (or the patient's superior axis)."""
-    above, below = neighbours(v.label, [u.label for u in analysis.vertebrae])
-    pts = {u.label: np.asarray(u.centroid_lps_mm, dtype=float) for u in analysis.vertebrae}
-    return spine_axis(pts[v.label], pts.get(above), pts.get(below))
 
 
 def render_sagittal(analysis: Analysis, label: int | str, size_in: tuple[float, float] = (3.4, 3.4),

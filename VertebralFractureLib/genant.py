@@ -115,22 +115,28 @@ def run_stage(context: Any) -> None:
     Args:
         context: the :class:`~VertebralFractureLib.pipeline.Context` (needs ``labelmap``).
     """
+    from scipy import ndimage
+
     from VertebralFractureLib.anatomy import neighbours
     from VertebralFractureLib.keypoints import geometric_keypoints
-    from VertebralFractureLib.sagittal import spine_axis
+    from VertebralFractureLib.sagittal import local_spine_axis
 
     if context.labelmap is None:
         raise ValueError("grading needs a vertebra labelmap (run segmentation or give one)")
     results = context.vertebrae
     centroids = {lab: np.asarray(v.centroid_lps_mm) for lab, v in results.items()}
     todo = [lab for lab, v in results.items() if v.complete]
+    boxes = ndimage.find_objects(context.labelmap.array)
     for k, lab in enumerate(todo):
         v = results[lab]
         context.report("grade", k / max(1, len(todo)), f"keypoints {v.name}")
-        above, below = neighbours(lab, results)
-        axis = spine_axis(centroids[lab], centroids.get(above), centroids.get(below))
+        axis = local_spine_axis(lab, centroids)
+        box = boxes[lab - 1] if lab <= len(boxes) else None
         try:
-            kp = geometric_keypoints(context.labelmap, lab, centroids[lab], axis)
+            if box is None:
+                raise ValueError("no voxels in the labelmap")
+            crop = context.labelmap.crop(tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box))
+            kp = geometric_keypoints(crop, lab, centroids[lab], axis)
         except ValueError as err:
             v.notes.append(f"not graded: {err}")
             context.warnings.append(f"{v.name}: not graded ({err})")

@@ -131,6 +131,15 @@ def predict_heatmaps(net: Any, image: np.ndarray, patch_size: tuple[int, int, in
     return y[0].float().cpu().numpy()
 
 
+def heatmaps_on_grid(net: Any, image: np.ndarray, patch_size: tuple[int, int, int], device: str = "cpu") -> np.ndarray:
+    """Heatmaps (C, z, y, x) of a normalised model-grid image of any size (padded for the network, then cropped)."""
+    from VertebralFractureLib.preprocess import pad_to_multiple
+
+    padded, _ = pad_to_multiple(image, net.divisor, float(image.min()))
+    heat = predict_heatmaps(net, padded, patch_size, device)
+    return heat[:, : image.shape[0], : image.shape[1], : image.shape[2]]
+
+
 def build_network(card_architecture: dict[str, Any]) -> Any:
     """The M-SCN described by a model card's ``architecture``."""
     from VertebralFractureLib.networks.mscn import MSCN
@@ -161,9 +170,7 @@ def localize(volume: Volume, device: str = "cpu", threshold: float | None = None
         card, net = model
     net.eval().to(device)
     grid = preprocess.to_model_grid(volume, card.spacing_mm)
-    image = preprocess.normalize(grid.array)
-    padded, _ = preprocess.pad_to_multiple(image, net.divisor, float(image.min()))
-    heat = predict_heatmaps(net, padded, tuple(card.patch_size), device)[:, : image.shape[0], : image.shape[1], : image.shape[2]]
+    heat = heatmaps_on_grid(net, preprocess.normalize(grid.array), tuple(card.patch_size), device)
     if threshold is None:
         threshold = float(card.postprocess.get("threshold", DEFAULT_THRESHOLD))
     return consistent_chain(peak_candidates(heat, grid, threshold))

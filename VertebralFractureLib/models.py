@@ -14,6 +14,7 @@ tampered or truncated file is refused before any byte of it is unpickled.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -99,7 +100,14 @@ def registry(directory: str | Path | None = None) -> dict[str, ModelCard]:
 
 
 def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
+    """Hex sha256 of a file, read in chunks (remembered per path, size and modification time, so
+    checking a model and then loading it hashes the file once)."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -115,8 +115,13 @@ def default_stages() -> list[Stage]:
     return [
         ModelStage("localize", ("localization",), "VertebralFractureLib.localize:run_stage"),
         ModelStage("segment", ("segmentation",), "VertebralFractureLib.segment:run_stage"),
-        ModelStage("grade", (), "VertebralFractureLib.genant:run_stage"),
+        grading_stage(),
     ]
+
+
+def grading_stage() -> Stage:
+    """Stage 3: keypoints, heights and Genant grades of the vertebrae in ``context.labelmap``."""
+    return ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")
 
 
 class GivenSegmentation:
@@ -152,22 +157,23 @@ class GivenSegmentation:
             raise InputError("the segmentation holds no vertebra label (VerSe 1–25 or 28)")
         counts = ndimage.sum_labels(np.ones_like(arr, dtype=np.int64), arr, labels)
         centres = ndimage.center_of_mass(np.ones_like(arr, dtype=np.uint8), arr, labels)
+        boxes = ndimage.find_objects(arr)  # one pass: bounding box of every label value
         axis = _cranio_caudal_axis(lab)
         margin = [int(np.ceil(context.config.edge_margin_mm / lab.spacing[2 - a])) for a in range(3)]
-        kept = np.zeros_like(arr, dtype=np.uint8)
+        kept_labels = []
         for k, (label, n, c) in enumerate(zip(labels, counts, centres)):
             context.report(self.name, k / len(labels), f"{name_of(label)}")
             if n < context.config.min_vertebra_voxels:
                 context.warnings.append(f"{name_of(label)}: only {int(n)} voxels, ignored")
                 continue
-            idx = np.nonzero(arr == label)
-            lo, hi = int(idx[axis].min()), int(idx[axis].max())
+            lo, hi = boxes[label - 1][axis].start, boxes[label - 1][axis].stop - 1
             complete = lo >= margin[axis] and hi <= arr.shape[axis] - 1 - margin[axis]
             res = VertebraResult(label=label, centroid_lps_mm=tuple(lab.zyx_to_lps(np.asarray(c))), complete=complete)
             if not complete:
                 res.notes.append("cut by the field of view: not graded")
             context.vertebrae[label] = res
-            kept[arr == label] = label
+            kept_labels.append(label)
+        kept = np.where(np.isin(arr, kept_labels), arr, 0).astype(np.uint8)
         context.labelmap = context.image.with_array(kept)
 
 

@@ -38,6 +38,15 @@ def spine_axis(centroid: np.ndarray, cranial: np.ndarray | None, caudal: np.ndar
     return axis
 
 
+def local_spine_axis(label: int, centroids: dict[int, np.ndarray]) -> np.ndarray:
+    """:func:`spine_axis` of vertebra ``label`` from the centroids (label → LPS) of the vertebrae present."""
+    from VertebralFractureLib.anatomy import neighbours
+
+    above, below = neighbours(label, centroids)
+    pts = {k: np.asarray(p, dtype=float) for k, p in centroids.items()}
+    return spine_axis(pts[label], pts.get(above), pts.get(below))
+
+
 def orthogonal_anterior(sup: np.ndarray, anterior: np.ndarray = ANTERIOR) -> np.ndarray:
     """``anterior`` made orthogonal to ``sup``."""
     a = unit(anterior - np.dot(anterior, sup) * sup)

@@ -120,6 +120,12 @@ class Volume:
             raise ValueError(f"array shape {array.shape} differs from the volume's {self.array.shape}")
         return Volume(array, self.spacing, self.origin, self.direction.copy())
 
+    def crop(self, zyx: tuple[slice, slice, slice]) -> Volume:
+        """The sub-volume ``array[zyx]`` (a view) with its origin moved so every voxel keeps its position."""
+        starts = [s.indices(n)[0] for s, n in zip(zyx, self.array.shape)]
+        origin = self.zyx_to_lps(np.asarray(starts, dtype=float))
+        return Volume(self.array[zyx], self.spacing, tuple(origin), self.direction.copy())
+
     def geometry_dict(self) -> dict[str, Any]:
         """JSON-ready description of the geometry (used in ``analysis.json``)."""
         return {

@@ -279,8 +279,7 @@ def _selection_score(metrics: dict[str, float], train_loss: float) -> float:
 
 def localization_metrics_of(net: Any, cases: list[CachedCase], cfg: LocalizationTraining, device: str) -> dict[str, float]:
     """Validation metrics on cached cases (whole-image inference on the model grid)."""
-    from VertebralFractureLib.localize import consistent_chain, peak_candidates, predict_heatmaps
-    from VertebralFractureLib.preprocess import pad_to_multiple
+    from VertebralFractureLib.localize import consistent_chain, heatmaps_on_grid, peak_candidates
     from VertebralFractureLib.training.metrics import localization_metrics
     from VertebralFractureLib.volume import Volume
 
@@ -288,8 +287,7 @@ def localization_metrics_of(net: Any, cases: list[CachedCase], cfg: Localization
     preds, truths = [], []
     for case in cases:
         grid = Volume(np.zeros(case.image.shape, np.uint8), (cfg.spacing_mm,) * 3)
-        padded, _ = pad_to_multiple(case.image, net.divisor, float(case.image.min()))
-        heat = predict_heatmaps(net, padded, cfg.patch_size, device)[:, : case.image.shape[0], : case.image.shape[1], : case.image.shape[2]]
+        heat = heatmaps_on_grid(net, case.image, cfg.patch_size, device)
         chain = consistent_chain(peak_candidates(heat, grid))
         preds.append({c.label: c.position_lps for c in chain})
         truths.append({k: grid.zyx_to_lps(v) for k, v in case.centroids_zyx.items()})
