@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from VertebralFractureLib.analysis import Analysis, VertebraResult
@@ -65,3 +67,31 @@ def make_analysis(
         labelmap=vol.with_array(lab), fracture_map=vol.with_array(frac), image=vol,
         timings_s={"localize": 0.1}, warnings=[], models={}, input_description="synthetic test volume",
     )
+
+
+def tiny_verse_folder(root, n_cases: int = 2):
+    """Bright boxes for T12–L2 in a soft-tissue block, in the VerSe layout, with true centroids,
+    vertebra masks and fracture maps (L1 fractured)."""
+    from VertebralFractureLib.io.readers import write_volume
+    from VertebralFractureLib.io.verse import VerseCase, write_centroids
+
+    for k in range(n_cases):
+        arr = np.full((60, 40, 40), 40, np.int16)  # z, y, x at 2 mm: 80 × 80 × 120 mm
+        vol = Volume(arr, (2.0, 2.0, 2.0), (-40.0, -40.0, -60.0 + 4 * k))
+        cents = {}
+        mask = np.zeros(arr.shape, np.uint8)
+        for j, label in enumerate((19, 20, 21)):
+            z0 = 40 - 15 * j
+            arr[z0 - 5:z0 + 5, 12:28, 14:26] = 400
+            mask[z0 - 5:z0 + 5, 12:28, 14:26] = label
+            cents[label] = vol.zyx_to_lps([z0 - 0.5, 19.5, 19.5])
+        case = VerseCase(root, f"sub-tiny{k}")
+        case.ct.parent.mkdir(parents=True, exist_ok=True)
+        case.centroids.parent.mkdir(parents=True, exist_ok=True)
+        write_volume(vol.with_array(arr), case.ct)
+        write_centroids(case.centroids, cents, vol)
+        write_volume(vol.with_array(mask), case.vertebra_mask)
+        write_volume(vol.with_array(np.where(mask == 20, 2, np.where(mask > 0, 1, 0)).astype(np.uint8)), case.fracture_mask)
+        case.genant.write_text(json.dumps([{"label": lab, "name": name, "complete": True, "grade": 2 if lab == 20 else 0}
+                                           for lab, name in ((19, "T12"), (20, "L1"), (21, "L2"))]))
+    return root

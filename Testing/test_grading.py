@@ -121,6 +121,24 @@ def test_crush_against_neighbours():
     assert (l1.genant.type, l1.genant.grade) == ("crush", 3)
 
 
+def test_a_crushed_body_keeps_the_files_orientation():
+    """A crushed body is thinner than the spinous process: the anatomy check must not turn the vertebra round."""
+    lab, _ = phantom({20: (9.0, 9.0)}, rotation_deg=0.0)
+    v = _grade(lab).vertebra("L1")
+    assert not any("anatomy" in n for n in v.notes)
+    assert v.heights_mm["anterior"] == pytest.approx(9.0, abs=1.0)
+    kp = {k: np.asarray(p) for k, p in v.keypoints_lps_mm.items()}
+    assert kp["A_sup"][1] < kp["P_sup"][1]  # anterior keypoints in front (smaller LPS y)
+
+
+def test_atlas_and_axis_are_not_graded_nor_references():
+    lab, _ = phantom({2: (40.0, 40.0), 3: (14.0, 14.0), 4: (14.0, 14.0)}, rotation_deg=0.0)
+    result = _grade(lab)
+    c2, c3 = result.vertebra("C2"), result.vertebra("C3")
+    assert c2.genant is None and any("C1, C2" in n for n in c2.notes)
+    assert c3.genant is not None and c3.genant.grade == 0  # not a crush against the tall axis
+
+
 def test_grade_command_writes_keypoints(tmp_path, capsys):
     lab, _ = phantom({19: (26.0, 26.0), 20: (18.0, 26.0)}, rotation_deg=5.0)
     seg = tmp_path / "seg.nii.gz"
@@ -165,3 +183,13 @@ def test_real_crop_with_neighbour_labels(shared_data):
     result = analyze(ct, stages=[GivenSegmentation(seg), ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")])
     l3 = result.vertebra("L3")
     assert l3.complete and l3.genant is not None and l3.genant.grade == 0
+
+
+def test_thick_slices_come_with_a_warning():
+    lab, _ = phantom({19: (26.0, 26.0), 20: (26.0, 26.0), 21: (26.0, 26.0)}, rotation_deg=0.0)
+    thin = _grade(lab)
+    assert not any("slices" in w for w in thin.warnings)
+    thick = Volume(lab.array[::3], (1.0, 1.0, 3.0), lab.origin, lab.direction)
+    result = _grade(thick)
+    assert any(w.startswith("3.0 mm slices") for w in result.warnings)
+    assert result.vertebra("L1").genant is not None  # still graded, with the warning

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from factories import oblique_direction
+from factories import oblique_direction, tiny_verse_folder
 
 from VertebralFractureLib import preprocess
 from VertebralFractureLib.localize import (
@@ -90,27 +90,6 @@ def test_localization_metrics():
         localization_metrics(pred, truth * 2)
 
 
-def _tiny_verse_folder(root, n_cases: int = 2):
-    """Bright boxes for T12–L2 in a soft-tissue block, in the VerSe layout, with true centroids."""
-    from VertebralFractureLib.io.readers import write_volume
-    from VertebralFractureLib.io.verse import VerseCase, write_centroids
-
-    for k in range(n_cases):
-        arr = np.full((60, 40, 40), 40, np.int16)  # z, y, x at 2 mm: 80 × 80 × 120 mm
-        vol = Volume(arr, (2.0, 2.0, 2.0), (-40.0, -40.0, -60.0 + 4 * k))
-        cents = {}
-        for j, label in enumerate((19, 20, 21)):
-            z0 = 40 - 15 * j
-            arr[z0 - 5:z0 + 5, 12:28, 14:26] = 400
-            cents[label] = vol.zyx_to_lps([z0 - 0.5, 19.5, 19.5])
-        case = VerseCase(root, f"sub-tiny{k}")
-        case.ct.parent.mkdir(parents=True, exist_ok=True)
-        case.centroids.parent.mkdir(parents=True, exist_ok=True)
-        write_volume(vol.with_array(arr), case.ct)
-        write_centroids(case.centroids, cents, vol)
-    return root
-
-
 def test_training_runs_resumes_installs_and_the_model_is_used(tmp_path, monkeypatch):
     """A few iterations on tiny cases: the loop, checkpoints, resume, installation and inference wiring."""
     pytest.importorskip("torch")
@@ -123,7 +102,7 @@ def test_training_runs_resumes_installs_and_the_model_is_used(tmp_path, monkeypa
         train_localization,
     )
 
-    data = _tiny_verse_folder(tmp_path / "data")
+    data = tiny_verse_folder(tmp_path / "data")
     cases = cache_cases(data, 4.0)
     assert len(cases) == 2 and set(cases[0].centroids_zyx) == {19, 20, 21}
     cfg = LocalizationTraining(patch_size=(32, 16, 16), features=(4, 8), gn_features=4, gn_kernel=3, iterations=3,

@@ -521,7 +521,7 @@ def test_extension_installs_a_working_module_and_library(tmp_path):
     modules = prefix / "lib" / "Slicer-5.8" / "qt-scripted-modules"
     assert sorted(p.name for p in modules.glob("*.py")) == ["VertebralFracture.py"]  # one loose module file
     for f in ("Resources/UI/VertebralFracture.ui", "Resources/Icons/VertebralFracture.png",
-              "Resources/requirements.txt", "Resources/Models/models.json"):
+              "Resources/requirements.txt", "Resources/radiomics_params.yaml", "Resources/Models/models.json"):
         assert (modules / f).is_file(), f
     installed = {p.relative_to(modules).as_posix() for p in (modules / "VertebralFractureLib").rglob("*.py")}
     source = {p.relative_to(REPO).as_posix() for p in LIBRARY.rglob("*.py") if "__pycache__" not in p.parts}

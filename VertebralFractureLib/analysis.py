@@ -70,6 +70,8 @@ class VertebraResult:
 
     Coordinates are LPS millimetres. Fields left ``None`` are stages that did not run (or, for
     ``genant``, a vertebra that is not graded because it is cut by the field of view).
+    ``radiomics_fracture_probability`` is the optional radiomics classifier's second opinion
+    (``--radiomics``, :mod:`.radiomics`); it never changes ``status``.
     """
 
     label: int
@@ -82,6 +84,7 @@ class VertebraResult:
     heights_mm: dict[str, float] | None = None
     genant: GenantResult | None = None
     keypoint_method: str | None = None
+    radiomics_fracture_probability: float | None = None
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -116,6 +119,7 @@ class VertebraResult:
             "keypoint_method": self.keypoint_method,
             "heights_mm": heights,
             "genant": None if self.genant is None else self.genant.to_dict(),
+            "radiomics_fracture_probability": _round(self.radiomics_fracture_probability),
             "notes": list(self.notes),
         }
 
@@ -133,6 +137,7 @@ class VertebraResult:
             heights_mm=d.get("heights_mm"),
             genant=None if d.get("genant") is None else GenantResult.from_dict(d["genant"]),
             keypoint_method=d.get("keypoint_method"),
+            radiomics_fracture_probability=d.get("radiomics_fracture_probability"),
             notes=list(d.get("notes", [])),
         )
 

@@ -78,6 +78,12 @@ def _common_output_args(p: argparse.ArgumentParser) -> None:
                    help="progress display: bars on a terminal, JSON lines for programs (default: auto)")
 
 
+def _radiomics_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--radiomics", action="store_true",
+                   help="also run the radiomics classifier (seed 001) on the vertebra segmentation: "
+                   "radiomics_fracture_probability per vertebra")
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -95,12 +101,19 @@ def _check_output(path: Path, overwrite: bool) -> None:
 
 def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: Progress) -> Any:
     from VertebralFractureLib.io.output import write_outputs
-    from VertebralFractureLib.pipeline import AnalysisConfig, analyze
+    from VertebralFractureLib.pipeline import AnalysisConfig, analyze, available_default_stages
 
+    skipped: list[str] = []
+    if getattr(args, "radiomics", False):
+        from VertebralFractureLib.radiomics import RadiomicsStage
+
+        if stages is None:
+            stages, skipped = available_default_stages()
+        stages = [*stages, RadiomicsStage()]
     config = AnalysisConfig(device=args.device, fracture_threshold=getattr(args, "fracture_threshold", 0.5))
     analysis = analyze(image.volume, config, stages=stages, progress=progress,
                        input_description=image.description)
-    analysis.warnings[:0] = image.warnings
+    analysis.warnings[:0] = [*image.warnings, *skipped]
     progress("write", 0.0, "writing results")
     out = write_outputs(analysis, args.output, overwrite=args.overwrite,
                         progress=lambda f, m: progress("write", f, m))
@@ -155,6 +168,64 @@ def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
         seg = seg.with_array(convert_totalsegmentator(seg.array))
     stages = [GivenSegmentation(seg), grading_stage()]
     _run_and_write(image, stages, args, progress)
+    return EXIT_OK
+
+
+def cmd_radiomics(args: argparse.Namespace, progress: Progress) -> int:
+    import statistics
+
+    from VertebralFractureLib.io.readers import read_image, read_labelmap
+    from VertebralFractureLib.radiomics import (
+        extract_features,
+        label_components,
+        load_classifier,
+        write_features_csv,
+    )
+
+    _check_output(args.output, args.overwrite)
+    if args.wiener < 0 or (args.wiener and args.wiener % 2 == 0):
+        raise InputError(f"--wiener must be 0 (no filter) or an odd window size, got {args.wiener}")
+    progress("read", 0.0, "reading input")
+    image = read_image(args.input)
+    seg = read_labelmap(args.segmentation, reference=image.volume)
+    warnings = list(image.warnings)
+    if args.label_components is not None:
+        try:
+            seg = label_components(seg, first_vertebra=args.label_components, split_mm=args.split_mm)
+        except KeyError as err:
+            raise InputError(str(err).strip('"')) from err
+    params, wiener = args.params, (args.wiener or None)
+    classifier = None
+    if args.classify:
+        classifier = load_classifier()
+        if args.params is not None or args.wiener:
+            warnings.append("--classify extracts features with the classifier's own parameters and Wiener window")
+        params, wiener = classifier.radiomics_params, classifier.wiener_window
+    rows = extract_features(image.volume, seg, params=params, image_types=args.image_types, wiener_window=wiener,
+                            progress=lambda f, m: progress("radiomics", f, m), warnings=warnings)
+    extra = None
+    if classifier is not None and rows:
+        extra = {r.label: {"radiomics_fracture_probability": round(float(p), 4)}
+                 for r, p in zip(rows, classifier.predict_proba(rows))}
+    if args.output.exists() and not args.output.is_dir():
+        raise OutputExistsError(f"{args.output} exists and is not a folder")
+    args.output.mkdir(parents=True, exist_ok=True)
+    write_features_csv(args.output / "features.csv", rows, extra)
+    if args.label_components is not None:
+        from VertebralFractureLib.io.readers import write_volume
+
+        write_volume(seg, args.output / "vertebrae.nii.gz")
+    progress.close()
+    seconds = [r.seconds for r in rows]
+    n_features = len(rows[0].features) if rows else 0
+    time_text = f"{statistics.median(seconds):.2f} s per vertebra (median)" if seconds else "no vertebra"
+    result = {"stage": "done", "fraction": 1.0, "message": "radiomics complete", "output": str(args.output),
+              "vertebrae": len(rows), "features": n_features, "warnings": warnings}
+    if progress.mode != "json":
+        print(f"{len(rows)} vertebrae, {n_features} features each, {time_text}: {args.output / 'features.csv'}")
+        for w in warnings:
+            print(f"vertebral-fracture: warning: {w}", file=sys.stderr)
+    progress.emit(result)
     return EXIT_OK
 
 
@@ -225,9 +296,12 @@ def cmd_synth(args: argparse.Namespace, progress: Progress) -> int:
 
 def summary_table(analysis: Any) -> str:
     """A plain-text table, one row per vertebra."""
-    rows = [("vertebra", "complete", "status", "p(fracture)", "Ha/Hm/Hp mm", "Genant", "type")]
+    radiomics = any(v.radiomics_fracture_probability is not None for v in analysis.vertebrae)
+    rows = [("vertebra", "complete", "status", "p(fracture)", "Ha/Hm/Hp mm", "Genant", "type")
+            + (("p radiomics",) if radiomics else ())]
     for v in analysis.vertebrae:
         h = v.heights_mm
+        p = v.radiomics_fracture_probability
         rows.append((
             v.name,
             "yes" if v.complete else "cut",
@@ -236,7 +310,7 @@ def summary_table(analysis: Any) -> str:
             "-" if h is None else f"{h['anterior']:.1f}/{h['middle']:.1f}/{h['posterior']:.1f}",
             "-" if v.genant is None else f"grade {v.genant.grade} ({v.genant.ratio:.2f})",
             "-" if v.genant is None or v.genant.type is None else v.genant.type,
-        ))
+        ) + (("-" if p is None else f"{p:.2f}",) if radiomics else ()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -260,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_output_args(p)
     p.add_argument("--fracture-threshold", type=_probability, default=0.5,
                    help="fractured when the mean fractured-class probability reaches this (default 0.5)")
+    _radiomics_flag(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("grade", help="Genant grading from a given vertebra segmentation")
@@ -272,7 +347,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vertebra-labels", metavar="L1,L2,...", default=None,
                    help="with --vertebra: the label values that form the vertebra (default: every non-zero label)")
     _common_output_args(p)
+    _radiomics_flag(p)
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("radiomics", help="pyradiomics features per vertebra (features.csv), optionally classified")
+    p.add_argument("input", type=Path, help="the CT (volume file or DICOM)")
+    p.add_argument("--segmentation", "-s", required=True, type=Path,
+                   help="vertebra labelmap (VerSe labels), or a binary spine mask with --label-components")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder (must not exist, see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing output folder (its files are replaced)")
+    p.add_argument("--params", type=Path, default=None,
+                   help="pyradiomics parameter file (default: Resources/radiomics_params.yaml)")
+    p.add_argument("--image-types", nargs="+", default=[], choices=["Wavelet", "LoG"],
+                   help="image types added to the original image (more features, more time)")
+    p.add_argument("--wiener", type=int, default=0, metavar="N",
+                   help="Wiener filter window in voxels before extraction (odd; default 0 = no filter)")
+    p.add_argument("--label-components", metavar="FIRST", default=None,
+                   help="the segmentation is a binary spine mask: label its connected components cranial to "
+                   "caudal, the first as FIRST (e.g. T1)")
+    p.add_argument("--split-mm", type=float, default=0.0,
+                   help="with --label-components: erode by this many mm to separate touching vertebrae")
+    p.add_argument("--classify", action="store_true",
+                   help="add radiomics_fracture_probability from the installed radiomics classifier")
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"],
+                   help="progress display: bars on a terminal, JSON lines for programs (default: auto)")
+    p.set_defaults(func=cmd_radiomics)
 
     p = sub.add_parser("demo", help="analyse the shipped synthetic sample and print the results")
     _common_output_args(p)

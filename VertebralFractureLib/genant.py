@@ -29,6 +29,13 @@ GRADE_THRESHOLDS: tuple[float, float, float] = (0.20, 0.25, 0.40)
 #: The seed's G thresholds: below 0.74 moderate-severe, below 0.80 mild.
 SEED_THRESHOLDS: tuple[float, float] = (0.74, 0.80)
 
+#: Vertebrae without a Genant grade: the atlas has no body and the axis carries the dens, so their
+#: heights mean something else (they are not used as crush references either).
+NOT_GRADED: frozenset[int] = frozenset({1, 2})
+#: Above this slice spacing (mm, along the patient's superior axis) grades come with a warning: on
+#: SynthSpine, exact-grade agreement fell from 0.97 (≤ 1.25 mm) to 0.73 (> 2.5 mm), docs/grading.md.
+THICK_SLICE_MM = 2.5
+
 
 def grade_from_reduction(reduction: float) -> int:
     """Genant grade 0–3 of a fractional height reduction (0.3 = 30 % lower)."""
@@ -125,7 +132,15 @@ def run_stage(context: Any) -> None:
         raise ValueError("grading needs a vertebra labelmap (run segmentation or give one)")
     results = context.vertebrae
     centroids = {lab: np.asarray(v.centroid_lps_mm) for lab, v in results.items()}
-    todo = [lab for lab, v in results.items() if v.complete]
+    for lab in NOT_GRADED & set(results):
+        results[lab].notes.append("not graded: Genant grading does not apply to the atlas and axis (C1, C2)")
+    todo = [lab for lab, v in results.items() if v.complete and lab not in NOT_GRADED]
+    lab_vol = context.labelmap
+    slice_mm = float(lab_vol.spacing[int(np.argmax(np.abs(lab_vol.direction[2, :])))])  # along superior
+    if todo and slice_mm > THICK_SLICE_MM:
+        context.warnings.append(
+            f"{slice_mm:.1f} mm slices: vertebral heights are uncertain by about a millimetre or more, "
+            "so grade-1 (mild) results in particular may be wrong; prefer thin-slice reconstructions")
     boxes = ndimage.find_objects(context.labelmap.array)
     for k, lab in enumerate(todo):
         v = results[lab]

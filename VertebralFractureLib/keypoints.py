@@ -73,8 +73,12 @@ def measure_columns(body: np.ndarray, pixel_mm: float, half_mm: float) -> tuple[
     rows_any = np.nonzero(body.any(axis=1))[0]
     r0, r1 = rows_any.min(), rows_any.max()
     mid = body[int(r0 + 0.3 * (r1 - r0)): int(r0 + 0.7 * (r1 - r0)) + 1]
-    cols = np.nonzero(mid.any(axis=0))[0] if mid.any() else np.nonzero(body.any(axis=0))[0]
-    x_front, x_back = float(np.percentile(cols, 1)), float(np.percentile(cols, 99))  # anterior on the left
+    mid = mid[mid.any(axis=1)] if mid.any() else body[body.any(axis=1)]
+    # per row the first and last body pixel; the median over the rows, so a pedicle stub or an
+    # osteophyte on a few rows does not move the wall (anterior on the left)
+    firsts = np.argmax(mid, axis=1)
+    lasts = mid.shape[1] - 1 - np.argmax(mid[:, ::-1], axis=1)
+    x_front, x_back = float(np.median(firsts)), float(np.median(lasts))
     depth = (x_back - x_front + 1) * pixel_mm
     inset = max(MIN_INSET_MM, INSET_FRACTION * depth) / pixel_mm
     centres = {"A": x_front + inset, "M": (x_front + x_back) / 2.0, "P": x_back - inset}

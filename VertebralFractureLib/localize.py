@@ -162,12 +162,7 @@ def localize(volume: Volume, device: str = "cpu", threshold: float | None = None
     """
     from VertebralFractureLib import models, preprocess
 
-    if model is None:
-        card, state = models.load_state_dict("localization")
-        net = build_network(card.architecture)
-        net.load_state_dict(state)
-    else:
-        card, net = model
+    card, net = model if model is not None else models.load_network("localization", build_network)
     net.eval().to(device)
     grid = preprocess.to_model_grid(volume, card.spacing_mm)
     heat = heatmaps_on_grid(net, preprocess.normalize(grid.array), tuple(card.patch_size), device)

@@ -10,6 +10,8 @@ shipped as a ``state_dict`` file of at most 25 MB with its sha256 and model card
 
 Weights are loaded with ``torch.load(weights_only=True)`` only after the sha256 matched, so a
 tampered or truncated file is refused before any byte of it is unpickled.
+The radiomics classifier is a JSON parameter file instead, read by
+:func:`VertebralFractureLib.radiomics.load_classifier` after the same check (:func:`require`).
 """
 
 from __future__ import annotations
@@ -157,6 +159,14 @@ def load_state_dict(name: str, directory: str | Path | None = None) -> tuple[Mod
     if not isinstance(state, dict):
         raise ModelIntegrityError(f"model '{name}': {card.file} does not hold a state_dict")
     return card, state
+
+
+def load_network(name: str, build: Any, directory: str | Path | None = None) -> tuple[ModelCard, Any]:
+    """The installed model ``name``: its card and ``build(card.architecture)`` with the checked weights."""
+    card, state = load_state_dict(name, directory)
+    net = build(card.architecture)
+    net.load_state_dict(state)
+    return card, net
 
 
 def select_device(preference: Device | str = Device.AUTO) -> str:

@@ -30,6 +30,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "centroid_x_lps_mm", "centroid_y_lps_mm", "centroid_z_lps_mm",
     "height_anterior_mm", "height_middle_mm", "height_posterior_mm",
     "genant_ratio", "genant_grade", "genant_type", "seed_ratio", "seed_class", "keypoint_method",
+    "radiomics_fracture_probability",
 )  # fmt: skip
 
 DISCLAIMER = "Research software, not for diagnosis. Every result must be checked by a qualified reader."
@@ -63,6 +64,7 @@ def csv_row(v: VertebraResult) -> dict[str, Any]:
         "seed_ratio": None if g is None else _r(g.seed_ratio),
         "seed_class": None if g is None else g.seed_class,
         "keypoint_method": v.keypoint_method,
+        "radiomics_fracture_probability": _r(v.radiomics_fracture_probability),
     }
 
 
@@ -195,6 +197,9 @@ def _fmt(value: Any, spec: str = "") -> str:
 def _table(analysis: Analysis) -> str:
     head = ["Vertebra", "Status", "P(fracture)", "Genant grade", "Type", "Height ratio",
             "Ha / Hm / Hp (mm)", "Seed G (class)", "Complete", "Keypoints"]
+    radiomics = any(v.radiomics_fracture_probability is not None for v in analysis.vertebrae)
+    if radiomics:
+        head.append("P(fracture), radiomics")
     rows = ['<table><thead><tr>' + "".join(
         f'<th{" class=name" if i == 0 else ""}>{_e(h)}</th>' for i, h in enumerate(head)) + "</tr></thead><tbody>"]
     for v in analysis.vertebrae:
@@ -213,6 +218,8 @@ def _table(analysis: Analysis) -> str:
             _fmt(v.complete),
             _fmt(v.keypoint_method),
         ]
+        if radiomics:
+            cells.append(_fmt(v.radiomics_fracture_probability, ".2f"))
         cls = ' class="fractured"' if v.status == "fractured" else ""
         tds = "".join(f'<td{" class=name" if i == 0 else ""}>{_e(c)}</td>' for i, c in enumerate(cells))
         rows.append(f"<tr{cls}>{tds}</tr>")
@@ -270,6 +277,11 @@ def _method(analysis: Analysis) -> str:
         "acute fractures and pathological fractures are not distinguished; results on scans unlike "
         "the training data (children, implants, severe scoliosis, very low dose) are less reliable.</p>",
     ]
+    if any(v.radiomics_fracture_probability is not None for v in analysis.vertebrae):
+        text.append(
+            "<p>Radiomics second opinion (seed 001): pyradiomics features of each complete vertebra, "
+            "LASSO-selected, fed to a classifier trained on synthetic CT only; its probability is "
+            "shown beside the network's and does not change the status.</p>")
     if analysis.models:
         items = []
         for name, info in analysis.models.items():

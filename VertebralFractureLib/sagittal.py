@@ -18,6 +18,9 @@ from VertebralFractureLib.volume import Volume
 #: Patient superior and anterior in LPS.
 SUPERIOR = np.array([0.0, 0.0, 1.0])
 ANTERIOR = np.array([0.0, -1.0, 0.0])
+#: The body's centre must lie this far (mm) behind the vertebra's centroid to overrule the file's
+#: anterior direction (the body is the vertebra's front part in every spine).
+BODY_BEHIND_MM = 3.0
 
 
 def unit(vec: np.ndarray, default: np.ndarray | None = None) -> np.ndarray | None:
@@ -61,10 +64,9 @@ def symmetry_anterior(
 ) -> tuple[np.ndarray, float, bool]:
     """Anterior direction turned about ``sup`` to the vertebra's mirror-symmetry plane.
 
-    The vertebra's voxels are projected onto the plane perpendicular to ``sup``. When the spinal
-    canal shows as a hole in that projection and lies *anterior* to the centroid in the file's
-    patient frame, the file's orientation contradicts the anatomy (the body is always in front of
-    the canal) and the anatomy wins. The projection is then mirrored about lines through
+    The vertebra's voxels are projected onto the plane perpendicular to ``sup``. When the vertebral
+    body lies *behind* the centroid in the file's patient frame (:func:`body_offset_mm`), the file's
+    orientation contradicts the anatomy and the anatomy wins. The projection is mirrored about lines through
     ``centre`` at angles within ±``max_angle_deg`` of that anterior direction, and the angle with
     the best overlap (IoU) wins.
 
@@ -88,14 +90,9 @@ def symmetry_anterior(
     img[iu, iw] = 1.0
     img = ndimage.binary_closing(img > 0, iterations=2).astype(np.float32)
     flipped = False
-    holes, n_holes = ndimage.label(ndimage.binary_fill_holes(img > 0) & (img == 0))
-    if n_holes:
-        areas = ndimage.sum_labels(np.ones_like(img), holes, np.arange(1, n_holes + 1)) * pixel_mm**2
-        k = int(np.argmax(areas))
-        if areas[k] >= 30.0:  # a spinal canal, not a gap between two voxels
-            canal_u = float(np.mean(np.nonzero(holes == k + 1)[0])) * pixel_mm - half_mm
-            if canal_u > 0:  # canal in front of the centroid: the file's anterior is backwards
-                a0, l0, img, flipped = -a0, -l0, img[::-1, ::-1].copy(), True
+    if body_offset_mm(mask, label, centre, sup, a0) < -BODY_BEHIND_MM:
+        # the body lies behind the centroid in the file's frame: its anterior is backwards
+        a0, l0, img, flipped = -a0, -l0, img[::-1, ::-1].copy(), True
     grid_u, grid_w = np.meshgrid(np.arange(n) * pixel_mm - half_mm, np.arange(n) * pixel_mm - half_mm, indexing="ij")
 
     def score(theta: float) -> float:
@@ -117,6 +114,33 @@ def symmetry_anterior(
     theta = float(fine[int(np.argmax(fine_scores))])
     anterior = np.cos(theta) * a0 + np.sin(theta) * l0
     return anterior / np.linalg.norm(anterior), float(max(fine_scores)), flipped
+
+
+def body_offset_mm(mask: Volume, label: int, centre: np.ndarray, sup: np.ndarray, ant: np.ndarray,
+                   half_mm: float = 50.0, pixel_mm: float = 0.5) -> float:
+    """How far in front of ``centre`` (along ``ant``, mm) the vertebral body lies.
+
+    In cross-sections perpendicular to the spine axis near the centroid the body is a solid disc
+    30–50 mm wide — whatever its height, so a crushed body too — while pedicles, laminae and
+    processes are thin; the deepest point of the distance transform over these sections is
+    therefore in the body. (Neither the centroid, which the posterior elements pull backwards, nor
+    the spinal canal seen along a tilted spine axis, where it overlaps the body, is a reliable guide.)
+    """
+    from scipy import ndimage
+
+    left = np.cross(sup, ant)
+    binary = mask.with_array((mask.array == label).astype(np.float32))
+    best, offset = -1.0, 0.0
+    for dz in (-6.0, -3.0, 0.0, 3.0, 6.0):
+        # rows along ``ant`` (u), columns along −left
+        section = sample_plane(binary, centre + dz * sup, ant, left, half_mm=half_mm, pixel_mm=pixel_mm) > 0.5
+        if not section.any():
+            continue
+        depth = ndimage.distance_transform_edt(section)
+        k = int(np.argmax(depth))
+        if depth.flat[k] > best:
+            best, offset = float(depth.flat[k]), float(np.unravel_index(k, depth.shape)[0]) * pixel_mm - half_mm
+    return offset
 
 
 def sample_plane(

@@ -12,7 +12,8 @@ What :func:`add_analysis_to_scene` builds, for the volume that was analysed:
   normal, and a closed-surface representation so that it shows in 3D;
 * point lists of the vertebral body centroids ("L1") and of the Genant keypoints ("L1 A_sup");
 * optionally the three height lines of each graded vertebra ("L1 Ha", "L1 Hm", "L1 Hp") in a folder;
-* a table node with a row per vertebra (status, probability, heights, ratio, Genant grade and type).
+* a table node with a row per vertebra (status, probability, heights, ratio,
+  Genant grade and type, and the radiomics classifier's probability when it ran).
 
 Coordinates: the analysis is in LPS millimetres (ITK/DICOM), Slicer nodes in RAS; the conversion
 negates x and y. Node positions are set in the input volume's local frame and the output nodes are
@@ -93,6 +94,8 @@ TABLE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("Genant grade", "str", "", "0 normal, 1 mild (20–25 %), 2 moderate (25–40 %), 3 severe (> 40 %)"),
     ("Genant type", "str", "", "wedge / biconcave / crush (empty for grade 0)"),
     ("G min/max", "float", "", "Seed score G = min(Ha, Hm, Hp) / max(Ha, Hm, Hp)"),
+    ("Radiomics fracture probability", "float", "",
+     "P(fractured) of the radiomics classifier (seed 001; empty when not run)"),
 )
 
 
@@ -581,6 +584,7 @@ def table_rows(analysis: Analysis) -> list[list[Any]]:
             "" if g is None else str(int(g.grade)),
             "" if g is None or g.type is None else g.type,
             nan if g is None or g.seed_ratio is None else float(g.seed_ratio),
+            nan if v.radiomics_fracture_probability is None else float(v.radiomics_fracture_probability),
         ])
     return rows
 

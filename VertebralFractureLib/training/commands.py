@@ -14,12 +14,16 @@ import numpy as np
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=["localize"], help="which model to train")
-    p.add_argument("--data", required=True, type=Path, help="VerSe-layout training folder (e.g. SynthSpine output)")
+    p.add_argument("stage", choices=["localize", "segment"], help="which model to train")
+    p.add_argument("--data", required=True, type=Path, nargs="+",
+                   help="VerSe-layout training folder(s) (e.g. SynthSpine output)")
     p.add_argument("--val", type=Path, default=None, help="VerSe-layout validation folder (fixed, never trained on)")
     p.add_argument("-o", "--output", required=True, type=Path, help="run folder (checkpoints, log.csv); resumes if present")
     p.add_argument("--config", default="fast", choices=["fast", "seed"], help="named training settings")
     p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this state_dict (fine-tuning; a fresh optimizer) unless the run folder resumes")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds (then save)")
     p.add_argument("--variant", default=None, choices=["ln+gn", "ln", "gn", "scn"], help="ablation: network variant")
     p.add_argument("--no-attention", action="store_true")
@@ -31,33 +35,50 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace, progress: Any) -> int:
     from VertebralFractureLib.models import select_device
-    from VertebralFractureLib.training.localization import LocalizationTraining, train_localization
 
+    device = select_device(args.device)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     overrides: dict[str, Any] = {}
     if args.iterations:
         overrides["iterations"] = args.iterations
-    if args.variant:
-        overrides["variant"] = args.variant
-    if args.no_attention:
-        overrides["attention"] = False
-    if args.no_residual:
-        overrides["residual"] = False
-    if args.no_multiple_filtering:
-        overrides["multiple_filtering"] = False
-    cfg = LocalizationTraining.named(args.config, **overrides)
-    device = select_device(args.device)
-    print(f"training stage-1 localization on {device} ({cfg.iterations} iterations, config {args.config})", file=sys.stderr)
-    best = train_localization(args.data, args.output, cfg, val_root=args.val, device=device,
-                              log=lambda m: print(m, file=sys.stderr), time_budget_s=args.time_budget)
+    if args.lr:
+        overrides["lr"] = args.lr
+    if args.stage == "segment":
+        from VertebralFractureLib.training.segmentation import SegmentationTraining, train_segmentation
+
+        if args.variant or args.no_attention or args.no_residual or args.no_multiple_filtering or args.init:
+            raise SystemExit("--variant, --no-* and --init apply to 'train localize' only")
+        scfg = SegmentationTraining(**overrides)
+        print(f"training stage-2 segmentation on {device} ({scfg.iterations} iterations)", file=sys.stderr)
+        best = train_segmentation(args.data, args.output, scfg, val_root=args.val, device=device, log=log,
+                                  time_budget_s=args.time_budget)
+        card = {"version": time.strftime("%Y%m%d"), "architecture": scfg.architecture(),
+                "spacing_mm": [scfg.spacing_mm] * 3, "patch_size": list(scfg.patch_size),
+                "classes": ["background", "normal", "fractured"]}
+    else:
+        from VertebralFractureLib.training.localization import LocalizationTraining, train_localization
+
+        if args.variant:
+            overrides["variant"] = args.variant
+        if args.no_attention:
+            overrides["attention"] = False
+        if args.no_residual:
+            overrides["residual"] = False
+        if args.no_multiple_filtering:
+            overrides["multiple_filtering"] = False
+        cfg = LocalizationTraining.named(args.config, **overrides)
+        print(f"training stage-1 localization on {device} ({cfg.iterations} iterations, config {args.config})", file=sys.stderr)
+        best = train_localization(args.data, args.output, cfg, val_root=args.val, device=device, log=log,
+                                  time_budget_s=args.time_budget, init_weights=args.init)
+        card = {"version": time.strftime("%Y%m%d"), "architecture": cfg.architecture(),
+                "spacing_mm": [cfg.spacing_mm] * 3, "patch_size": list(cfg.patch_size),
+                "classes": [int(x) for x in _channel_labels()], "sigma_mm": cfg.sigma_mm}
     if args.install:
         from VertebralFractureLib.training.install import install_model
 
-        card = {"version": time.strftime("%Y%m%d"), "architecture": cfg.architecture(),
-                "spacing_mm": [cfg.spacing_mm] * 3, "patch_size": list(cfg.patch_size),
-                "classes": [int(x) for x in _channel_labels()], "sigma_mm": cfg.sigma_mm,
-                "training_data": f"SynthSpine VerSe-layout folder {args.data.name} ({device}, config {args.config})",
-                "metrics": {}}
-        target = install_model("localization", best, card)
+        card.update({"training_data": "SynthSpine VerSe-layout folder(s) " + ", ".join(d.name for d in args.data)
+                     + f" ({device})", "metrics": {}})
+        target = install_model("localization" if args.stage == "localize" else "segmentation", best, card)
         print(f"installed {target}", file=sys.stderr)
     return 0
 
@@ -69,9 +90,13 @@ def _channel_labels() -> tuple[int, ...]:
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=["localize"], help="which stage to evaluate")
+    p.add_argument("stage", choices=["localize", "segment", "grade"], help="which stage to evaluate")
     p.add_argument("--data", required=True, type=Path, help="held-out VerSe-layout folder with true centroids")
     p.add_argument("--weights", type=Path, default=None, help="a state_dict to evaluate instead of the installed model")
+    p.add_argument("--localization-weights", type=Path, default=None,
+                   help="segment: stage-1 state_dict to use instead of the installed one")
+    p.add_argument("--true-centroids", action="store_true",
+                   help="segment: crop at the true centroids (stage 2 alone) instead of running stage 1")
     p.add_argument("--output", type=Path, default=None, help="write the metrics and per-case results as JSON")
     p.add_argument("--threshold", type=float, nargs="*", default=None,
                    help="heatmap peak threshold(s) to evaluate (default: the model card's)")
@@ -79,21 +104,20 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
-    import torch
 
-    from VertebralFractureLib import models
+    if args.stage == "segment":
+        return _evaluate_segment(args, progress)
+    if args.stage == "grade":
+        return _evaluate_grade(args, progress)
+
     from VertebralFractureLib.io.readers import read_image
     from VertebralFractureLib.io.verse import list_cases, read_centroids
-    from VertebralFractureLib.localize import build_network, localize
+    from VertebralFractureLib.localize import localize
     from VertebralFractureLib.models import select_device
     from VertebralFractureLib.training.metrics import localization_metrics
 
     device = select_device(args.device)
-    card = models.require("localization")
-    net = build_network(card.architecture)
-    state = torch.load(args.weights, map_location="cpu", weights_only=True) if args.weights \
-        else models.load_state_dict("localization")[1]
-    net.load_state_dict(state)
+    card, net = network("localization", args.weights)
     thresholds = args.threshold or [None]
     preds: dict[Any, list] = {t: [] for t in thresholds}
     truths, per_case = [], []
@@ -113,10 +137,159 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
         progress("evaluate", (k + 1) / len(cases), case.subject)
     metrics = {str(t): localization_metrics(preds[t], truths) for t in thresholds}
     progress.close()
-    print(json.dumps(metrics if len(thresholds) > 1 else metrics[str(thresholds[0])], indent=2))
+    print(json.dumps(_json_safe(metrics if len(thresholds) > 1 else metrics[str(thresholds[0])]), indent=2))
     if args.output:
-        args.output.write_text(json.dumps({"metrics": metrics, "cases": per_case}, indent=2))
+        args.output.write_text(json.dumps(_json_safe({"metrics": metrics, "cases": per_case}), indent=2))
     return 0
+
+
+def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
+    """Stage 2 on held-out cases, from stage-1 centroids (default) or the true ones."""
+
+    from VertebralFractureLib.io.readers import read_image, read_labelmap
+    from VertebralFractureLib.io.verse import list_cases, read_centroids
+    from VertebralFractureLib.localize import localize
+    from VertebralFractureLib.models import select_device
+    from VertebralFractureLib.segment import segment
+    from VertebralFractureLib.training.segmentation import evaluate_case, summarize
+
+    device = select_device(args.device)
+    card, net = network("segmentation", args.weights)
+    loc = None if args.true_centroids else network("localization", args.localization_weights)
+    rows, per_case = [], []
+    cases = list_cases(args.data)
+    for k, case in enumerate(cases):
+        ct = read_image(case.ct).volume
+        truth = read_labelmap(case.vertebra_mask, ct)
+        grades = {int(e["label"]): (int(e["grade"] or 0), bool(e["complete"])) for e in json.loads(case.genant.read_text())}
+        t0 = time.perf_counter()
+        if loc is None:
+            cents = read_centroids(case.centroids, ct)
+        else:
+            threshold = args.threshold[0] if args.threshold else None
+            cents = {c.label: c.position_lps for c in localize(ct, device=device, model=loc, threshold=threshold)}
+        t1 = time.perf_counter()
+        labelmap, probs = segment(ct, cents, device=device, model=(card, net)) if cents else (ct.with_array(np.zeros(ct.array.shape, np.uint8)), {})
+        t2 = time.perf_counter()
+        case_rows = evaluate_case(labelmap.array, truth.array, tuple(ct.spacing[::-1]), grades, probs)
+        rows += [{"case": case.subject, **r} for r in case_rows]
+        per_case.append({"case": case.subject, "localize_s": round(t1 - t0, 2), "segment_s": round(t2 - t1, 2),
+                         "vertebrae_segmented": len(probs)})
+        progress("evaluate", (k + 1) / len(cases), case.subject)
+    progress.close()
+    summary = summarize(rows)
+    summary["centroids"] = "true" if args.true_centroids else "stage 1"
+    summary["segment_seconds_per_vertebra"] = float(sum(c["segment_s"] for c in per_case) / max(1, sum(c["vertebrae_segmented"] for c in per_case)))
+    print(json.dumps(_json_safe(summary), indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(_json_safe({"metrics": summary, "cases": per_case, "vertebrae": rows}), indent=2))
+    return 0
+
+
+def _evaluate_grade(args: argparse.Namespace, progress: Any) -> int:
+    """Stage 3 alone on held-out cases: grading from the true vertebra masks against the true
+    keypoints, heights and Genant grades (SynthSpine ``*_genant.json``)."""
+    from VertebralFractureLib.anatomy import name_of
+    from VertebralFractureLib.genant import NOT_GRADED
+    from VertebralFractureLib.io.readers import read_image, read_labelmap
+    from VertebralFractureLib.io.verse import list_cases
+    from VertebralFractureLib.pipeline import AnalysisConfig, GivenSegmentation, analyze, grading_stage
+
+    rows = []
+    cases = list_cases(args.data)
+    for k, case in enumerate(cases):
+        ct = read_image(case.ct).volume
+        seg = read_labelmap(case.vertebra_mask, ct)
+        analysis = analyze(ct, AnalysisConfig(), stages=[GivenSegmentation(seg), grading_stage()])
+        ours = {v.label: v for v in analysis.vertebrae}
+        for e in json.loads(case.genant.read_text()):
+            label = int(e["label"])
+            if not e.get("complete") or e.get("keypoints_lps_mm") is None or label in NOT_GRADED:
+                continue
+            v = ours.get(label)
+            row: dict[str, Any] = {"case": case.subject, "name": name_of(label), "spacing_mm": list(ct.spacing),
+                                   "true_grade": int(e["grade"] or 0),
+                                   "true_ratio": e.get("ratio"), "graded": v is not None and v.genant is not None}
+            if row["graded"]:
+                kp_err = [float(np.linalg.norm(np.asarray(v.keypoints_lps_mm[n]) - np.asarray(e["keypoints_lps_mm"][n])))
+                          for n in e["keypoints_lps_mm"]]
+                row.update({"grade": v.genant.grade, "ratio": v.genant.ratio, "keypoint_error_mm": float(np.mean(kp_err)),
+                            "keypoint_error_max_mm": float(np.max(kp_err)),
+                            "height_error_mm": {h: v.heights_mm[h] - e["heights_mm"][h] for h in e["heights_mm"]}})
+            rows.append(row)
+        progress("evaluate", (k + 1) / len(cases), case.subject)
+    progress.close()
+    graded = [r for r in rows if r["graded"]]
+    tg = np.array([r["true_grade"] for r in graded])
+    pg = np.array([r["grade"] for r in graded])
+    confusion = [[int(np.sum((tg == a) & (pg == b))) for b in range(4)] for a in range(4)]
+    summary = {
+        "vertebrae_complete": len(rows), "graded": len(graded),
+        "keypoint_error_mm_mean": float(np.mean([r["keypoint_error_mm"] for r in graded])) if graded else None,
+        "keypoint_error_mm_median": float(np.median([r["keypoint_error_mm"] for r in graded])) if graded else None,
+        "height_mae_mm": {h: float(np.mean([abs(r["height_error_mm"][h]) for r in graded])) for h in ("anterior", "middle", "posterior")} if graded else None,
+        "height_bias_mm": {h: float(np.mean([r["height_error_mm"][h] for r in graded])) for h in ("anterior", "middle", "posterior")} if graded else None,
+        "ratio_mae": float(np.mean([abs(r["ratio"] - r["true_ratio"]) for r in graded if r["true_ratio"] is not None])) if graded else None,
+        "exact_grade": float(np.mean(tg == pg)) if graded else None,
+        "fractured_or_not": float(np.mean((tg >= 1) == (pg >= 1))) if graded else None,
+        "sensitivity": float(np.mean(pg[tg >= 1] >= 1)) if (tg >= 1).any() else None,
+        "specificity": float(np.mean(pg[tg == 0] == 0)) if (tg == 0).any() else None,
+        "confusion_true_rows_pred_cols": confusion,
+    }
+    print(json.dumps(_json_safe(summary), indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(_json_safe({"metrics": summary, "vertebrae": rows}), indent=2))
+    return 0
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf → null and numpy scalars → Python numbers, so the output is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def network(name: str, weights: Path | None = None) -> tuple[Any, Any]:
+    """``(card, network)`` of the installed model ``name``, or of a training run's ``weights`` file."""
+    import torch
+
+    from VertebralFractureLib import models
+    from VertebralFractureLib.localize import build_network
+    from VertebralFractureLib.networks.unet import build_unet
+
+    build = build_unet if name == "segmentation" else build_network
+    if weights is None:
+        return models.load_network(name, build)
+    card = _card_of_run(weights, name)
+    net = build(card.architecture)
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return card, net
+
+
+def _card_of_run(weights: Path, name: str) -> Any:
+    """The model card of a training run folder (``config.json`` next to the weights)."""
+    from VertebralFractureLib.models import ModelCard
+
+    cfg_path = weights.parent / "config.json"
+    if not cfg_path.exists():
+        raise SystemExit(f"{cfg_path} not found: evaluate run weights from their training folder")
+    cfg = json.loads(cfg_path.read_text())
+    if name == "segmentation":
+        from VertebralFractureLib.training.segmentation import SegmentationTraining
+
+        tc = SegmentationTraining(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    else:
+        from VertebralFractureLib.training.localization import LocalizationTraining
+
+        tc = LocalizationTraining(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    return ModelCard(name=name, file=weights.name, sha256="", architecture=tc.architecture(),
+                     spacing_mm=(tc.spacing_mm,) * 3, patch_size=tuple(tc.patch_size))
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -144,14 +317,16 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
     t0 = time.perf_counter()
     image = read_image(args.input).volume
     read_s = time.perf_counter() - t0
-    times = []
+    times, stage_times = [], []
     for _ in range(args.repeat + 1):
         t0 = time.perf_counter()
         if args.stages == "localize":
             found = localize(image, device=device)
             n = len(found)
         else:
-            n = len(analyze(image, AnalysisConfig(device=args.device)).vertebrae)
+            analysis = analyze(image, AnalysisConfig(device=args.device))
+            n = len(analysis.vertebrae)
+            stage_times.append(analysis.timings_s)
         times.append(time.perf_counter() - t0)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = {
@@ -160,5 +335,9 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
         "read_s": round(read_s, 2), "warmup_s": round(times[0], 2), "median_s": round(float(np.median(times[1:])), 2),
         "runs_s": [round(t, 2) for t in times[1:]], "vertebrae": n, "peak_rss_mb": round(peak_mb),
     }
+    if stage_times:
+        report["stage_median_s"] = {k: round(float(np.median([t[k] for t in stage_times[1:]])), 2) for k in stage_times[0]}
+        if "segment" in report["stage_median_s"] and n:
+            report["segment_s_per_vertebra"] = round(report["stage_median_s"]["segment"] / n, 3)
     print(json.dumps(report, indent=2))
     return 0

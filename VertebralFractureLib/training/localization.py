@@ -25,6 +25,13 @@ from typing import Any
 import numpy as np
 
 from VertebralFractureLib.localize import CHANNEL_LABELS
+from VertebralFractureLib.training.common import (
+    augment_intensity,
+    cosine_lr,
+    random_affine,
+    resume,
+    save_checkpoint,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class LocalizationTraining:
     grad_clip: float = 2.0
     rotation_deg: float = 10.0
     scale_range: tuple[float, float] = (0.9, 1.1)
+    vertebra_centred: float = 0.7  # share of patches centred on a random vertebra (else on the spine)
     seed: int = 0
     validate_every: int = 250
     threads: int = 0
@@ -140,13 +148,11 @@ def augment(case: CachedCase, patch: tuple[int, int, int], cfg: LocalizationTrai
     pts = {k: v.astype(float) for k, v in case.centroids_zyx.items()}
     centre_in = (np.mean(list(pts.values()), axis=0) if pts else shape / 2)
     if train:
-        a = np.deg2rad(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg, 3))
-        rx = np.array([[1, 0, 0], [0, np.cos(a[0]), -np.sin(a[0])], [0, np.sin(a[0]), np.cos(a[0])]])
-        ry = np.array([[np.cos(a[1]), 0, np.sin(a[1])], [0, 1, 0], [-np.sin(a[1]), 0, np.cos(a[1])]])
-        rz = np.array([[np.cos(a[2]), -np.sin(a[2]), 0], [np.sin(a[2]), np.cos(a[2]), 0], [0, 0, 1]])
-        m = rx @ ry @ rz * rng.uniform(*cfg.scale_range)
-        if rng.random() < 0.5:  # left-right flip (x is the last axis)
-            m = m @ np.diag([1.0, 1.0, -1.0])
+        m = random_affine(rng, cfg.rotation_deg, cfg.scale_range)
+        # centre on a randomly chosen vertebra most of the time, so that the levels at the ends of
+        # long spines (C1–C3, L3–L5) are seen as often as the mid-thoracic ones
+        if pts and rng.random() < cfg.vertebra_centred:
+            centre_in = pts[list(pts)[rng.integers(len(pts))]]
         jitter = rng.uniform(-0.35, 0.35, 3) * np.array(patch)
         centre_in = centre_in + jitter
     else:
@@ -159,8 +165,7 @@ def augment(case: CachedCase, patch: tuple[int, int, int], cfg: LocalizationTrai
     inv = np.linalg.inv(m)
     cents = {k: inv @ (p - centre_in) + centre_out for k, p in pts.items()}
     if train:
-        out = out * rng.uniform(0.9, 1.1) + rng.uniform(-0.05, 0.05)
-        out = out + rng.normal(0, rng.uniform(0, 0.03), out.shape).astype(np.float32)
+        out = augment_intensity(out, rng)
     return out.astype(np.float32), cents
 
 
@@ -176,9 +181,10 @@ def _batch(cases: list[CachedCase], idx: list[int], cfg: LocalizationTraining, r
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def train_localization(train_root: str | Path, out_dir: str | Path, cfg: LocalizationTraining,
+def train_localization(train_root: str | Path | list[str | Path], out_dir: str | Path, cfg: LocalizationTraining,
                        val_root: str | Path | None = None, device: str = "cpu",
-                       log: Callable[[str], None] = print, time_budget_s: float | None = None) -> Path:
+                       log: Callable[[str], None] = print, time_budget_s: float | None = None,
+                       init_weights: str | Path | None = None) -> Path:
     """Train (or resume) the localization M-SCN; returns the path of the best ``state_dict``.
 
     Writes into ``out_dir``: ``checkpoint.pt`` (resumable), ``best.pt`` (the state_dict with the
@@ -194,9 +200,13 @@ def train_localization(train_root: str | Path, out_dir: str | Path, cfg: Localiz
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_cases = cache_cases(train_root, cfg.spacing_mm)
+    roots = train_root if isinstance(train_root, list | tuple) else [train_root]
+    train_cases = [c for root in roots for c in cache_cases(root, cfg.spacing_mm)]
     val_cases = cache_cases(val_root, cfg.spacing_mm) if val_root else []
     net = build_network(cfg.architecture()).to(device)
+    if init_weights is not None:
+        net.load_state_dict(torch.load(init_weights, map_location=device, weights_only=True))
+        log(f"initialised from {init_weights}")
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay)
     else:
@@ -206,12 +216,9 @@ def train_localization(train_root: str | Path, out_dir: str | Path, cfg: Localiz
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=4)
     start, best = 0, float("inf")
     ckpt = out / "checkpoint.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, best = int(state["iteration"]), float(state["best"])
+    resumed = resume(ckpt, net, opt, device, sched)
+    if resumed is not None:
+        start, best = resumed
         rng = np.random.default_rng(cfg.seed + start)
         log(f"resumed at iteration {start}")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -228,7 +235,7 @@ def train_localization(train_root: str | Path, out_dir: str | Path, cfg: Localiz
             net.train()
             if cfg.optimizer != "sgd":
                 for group in opt.param_groups:
-                    group["lr"] = _cosine_lr(cfg.lr, it, cfg.iterations)
+                    group["lr"] = cosine_lr(cfg.lr, it, cfg.iterations)
             idx = list(rng.integers(0, len(train_cases), cfg.batch_size))
             x, y = _batch(train_cases, idx, cfg, rng, True)
             pred = net(x.to(device))
@@ -254,18 +261,12 @@ def train_localization(train_root: str | Path, out_dir: str | Path, cfg: Localiz
                 if score < best or not (out / "best.pt").exists():
                     best = score
                     torch.save(net.state_dict(), out / "best.pt")
-                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "iteration": it + 1, "best": float(best)}, ckpt)
+                save_checkpoint(ckpt, net, opt, it + 1, best, sched)
             if last:
                 break
     finally:
         logf.close()
     return out / "best.pt"
-
-
-def _cosine_lr(base: float, it: int, total: int) -> float:
-    warm = min(1.0, (it + 1) / max(1.0, 0.05 * total))
-    return float(base * warm * max(0.02, 0.5 * (1.0 + np.cos(np.pi * min(it, total) / total))))
 
 
 def _selection_score(metrics: dict[str, float], train_loss: float) -> float:

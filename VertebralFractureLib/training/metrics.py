@@ -55,3 +55,50 @@ def localization_metrics(predictions: Sequence[dict[int, np.ndarray]], truths: S
     for r in radii_mm:
         out[f"error_rate_r{r:g}"] = errors[r] / total if total else float("nan")
     return out
+
+
+def roc_auc(truth: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (Mann–Whitney, ties count half); NaN when a class is absent."""
+    truth = np.asarray(truth, dtype=bool)
+    score = np.asarray(score, dtype=float)
+    pos, neg = score[truth], score[~truth]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> dict[str, float]:
+    """One vertebra's overlap and surface metrics (seeds/002 Table 5).
+
+    DSC, precision, recall, ASSD (average symmetric surface distance, mm) and MSSD (maximum
+    symmetric surface distance = Hausdorff distance, mm) between two boolean masks of one grid.
+    Surface distances are NaN when either mask is empty.
+    """
+    from scipy import ndimage
+
+    pred = np.asarray(pred, dtype=bool)
+    ref = np.asarray(ref, dtype=bool)
+    if pred.shape != ref.shape:
+        raise ValueError(f"masks differ in shape: {pred.shape} vs {ref.shape}")
+    tp = float(np.sum(pred & ref))
+    npred, nref = float(pred.sum()), float(ref.sum())
+    out = {
+        "dice": 2 * tp / (npred + nref) if npred + nref else float("nan"),
+        "precision": tp / npred if npred else float("nan"),
+        "recall": tp / nref if nref else float("nan"),
+        "assd_mm": float("nan"),
+        "mssd_mm": float("nan"),
+    }
+    if not npred or not nref:
+        return out
+    both = pred | ref
+    box = tuple(slice(max(0, s.start - 2), s.stop + 2) for s in ndimage.find_objects(both.astype(np.uint8))[0])
+    p, r = pred[box], ref[box]
+    sp, sr = p & ~ndimage.binary_erosion(p), r & ~ndimage.binary_erosion(r)
+    d_to_r = ndimage.distance_transform_edt(~sr, sampling=spacing_zyx)[sp]
+    d_to_p = ndimage.distance_transform_edt(~sp, sampling=spacing_zyx)[sr]
+    out["assd_mm"] = float((d_to_r.sum() + d_to_p.sum()) / (len(d_to_r) + len(d_to_p)))
+    out["mssd_mm"] = float(max(d_to_r.max(), d_to_p.max()))
+    return out

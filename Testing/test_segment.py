@@ -1,0 +1,218 @@
+"""Stage 2: crops, central component, assembly into the input geometry, metrics, training samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from factories import oblique_direction
+
+from VertebralFractureLib.models import ModelCard
+from VertebralFractureLib.segment import assemble, central_component, crop_at, segment
+from VertebralFractureLib.training.metrics import roc_auc, segmentation_metrics
+from VertebralFractureLib.volume import Volume
+
+
+def test_crop_at_pads_outside_the_array():
+    a = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    crop, start = crop_at(a, np.array([0.0, 0.0, 0.0]), (4, 4, 4), fill=-1.0)
+    assert tuple(start) == (-2, -2, -2) or tuple(start) == (-1, -1, -1)
+    s = -start
+    assert crop[tuple(s)] == a[0, 0, 0]
+    assert crop[0, 0, 0] == -1.0
+    inside, start = crop_at(a, np.array([2.0, 3.0, 3.0]), (3, 3, 3), fill=-1.0)
+    np.testing.assert_array_equal(inside, a[1:4, 2:5, 2:5])
+
+
+def test_central_component_drops_neighbours_and_blobs():
+    m = np.zeros((21, 21, 21), bool)
+    m[8:13, 8:13, 8:13] = True  # centre
+    m[0:3, 0:3, 0:3] = True  # stray
+    m[15:20, 8:13, 8:13] = True  # neighbour
+    keep = central_component(m)
+    assert keep[10, 10, 10] and not keep[1, 1, 1] and not keep[17, 10, 10]
+    off = np.zeros_like(m)
+    off[2:5, 2:5, 2:5] = True  # the centre voxel itself is empty: nearest component kept
+    off[15:20, 15:20, 15:20] = True
+    k2 = central_component(off)
+    assert k2[16, 16, 16] and not k2[3, 3, 3] or k2[3, 3, 3] and not k2[16, 16, 16]
+    assert k2.sum() in (27, 125)
+
+
+class _BoneNet:
+    """A fixed 'network' for tests: bone (> 220 HU) is vertebra; bone brighter than 800 HU fractured."""
+
+    divisor = 8
+
+    def __call__(self, x):
+        import torch
+
+        bone = torch.sigmoid((x - 0.22) * 60)
+        dense = torch.sigmoid((x - 0.8) * 60)
+        p = torch.cat([1 - bone, bone * (1 - dense), bone * dense], dim=1).clamp(1e-6, 1)
+        return torch.log(p)
+
+    def eval(self):
+        return self
+
+    def to(self, _device):
+        return self
+
+
+def _two_vertebra_phantom(direction: np.ndarray) -> tuple[Volume, dict[int, np.ndarray]]:
+    """Two bone blocks 30 mm apart along z (L1 at 400 HU, L2 at 1000 HU) in soft tissue."""
+    shape = (70, 50, 50)  # z, y, x at 1 mm
+    vol = Volume(np.full(shape, 40.0, np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), direction)
+    arr = vol.array
+    arr[10:28, 15:35, 15:35] = 400.0
+    arr[40:58, 15:35, 15:35] = 1000.0
+    cents = {20: vol.zyx_to_lps(np.array([18.5, 24.5, 24.5])), 21: vol.zyx_to_lps(np.array([48.5, 24.5, 24.5]))}
+    return vol, cents
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_segment_assembles_into_the_input_geometry(oblique):
+    direction = oblique_direction(25.0) if oblique else np.eye(3)
+    vol, cents = _two_vertebra_phantom(direction)
+    card = ModelCard(name="segmentation", file="x.pt", sha256="0" * 64, spacing_mm=(2.0, 2.0, 2.0), patch_size=(24, 32, 32))
+    labelmap, probs = segment(vol, cents, model=(card, _BoneNet()))
+    assert labelmap.same_geometry(vol)
+    lab = labelmap.array
+    truth = np.zeros(lab.shape, np.uint8)
+    truth[10:28, 15:35, 15:35] = 20
+    truth[40:58, 15:35, 15:35] = 21
+    for label in (20, 21):
+        m = segmentation_metrics(lab == label, truth == label, (1.0, 1.0, 1.0))
+        assert m["dice"] > 0.9, (label, m)
+        assert m["mssd_mm"] <= 3.0
+    assert set(np.unique(lab)) == {0, 20, 21}
+    assert probs[20] < 0.1 and probs[21] > 0.5  # the dense block's blurred rim reads as normal
+
+
+def test_overlapping_crops_go_to_the_more_probable_vertebra():
+    ref = Volume(np.zeros((20, 10, 10), np.uint8), (1.0, 1.0, 1.0))
+    from VertebralFractureLib.segment import VertebraSegmentation
+
+    fg_a = np.zeros((20, 10, 10), np.float32)
+    fg_b = np.zeros_like(fg_a)
+    fg_a[0:12] = 0.9
+    fg_b[8:20] = 0.6  # overlap in z 8..11: a wins there (0.9 > 0.6)
+    segs = [VertebraSegmentation(1, np.zeros(3), fg_a, 0.9 * fg_a, 1.0),
+            VertebraSegmentation(2, np.zeros(3), fg_b, np.zeros_like(fg_b), 0.0)]
+    labels, probs = assemble(segs, ref, 1.0, {1: np.array([5.0, 5.0, 5.0]), 2: np.array([5.0, 5.0, 15.0])})
+    assert (labels[0:12] == 1).all() and (labels[12:20] == 2).all()
+    assert probs[1] == pytest.approx(0.9, abs=1e-3) and probs[2] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_segmentation_metrics_on_known_shapes():
+    a = np.zeros((30, 30, 30), bool)
+    b = np.zeros_like(a)
+    a[5:15, 5:15, 5:15] = True
+    b[5:15, 5:15, 7:17] = True  # shifted by 2 voxels along x
+    m = segmentation_metrics(a, b, (1.0, 1.0, 2.0))
+    assert m["dice"] == pytest.approx(0.8)
+    assert m["precision"] == pytest.approx(0.8) and m["recall"] == pytest.approx(0.8)
+    assert m["mssd_mm"] == pytest.approx(4.0)  # 2 voxels of 2 mm
+    assert 0 < m["assd_mm"] < 4.0
+    same = segmentation_metrics(a, a, (1.0, 1.0, 1.0))
+    assert same["dice"] == 1.0 and same["mssd_mm"] == 0.0
+    empty = segmentation_metrics(np.zeros_like(a), a, (1.0, 1.0, 1.0))
+    assert empty["dice"] == 0.0 and np.isnan(empty["assd_mm"])
+    with pytest.raises(ValueError):
+        segmentation_metrics(a, a[:-1], (1, 1, 1))
+
+
+def test_roc_auc():
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5
+    assert roc_auc(np.array([1, 0, 1, 0]), np.array([0.1, 0.2, 0.3, 0.4])) == 0.25
+    assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))
+
+
+def test_unet_checks_its_arguments_and_keeps_the_shape():
+    torch = pytest.importorskip("torch")
+    from VertebralFractureLib.networks.unet import build_unet
+
+    net = build_unet({"channels": [4, 8], "strides": [2]})
+    y = net(torch.zeros(1, 1, 8, 16, 8))
+    assert tuple(y.shape) == (1, 3, 8, 16, 8) and net.divisor == 2
+    with pytest.raises(ValueError):
+        build_unet({"channels": [4, 8], "strides": [2, 2]})
+    with pytest.raises(ValueError):
+        build_unet({"type": "MSCN"})
+
+
+def test_training_sample_targets_only_the_centred_vertebra():
+    from VertebralFractureLib.training.segmentation import SegCase, SegmentationTraining, sample
+
+    labels = np.zeros((60, 30, 30), np.uint8)
+    labels[10:25, 10:20, 10:20] = 20
+    labels[30:45, 10:20, 10:20] = 21
+    image = np.where(labels > 0, 0.5, 0.0).astype(np.float32)
+    case = SegCase("c", image, labels, frozenset({21}), {20: np.array([17.0, 14.5, 14.5]), 21: np.array([37.0, 14.5, 14.5])})
+    cfg = SegmentationTraining(patch_size=(24, 24, 24), spacing_mm=1.0)
+    img, target = sample(case, 21, cfg, np.random.default_rng(0), train=False)
+    assert img.shape == (24, 24, 24) and set(np.unique(target)) == {0, 2}
+    assert target.sum() == 2 * 15 * 10 * 10  # whole L2 (fractured) inside, L1 not a target
+    img, target = sample(case, 20, cfg, np.random.default_rng(1), train=True)
+    assert set(np.unique(target)) <= {0, 1} and (target == 1).sum() > 0.7 * 1500
+
+
+def test_training_installs_and_analyze_runs_all_three_stages(tmp_path, monkeypatch):
+    """A few iterations on tiny cases: cache, loop, resume, evaluation, installation and the full pipeline."""
+    pytest.importorskip("torch")
+    import json
+
+    from factories import tiny_verse_folder
+
+    from VertebralFractureLib import cli, models
+    from VertebralFractureLib.training.install import install_model
+    from VertebralFractureLib.training.localization import LocalizationTraining, train_localization
+    from VertebralFractureLib.training.segmentation import (
+        SegmentationTraining,
+        cache_cases,
+        train_segmentation,
+    )
+
+    data = tiny_verse_folder(tmp_path / "data")
+    cases = cache_cases(data, 4.0)
+    assert len(cases) == 2 and cases[0].fractured == frozenset({20}) and set(cases[0].centroids_zyx) == {19, 20, 21}
+    cfg = SegmentationTraining(spacing_mm=4.0, patch_size=(16, 16, 16), channels=(4, 8), strides=(2,), iterations=3,
+                               batch_size=1, validate_every=2)
+    run = tmp_path / "seg"
+    best = train_segmentation([data], run, cfg, val_root=data, log=lambda m: None)
+    rows = (run / "log.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("iteration") and len(rows) == 3
+    train_segmentation([data], run, SegmentationTraining(**{**cfg.__dict__, "iterations": 4}), val_root=data,
+                       log=lambda m: None)
+    assert (run / "log.csv").read_text().strip().splitlines()[-1].startswith("4,")
+
+    lcfg = LocalizationTraining(patch_size=(32, 16, 16), features=(4, 8), gn_features=4, gn_kernel=3, iterations=2,
+                                batch_size=1, validate_every=2)
+    lbest = train_localization(data, tmp_path / "loc", lcfg, log=lambda m: None)
+    mdir = tmp_path / "models"
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(mdir))
+    install_model("localization", lbest, {"architecture": lcfg.architecture(), "spacing_mm": [4.0] * 3,
+                                          "patch_size": list(lcfg.patch_size), "postprocess": {"threshold": 0.0}})
+    install_model("segmentation", best, {"architecture": cfg.architecture(), "spacing_mm": [4.0] * 3,
+                                         "patch_size": list(cfg.patch_size)})
+    ct = data / "rawdata" / "sub-tiny0" / "sub-tiny0_ct.nii.gz"
+    out = tmp_path / "out"
+    assert cli.main(["analyze", str(ct), "-o", str(out), "--progress", "none"]) == cli.EXIT_OK
+    result = json.loads((out / "analysis.json").read_text())
+    assert {"localize", "segment", "grade"} <= set(result["timings_s"])
+    assert not any(w.startswith("not done") for w in result["warnings"])
+    from VertebralFractureLib.io.readers import read_image, read_labelmap
+
+    image = read_image(ct).volume
+    read_labelmap(out / "vertebrae.nii.gz", image)  # same geometry as the input
+    frac = read_labelmap(out / "fracture.nii.gz", image).array
+    assert set(np.unique(frac)) <= {0, 1, 2}
+    for v in result["vertebrae"]:  # an untrained net: whatever it segments must be consistent
+        if v["fracture_probability"] is not None:
+            assert 0.0 <= v["fracture_probability"] <= 1.0 and v["status"] in ("normal", "fractured")
+    # evaluation from true centroids with the run's weights
+    assert cli.main(["evaluate", "segment", "--data", str(data), "--weights", str(best), "--true-centroids",
+                     "--output", str(tmp_path / "eval.json"), "--progress", "none"]) == cli.EXIT_OK
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["metrics"]["vertebrae_complete"] == 6 and ev["metrics"]["centroids"] == "true"
+    assert len(ev["vertebrae"]) == 6 and {r["name"] for r in ev["vertebrae"]} == {"T12", "L1", "L2"}

@@ -1,0 +1,209 @@
+"""Stage 2: per-vertebra segmentation into background / normal / fractured (seeds/002 §2.3).
+
+1. The CT goes once onto the model's LPS-aligned grid (:mod:`.preprocess`).
+2. Around each stage-1 centroid a cube of ``patch_size`` voxels is cut so that the vertebra sits in
+   its centre; the crops go through the 3-class U-Net in batches.
+3. Per crop, only the connected foreground component at the centre is kept (a neighbour that the
+   network half-segmented, or a stray blob, is dropped).
+4. Assembly in the **input geometry**: each crop's foreground probability is interpolated
+   (trilinear) onto the input voxels it covers; a voxel goes to the vertebra with the highest
+   probability (ties to the nearer centroid) when that probability is ≥ 0.5, so every voxel belongs
+   to at most one vertebra and boundaries are as smooth as the input's resolution allows.
+5. ``fracture_probability`` = mean of P(fractured) / P(vertebra) over the vertebra's voxels;
+   ``status`` is "fractured" when it reaches ``AnalysisConfig.fracture_threshold``. The fracture map
+   is per vertebra: every voxel of a fractured vertebra is 2, of a normal one 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from VertebralFractureLib.volume import Volume
+
+#: Crops per forward pass.
+BATCH = 4
+#: Foreground probability at which a voxel belongs to a vertebra.
+FOREGROUND = 0.5
+
+
+@dataclass
+class VertebraSegmentation:
+    """One vertebra's crop result on the model grid."""
+
+    label: int
+    origin_lps: np.ndarray  # LPS position of crop voxel (0, 0, 0)
+    foreground: np.ndarray  # P(normal) + P(fractured), (z, y, x), zero outside the kept component
+    fractured: np.ndarray  # P(fractured), (z, y, x)
+    fracture_probability: float | None
+
+
+#: Width (σ, mm) of the centre heatmap given to two-channel networks.
+CENTRE_SIGMA_MM = 10.0
+
+
+def centre_channel(patch_size: tuple[int, int, int], spacing_mm: float, sigma_mm: float = CENTRE_SIGMA_MM) -> np.ndarray:
+    """A Gaussian (peak 1) at the centre of a crop, the second input of two-channel networks."""
+    axes = [(np.arange(n) - (n - 1) / 2.0) * spacing_mm for n in patch_size]
+    g = [np.exp(-(a**2) / (2 * sigma_mm**2)) for a in axes]
+    return (g[0][:, None, None] * g[1][None, :, None] * g[2][None, None, :]).astype(np.float32)
+
+
+def crop_at(array: np.ndarray, centre_zyx: np.ndarray, size: tuple[int, int, int], fill: float) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` cube of ``array`` centred at ``centre_zyx`` (padded with ``fill``); returns it and its start index."""
+    start = np.round(np.asarray(centre_zyx, dtype=float) - (np.asarray(size) - 1) / 2.0).astype(int)
+    out = np.full(size, fill, dtype=np.float32)
+    src = tuple(slice(max(0, s), min(n, s + k)) for s, k, n in zip(start, size, array.shape))
+    dst = tuple(slice(sl.start - s, sl.stop - s) for sl, s in zip(src, start))
+    if all(sl.stop > sl.start for sl in src):
+        out[dst] = array[src]
+    return out, start
+
+
+def central_component(mask: np.ndarray) -> np.ndarray:
+    """The connected component of ``mask`` closest to the crop centre (empty if ``mask`` is)."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    centre = tuple((np.array(mask.shape) - 1) // 2)
+    if lab[centre]:
+        return lab == lab[centre]
+    # nearest component to the centre (distance transform of the background)
+    _, (iz, iy, ix) = ndimage.distance_transform_edt(lab == 0, return_indices=True)
+    return lab == lab[iz[centre], iy[centre], ix[centre]]
+
+
+def segment_crops(net: Any, grid: Volume, image: np.ndarray, centroids_lps: dict[int, np.ndarray],
+                  patch_size: tuple[int, int, int], device: str = "cpu",
+                  progress: Any = None) -> list[VertebraSegmentation]:
+    """Run the U-Net on one crop per centroid of a normalised model-grid ``image``."""
+    import torch
+    from scipy import ndimage
+
+    labels = list(centroids_lps)
+    out: list[VertebraSegmentation] = []
+    fill = float(image.min())
+    extra = centre_channel(patch_size, float(grid.spacing[0])) if getattr(net, "in_channels", 1) == 2 else None
+    for b in range(0, len(labels), BATCH):
+        chunk = labels[b: b + BATCH]
+        crops, starts = [], []
+        for label in chunk:
+            centre = grid.lps_to_index(np.asarray(centroids_lps[label], dtype=float))[::-1]
+            crop, start = crop_at(image, centre, patch_size, fill)
+            crops.append(crop[None] if extra is None else np.stack([crop, extra]))
+            starts.append(start)
+        with torch.inference_mode():
+            logits = net(torch.from_numpy(np.stack(crops)).to(device))
+            probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        for label, start, p in zip(chunk, starts, probs):
+            fg = p[1] + p[2]
+            keep = central_component(fg >= FOREGROUND)
+            frac_prob = float(np.mean(p[2][keep] / np.maximum(fg[keep], 1e-6))) if keep.any() else None
+            near = ndimage.binary_dilation(keep, iterations=2)  # keep the soft edge for interpolation
+            out.append(VertebraSegmentation(label, grid.zyx_to_lps(start.astype(float)),
+                                            np.where(near, fg, 0.0).astype(np.float32),
+                                            np.where(near, p[2], 0.0).astype(np.float32), frac_prob))
+        if progress is not None:
+            progress(min(1.0, (b + len(chunk)) / len(labels)), ", ".join(str(x) for x in chunk))
+    return out
+
+
+def assemble(segs: list[VertebraSegmentation], reference: Volume, spacing_mm: float,
+             centroids_lps: dict[int, np.ndarray]) -> tuple[np.ndarray, dict[int, float]]:
+    """Paste the crops' foreground into ``reference``'s geometry; returns the labelmap (z, y, x, uint8)
+    and the fracture probability of each vertebra over its assembled voxels."""
+    from scipy import ndimage
+
+    shape = reference.array.shape
+    best = np.zeros(shape, dtype=np.float32)
+    labels = np.zeros(shape, dtype=np.uint8)
+    ratios: list[tuple[int, tuple[slice, ...], np.ndarray]] = []  # P(fractured) / P(vertebra) per crop
+    # input voxel (i, j, k) → LPS → crop voxel (z, y, x) of an LPS-aligned crop
+    for seg in segs:
+        if not seg.foreground.any():
+            continue
+        nz = np.argwhere(seg.foreground > 0)
+        lo_c, hi_c = nz.min(axis=0) - 1, nz.max(axis=0) + 1  # crop zyx bounding box
+        corners_zyx = np.array([[z, y, x] for z in (lo_c[0], hi_c[0]) for y in (lo_c[1], hi_c[1]) for x in (lo_c[2], hi_c[2])], float)
+        corners_lps = seg.origin_lps + corners_zyx[:, ::-1] * spacing_mm
+        ijk = reference.lps_to_index(corners_lps)  # (8, 3) x, y, z index
+        lo = np.maximum(np.floor(ijk.min(axis=0)).astype(int), 0)
+        hi = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 1, np.array(reference.shape_xyz))
+        if np.any(hi <= lo):
+            continue
+        gi, gj, gk = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij")
+        pts = np.stack([gi.ravel(), gj.ravel(), gk.ravel()], axis=1)
+        lps = reference.index_to_lps(pts)
+        crop_xyz = (lps - seg.origin_lps) / spacing_mm
+        coords = crop_xyz[:, ::-1].T  # z, y, x
+        fg = ndimage.map_coordinates(seg.foreground, coords, order=1, cval=0.0)
+        fr = ndimage.map_coordinates(seg.fractured, coords, order=1, cval=0.0)
+        dist = np.linalg.norm(lps - np.asarray(centroids_lps[seg.label]), axis=1)
+        score = fg - 1e-4 * dist  # ties go to the nearer centroid
+        # as (k, j, i) = (z, y, x) arrays of the reference
+        sl = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+        score_zyx = score.reshape(gi.shape).transpose(2, 1, 0)
+        fg_zyx = fg.reshape(gi.shape).transpose(2, 1, 0)
+        win = (score_zyx > best[sl]) & (fg_zyx >= FOREGROUND)
+        best[sl] = np.where(win, score_zyx, best[sl])
+        labels[sl] = np.where(win, seg.label, labels[sl])
+        ratios.append((seg.label, sl, (fr / np.maximum(fg, 1e-6)).reshape(gi.shape).transpose(2, 1, 0)))
+    probs: dict[int, float] = {}
+    for label, sl, ratio in ratios:  # over the voxels the vertebra kept after all crops were pasted
+        mine = labels[sl] == label
+        if mine.any():
+            probs[label] = float(np.clip(ratio[mine], 0.0, 1.0).mean())
+    return labels, probs
+
+
+def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = "cpu",
+            model: tuple[Any, Any] | None = None, progress: Any = None) -> tuple[Volume, dict[int, float]]:
+    """Vertebra labelmap (input geometry, VerSe labels) and per-vertebra fracture probability.
+
+    Args:
+        volume: CT in HU, any geometry.
+        centroids_lps: label → centroid (LPS mm), e.g. from stage 1.
+        device: torch device string.
+        model: ``(card, network)`` instead of the installed ``segmentation`` model.
+        progress: ``progress(fraction, message)``.
+    """
+    from VertebralFractureLib import models, preprocess
+    from VertebralFractureLib.networks.unet import build_unet
+
+    card, net = model if model is not None else models.load_network("segmentation", build_unet)
+    net.eval().to(device)
+    spacing = float(card.spacing_mm[0])
+    grid = preprocess.to_model_grid(volume, spacing)
+    image = preprocess.normalize(grid.array)
+    segs = segment_crops(net, grid, image, centroids_lps, tuple(card.patch_size), device, progress)
+    labels, probs = assemble(segs, volume, spacing, centroids_lps)
+    return volume.with_array(labels), probs
+
+
+def run_stage(context: Any) -> None:
+    """Pipeline stage 2: fill ``context.labelmap``, ``context.fracture_map`` and each vertebra's
+    ``fracture_probability`` and ``status``."""
+    from VertebralFractureLib.models import select_device
+
+    cents = {lab: np.asarray(v.centroid_lps_mm) for lab, v in context.vertebrae.items()}
+    if not cents:
+        context.warnings.append("segmentation skipped: no vertebra was found")
+        return
+    labelmap, probs = segment(context.image, cents, device=select_device(context.config.device),
+                              progress=lambda f, m: context.report("segment", 0.1 + 0.8 * f, m))
+    context.report("segment", 0.95, "fracture map")
+    lut = np.zeros(256, dtype=np.uint8)  # label → 1 normal, 2 fractured
+    for label, v in context.vertebrae.items():
+        p = probs.get(label)
+        if p is None:
+            v.notes.append("not segmented (no voxel above the foreground probability)")
+            continue
+        v.fracture_probability = p
+        v.status = "fractured" if p >= context.config.fracture_threshold else "normal"
+        lut[label] = 2 if v.status == "fractured" else 1
+    context.labelmap = labelmap
+    context.fracture_map = labelmap.with_array(lut[labelmap.array])

@@ -1,0 +1,332 @@
+"""Training the stage-2 U-Net: background / normal / fractured per vertebra crop (seeds/002 §2.3).
+
+Data: a VerSe-layout folder with vertebra masks (``*_seg-vert_msk.nii.gz``) and, for the fracture
+class, fracture maps (``*_fracture_msk.nii.gz``: 1 normal, 2 fractured vertebra; SynthSpine writes
+them); without a fracture map every vertebra counts as normal. Each case goes once onto the
+model's LPS grid (image linear, masks nearest) and is cached.
+
+A training sample is a crop of ``patch_size`` voxels around one vertebra's centroid, jittered
+(Gaussian, ``jitter_mm``; the localization errors of stage 1) and randomly rotated, scaled and
+left–right flipped; only that vertebra is foreground (its class: 1 normal, 2 fractured), its
+neighbours are background. Fractured vertebrae are drawn with probability ``fractured_share``
+(they are rare). Loss: Dice + cross-entropy (the seed's Eq. 13, MONAI ``DiceCELoss``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from VertebralFractureLib.training.common import (
+    augment_intensity,
+    cosine_lr,
+    random_affine,
+    resume,
+    save_checkpoint,
+)
+
+
+@dataclass(frozen=True)
+class SegmentationTraining:
+    """Training settings (one place for the defaults)."""
+
+    spacing_mm: float = 1.75
+    patch_size: tuple[int, int, int] = (72, 72, 72)  # 126 mm cube, about the seed's 128 mm
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = 1
+    in_channels: int = 2  # CT + a Gaussian at the crop centre (networks/unet.py)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 2
+    iterations: int = 3500
+    grad_clip: float = 2.0
+    rotation_deg: float = 10.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    jitter_mm: float = 3.0
+    fractured_share: float = 0.35
+    seed: int = 0
+    validate_every: int = 250
+    threads: int = 0
+
+    def architecture(self) -> dict[str, Any]:
+        return {"type": "UNet", "channels": list(self.channels), "strides": list(self.strides),
+                "num_res_units": self.num_res_units, "norm": "instance", "dropout": 0.0,
+                "in_channels": self.in_channels}
+
+
+@dataclass
+class SegCase:
+    """A case on the model grid: normalised image, vertebra labels, fractured labels, centroids (voxels)."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    fractured: frozenset[int]
+    centroids_zyx: dict[int, np.ndarray]
+
+
+def cache_cases(root: str | Path, spacing_mm: float, cache_dir: str | Path | None = None) -> list[SegCase]:
+    """Load every case of a VerSe-layout folder onto the model grid (cached as ``.npz``)."""
+    from scipy import ndimage
+
+    from VertebralFractureLib import preprocess
+    from VertebralFractureLib.anatomy import is_vertebra_label
+    from VertebralFractureLib.io.readers import read_image, read_labelmap
+    from VertebralFractureLib.io.verse import list_cases
+
+    cases = list_cases(root)
+    if not cases:
+        raise ValueError(f"no cases in {root}")
+    cache = Path(cache_dir) if cache_dir else Path(root) / f".cache-seg-{spacing_mm:g}mm"
+    cache.mkdir(parents=True, exist_ok=True)
+    out = []
+    for case in cases:
+        f = cache / f"{case.subject}.npz"
+        if not f.exists():
+            if not case.vertebra_mask.exists():
+                raise ValueError(f"{case.subject}: no vertebra mask ({case.vertebra_mask.name})")
+            ct = read_image(case.ct).volume
+            grid = preprocess.to_model_grid(ct, spacing_mm)
+            image = preprocess.normalize(grid.array)
+            mask = read_labelmap(case.vertebra_mask, ct)
+            labels = preprocess.to_model_grid(mask, spacing_mm, fill=0, interpolation="nearest").array.astype(np.uint8)
+            fractured: list[int] = []
+            if case.fracture_mask.exists():
+                frac = read_labelmap(case.fracture_mask, ct).array
+                present = [int(v) for v in np.unique(mask.array) if v]
+                top = ndimage.maximum(frac, mask.array, present)
+                fractured = [lab for lab, t in zip(present, np.atleast_1d(top)) if t == 2]
+            np.savez_compressed(f, image=image.astype(np.float16), labels=labels, fractured=np.array(fractured, np.int32))
+        d = np.load(f)
+        labels = d["labels"]
+        present = [int(v) for v in np.unique(labels) if v and is_vertebra_label(int(v))]
+        cents = dict(zip(present, (np.array(c) for c in ndimage.center_of_mass(labels > 0, labels, present))))
+        out.append(SegCase(case.subject, d["image"].astype(np.float32), labels,
+                           frozenset(int(x) for x in d["fractured"]), cents))
+    return out
+
+
+def sample(case: SegCase, label: int, cfg: SegmentationTraining, rng: np.random.Generator,
+           train: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Image crop and 3-class target around vertebra ``label`` (random affine when ``train``)."""
+    from scipy import ndimage
+
+    patch = np.array(cfg.patch_size)
+    centre_in = case.centroids_zyx[label].astype(float)
+    if train:
+        m = random_affine(rng, cfg.rotation_deg, cfg.scale_range)
+        centre_in = centre_in + np.clip(rng.normal(0, cfg.jitter_mm / cfg.spacing_mm, 3), -3 * cfg.jitter_mm, 3 * cfg.jitter_mm)
+    else:
+        m = np.eye(3)
+    offset = centre_in - m @ ((patch - 1) / 2.0)
+    img = ndimage.affine_transform(case.image, m, offset=offset, output_shape=tuple(patch), order=1,
+                                   mode="constant", cval=float(case.image.min()))
+    lab = ndimage.affine_transform(case.labels, m, offset=offset, output_shape=tuple(patch), order=0,
+                                   mode="constant", cval=0)
+    target = np.where(lab == label, 2 if label in case.fractured else 1, 0).astype(np.int64)
+    if train:
+        img = augment_intensity(img, rng)
+    return img.astype(np.float32), target
+
+
+def _draw(cases: list[SegCase], cfg: SegmentationTraining, rng: np.random.Generator) -> tuple[int, int]:
+    """(case index, label): a fractured vertebra with probability ``fractured_share`` when any exists."""
+    fractured = [(i, lab) for i, c in enumerate(cases) for lab in c.fractured if lab in c.centroids_zyx]
+    if fractured and rng.random() < cfg.fractured_share:
+        return fractured[int(rng.integers(len(fractured)))]
+    i = int(rng.integers(len(cases)))
+    labs = sorted(cases[i].centroids_zyx)
+    return i, labs[int(rng.integers(len(labs)))]
+
+
+def validation_pairs(cases: list[SegCase]) -> list[tuple[int, int]]:
+    """Every vertebra of the validation cases whose mask is not cut by the crop-free grid edge."""
+    return [(i, lab) for i, c in enumerate(cases) for lab in sorted(c.centroids_zyx)]
+
+
+def network_input(images: list[np.ndarray], cfg: SegmentationTraining) -> np.ndarray:
+    """(B, C, z, y, x) network input: the crops, plus the centre heatmap for two-channel networks."""
+    from VertebralFractureLib.segment import centre_channel
+
+    x = np.stack(images)[:, None]
+    if cfg.in_channels == 2:
+        extra = np.broadcast_to(centre_channel(cfg.patch_size, cfg.spacing_mm), x.shape)
+        x = np.concatenate([x, extra], axis=1)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def crop_metrics(net: Any, cases: list[SegCase], cfg: SegmentationTraining, device: str) -> dict[str, float]:
+    """Mean Dice of the centred vertebra and fracture ROC-AUC on crops at the true centroids."""
+    import torch
+
+    from VertebralFractureLib.segment import central_component
+    from VertebralFractureLib.training.metrics import roc_auc
+
+    net.eval()
+    dices, scores, truth = [], [], []
+    rng = np.random.default_rng(0)
+    for i, lab in validation_pairs(cases):
+        img, target = sample(cases[i], lab, cfg, rng, train=False)
+        with torch.inference_mode():
+            p = torch.softmax(net(torch.from_numpy(network_input([img], cfg)).to(device)).float(), 1)[0].cpu().numpy()
+        fg = p[1] + p[2]
+        pred = central_component(fg >= 0.5)
+        ref = target > 0
+        dices.append(2 * np.sum(pred & ref) / max(1, pred.sum() + ref.sum()))
+        scores.append(float(np.mean(p[2][pred] / np.maximum(fg[pred], 1e-6))) if pred.any() else 0.0)
+        truth.append(lab in cases[i].fractured)
+    return {"dice": float(np.mean(dices)), "fracture_auc": roc_auc(np.array(truth), np.array(scores)),
+            "n": len(dices)}
+
+
+def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: SegmentationTraining,
+                       val_root: str | Path | None = None, device: str = "cpu",
+                       log: Callable[[str], None] = print, time_budget_s: float | None = None) -> Path:
+    """Train (or resume) the stage-2 U-Net; returns the path of the best ``state_dict``.
+
+    Writes ``checkpoint.pt`` (resumable), ``best.pt`` (best validation Dice + fracture AUC),
+    ``log.csv`` and ``config.json`` into ``out_dir``.
+    """
+    import torch
+    from monai.losses import DiceCELoss
+
+    from VertebralFractureLib.networks.unet import build_unet
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train_cases = [c for root in train_roots for c in cache_cases(root, cfg.spacing_mm)]
+    val_cases = cache_cases(val_root, cfg.spacing_mm) if val_root else []
+    net = build_unet(cfg.architecture()).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, best = 0, -float("inf")
+    ckpt = out / "checkpoint.pt"
+    resumed = resume(ckpt, net, opt, device)
+    if resumed is not None:
+        start, best = resumed
+        rng = np.random.default_rng(cfg.seed + start)
+        log(f"resumed at iteration {start}")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    new_log = not (out / "log.csv").exists()
+    # Dice over the whole batch: a class absent from one crop (most crops hold no fracture) does
+    # not produce a constant, uninformative per-crop Dice term
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    t0, running = time.time(), []
+    with open(out / "log.csv", "a", newline="") as logf:
+        writer = csv.writer(logf)
+        if new_log:
+            writer.writerow(["iteration", "loss", "lr", "val_dice", "val_fracture_auc", "seconds"])
+        for it in range(start, cfg.iterations):
+            net.train()
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(cfg.lr, it, cfg.iterations)
+            xs, ys = zip(*(sample(train_cases[i], lab, cfg, rng) for i, lab in
+                           (_draw(train_cases, cfg, rng) for _ in range(cfg.batch_size))))
+            x = torch.from_numpy(network_input(list(xs), cfg)).to(device)
+            y = torch.from_numpy(np.stack(ys)[:, None]).to(device)
+            loss = loss_fn(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            running.append(float(loss.detach()))
+            last = it + 1 == cfg.iterations or (time_budget_s is not None and time.time() - t0 > time_budget_s)
+            if (it + 1) % cfg.validate_every == 0 or last:
+                m = crop_metrics(net, val_cases, cfg, device) if val_cases else {}
+                auc = m.get("fracture_auc", float("nan"))
+                score = m.get("dice", -float(np.mean(running))) + (0.25 * auc if np.isfinite(auc) else 0.0)
+                writer.writerow([it + 1, f"{np.mean(running):.4f}", f"{opt.param_groups[0]['lr']:.2e}",
+                                 f"{m.get('dice', float('nan')):.4f}", f"{auc:.4f}", f"{time.time() - t0:.0f}"])
+                logf.flush()
+                log(f"it {it + 1}: loss {np.mean(running):.3f}, val dice {m.get('dice', float('nan')):.3f}, "
+                    f"fracture AUC {auc:.3f}, {time.time() - t0:.0f} s")
+                running = []
+                if score > best or not (out / "best.pt").exists():
+                    best = score
+                    torch.save(net.state_dict(), out / "best.pt")
+                save_checkpoint(ckpt, net, opt, it + 1, best)
+            if last:
+                break
+    return out / "best.pt"
+
+
+def evaluate_case(labelmap: np.ndarray, truth: np.ndarray, spacing_zyx: tuple[float, float, float],
+                  truth_grades: dict[int, tuple[int, bool]], probs: dict[int, float]) -> list[dict[str, Any]]:
+    """Per true vertebra: DSC, ASSD, MSSD, precision, recall against the true mask, and the
+    predicted fracture probability next to the true Genant grade.
+
+    Args:
+        labelmap: predicted VerSe labels (input geometry).
+        truth: true VerSe labels (same grid).
+        spacing_zyx: voxel size (mm).
+        truth_grades: label → (Genant grade, complete) from the truth.
+        probs: label → predicted fracture probability (absent: not found or not segmented).
+    """
+    from scipy import ndimage
+
+    from VertebralFractureLib.anatomy import name_of
+    from VertebralFractureLib.training.metrics import segmentation_metrics
+
+    rows = []
+    boxes_t = ndimage.find_objects(truth)
+    boxes_p = ndimage.find_objects(labelmap)
+    for label, (grade, complete) in sorted(truth_grades.items()):
+        bt = boxes_t[label - 1] if label <= len(boxes_t) else None
+        if bt is None:
+            continue
+        bp = boxes_p[label - 1] if label <= len(boxes_p) else None
+        box = bt if bp is None else tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(bt, bp))
+        m = segmentation_metrics(labelmap[box] == label, truth[box] == label, spacing_zyx)
+        rows.append({"label": label, "name": name_of(label), "grade": grade, "complete": complete,
+                     "found": label in probs, "fracture_probability": probs.get(label), **m})
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over complete vertebrae (missing ones count as Dice 0) and fracture ROC-AUCs by grade."""
+    from VertebralFractureLib.training.metrics import roc_auc
+
+    comp = [r for r in rows if r["complete"]]
+    found = [r for r in comp if r["found"] and np.isfinite(r["assd_mm"])]
+
+    def mean(key: str, rs: list[dict[str, Any]]) -> float:
+        vals = [r[key] for r in rs if r[key] is not None and np.isfinite(r[key])]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def auc(grades: tuple[int, ...]) -> dict[str, float]:
+        rs = [r for r in comp if r["grade"] in (0,) + grades]
+        truth = np.array([r["grade"] in grades for r in rs])
+        score = np.array([r["fracture_probability"] if r["fracture_probability"] is not None else 0.0 for r in rs])
+        return {"auc": roc_auc(truth, score), "positives": int(truth.sum()), "negatives": int((~truth).sum())}
+
+    thr = 0.5
+    truth = np.array([r["grade"] >= 1 for r in comp])
+    pred = np.array([(r["fracture_probability"] or 0.0) >= thr for r in comp])
+    return {
+        "vertebrae_complete": len(comp),
+        "found": len(found),
+        "dice_mean": float(np.mean([r["dice"] if r["found"] else 0.0 for r in comp])) if comp else float("nan"),
+        "dice_mean_found": mean("dice", found),
+        "dice_median_found": float(np.median([r["dice"] for r in found])) if found else float("nan"),
+        "assd_mm_mean": mean("assd_mm", found),
+        "mssd_mm_mean": mean("mssd_mm", found),
+        "mssd_mm_median": float(np.median([r["mssd_mm"] for r in found])) if found else float("nan"),
+        "precision_mean": mean("precision", found),
+        "recall_mean": mean("recall", found),
+        "fracture_auc_grade_ge2": auc((2, 3)),
+        "fracture_auc_grade1": auc((1,)),
+        "fracture_auc_any": auc((1, 2, 3)),
+        f"sensitivity_at_{thr}": float(pred[truth].mean()) if truth.any() else float("nan"),
+        f"specificity_at_{thr}": float((~pred[~truth]).mean()) if (~truth).any() else float("nan"),
+    }
