@@ -96,8 +96,8 @@ def test_overlapping_crops_go_to_the_more_probable_vertebra():
     fg_b = np.zeros_like(fg_a)
     fg_a[0:12] = 0.9
     fg_b[8:20] = 0.6  # overlap in z 8..11: a wins there (0.9 > 0.6)
-    segs = [VertebraSegmentation(1, np.zeros(3), fg_a, 0.9 * fg_a, 1.0),
-            VertebraSegmentation(2, np.zeros(3), fg_b, np.zeros_like(fg_b), 0.0)]
+    segs = [VertebraSegmentation(1, np.zeros(3), fg_a, 0.9 * fg_a),
+            VertebraSegmentation(2, np.zeros(3), fg_b, np.zeros_like(fg_b))]
     labels, probs = assemble(segs, ref, 1.0, {1: np.array([5.0, 5.0, 5.0]), 2: np.array([5.0, 5.0, 15.0])})
     assert (labels[0:12] == 1).all() and (labels[12:20] == 2).all()
     assert probs[1] == pytest.approx(0.9, abs=1e-3) and probs[2] == pytest.approx(0.0, abs=1e-6)

@@ -75,16 +75,19 @@ class ModelCard:
             raise ValueError(f"models.json entry misses the key {err}: {d!r}") from err
 
 
+def resources_dir() -> Path:
+    """``Resources/`` of this source tree or of the installed extension."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "Resources", here / "Resources"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "Resources"
+
+
 def models_dir() -> Path:
     """``$VF_MODELS_DIR`` if set, else ``Resources/Models`` of this source tree or extension."""
     env = os.environ.get(MODELS_DIR_ENV)
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "Resources" / "Models", here / "Resources" / "Models"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "Resources" / "Models"
+    return Path(env) if env else resources_dir() / "Models"
 
 
 def registry(directory: str | Path | None = None) -> dict[str, ModelCard]:

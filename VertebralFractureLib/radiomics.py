@@ -52,17 +52,10 @@ STANDARD_SEQUENCE: tuple[int, ...] = tuple(range(1, 25))
 ProgressCallback = Callable[[float, str], None]
 
 
-def resources_dir() -> Path:
-    """``Resources/`` of this source tree or of the installed extension."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "Resources", here / "Resources"):
-        if (candidate / PARAMS_FILE).exists():
-            return candidate
-    return here.parent / "Resources"
-
-
 def default_params_path() -> Path:
     """The shipped pyradiomics parameter file."""
+    from VertebralFractureLib.models import resources_dir
+
     return resources_dir() / PARAMS_FILE
 
 

@@ -37,7 +37,6 @@ class VertebraSegmentation:
     origin_lps: np.ndarray  # LPS position of crop voxel (0, 0, 0)
     foreground: np.ndarray  # P(normal) + P(fractured), (z, y, x), zero outside the kept component
     fractured: np.ndarray  # P(fractured), (z, y, x)
-    fracture_probability: float | None
 
 
 #: Width (σ, mm) of the centre heatmap given to two-channel networks.
@@ -102,11 +101,10 @@ def segment_crops(net: Any, grid: Volume, image: np.ndarray, centroids_lps: dict
         for label, start, p in zip(chunk, starts, probs):
             fg = p[1] + p[2]
             keep = central_component(fg >= FOREGROUND)
-            frac_prob = float(np.mean(p[2][keep] / np.maximum(fg[keep], 1e-6))) if keep.any() else None
             near = ndimage.binary_dilation(keep, iterations=2)  # keep the soft edge for interpolation
             out.append(VertebraSegmentation(label, grid.zyx_to_lps(start.astype(float)),
                                             np.where(near, fg, 0.0).astype(np.float32),
-                                            np.where(near, p[2], 0.0).astype(np.float32), frac_prob))
+                                            np.where(near, p[2], 0.0).astype(np.float32)))
         if progress is not None:
             progress(min(1.0, (b + len(chunk)) / len(labels)), ", ".join(str(x) for x in chunk))
     return out
