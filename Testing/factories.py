@@ -92,6 +92,12 @@ def tiny_verse_folder(root, n_cases: int = 2):
         write_centroids(case.centroids, cents, vol)
         write_volume(vol.with_array(mask), case.vertebra_mask)
         write_volume(vol.with_array(np.where(mask == 20, 2, np.where(mask > 0, 1, 0)).astype(np.uint8)), case.fracture_mask)
-        case.genant.write_text(json.dumps([{"label": lab, "name": name, "complete": True, "grade": 2 if lab == 20 else 0}
-                                           for lab, name in ((19, "T12"), (20, "L1"), (21, "L2"))]))
+        entries = []
+        for j, (lab, name) in enumerate(((19, "T12"), (20, "L1"), (21, "L2"))):
+            z0 = 40 - 15 * j  # the box's endplates are voxel edges; keypoints 2 voxels inside its walls
+            kp = {f"{p}_{e}": [float(c) for c in vol.zyx_to_lps([z, y, 19.5])]
+                  for p, y in (("A", 13.5), ("M", 19.5), ("P", 25.5)) for e, z in (("sup", z0 + 4.5), ("inf", z0 - 5.5))}
+            entries.append({"label": lab, "name": name, "complete": True, "grade": 2 if lab == 20 else 0, "ratio": 1.0,
+                            "keypoints_lps_mm": kp, "heights_mm": {"anterior": 20.0, "middle": 20.0, "posterior": 20.0}})
+        case.genant.write_text(json.dumps(entries))
     return root

@@ -1,4 +1,4 @@
-"""Stage 3 without a network: geometric keypoints on the mid-sagittal plane, heights and Genant grades."""
+"""Stage 3: keypoints on the mid-sagittal plane (geometric on phantoms; the installed model on real masks), heights and Genant grades."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from factories import oblique_direction
 from VertebralFractureLib import cli, genant
 from VertebralFractureLib.io.readers import read_image, read_labelmap, write_volume
 from VertebralFractureLib.keypoints import INSET_FRACTION, MIN_INSET_MM
-from VertebralFractureLib.pipeline import GivenSegmentation, ModelStage, analyze
+from VertebralFractureLib.pipeline import AnalysisConfig, GivenSegmentation, analyze, grading_stage
 from VertebralFractureLib.volume import Volume
 
 DEPTH = 30.0  # body depth (mm), anterior wall at local y = -15
@@ -67,9 +67,9 @@ def _truth_heights(ha: float, hp: float) -> dict[str, float]:
     return {"anterior": h(-15 + inset), "middle": h(0.0), "posterior": h(15 - inset)}
 
 
-def _grade(lab: Volume):
+def _grade(lab: Volume, keypoints: str = "geometric"):
     ct = lab.with_array(np.where(lab.array > 0, 300, -50).astype(np.int16))
-    return analyze(ct, stages=[GivenSegmentation(lab), ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")])
+    return analyze(ct, AnalysisConfig(keypoints=keypoints), stages=[GivenSegmentation(lab), grading_stage()])
 
 
 @pytest.mark.parametrize("oblique", [False, True])
@@ -144,7 +144,7 @@ def test_grade_command_writes_keypoints(tmp_path, capsys):
     seg = tmp_path / "seg.nii.gz"
     write_volume(lab, seg)
     out = tmp_path / "graded"
-    assert cli.main(["grade", "-s", str(seg), "-o", str(out), "--progress", "none"]) == cli.EXIT_OK
+    assert cli.main(["grade", "-s", str(seg), "-o", str(out), "--progress", "none", "--keypoints", "geometric"]) == cli.EXIT_OK
     data = json.loads((out / "analysis.json").read_text())
     l1 = [v for v in data["vertebrae"] if v["name"] == "L1"][0]
     assert l1["genant"]["grade"] == 2 and l1["genant"]["type"] == "wedge"
@@ -159,16 +159,18 @@ def test_real_normal_vertebra_verse004_l2_is_grade_0(shared_data):
     seg = read_labelmap(crops / "verse004_L2_msk.nii.gz", reference=ct)
     # spineFE sub-regions: 1–4 bone (body and posterior elements); 5, 6 are the FE model's loading caps
     body = seg.with_array((np.isin(seg.array, [1, 2, 3, 4]) * 21).astype(np.uint8))
-    result = analyze(ct, stages=[GivenSegmentation(body), ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")])
+    result = analyze(ct, stages=[GivenSegmentation(body), grading_stage()])
     v = result.vertebra("L2")
+    assert v.keypoint_method == "learned"  # the shipped keypoint model, confident on this real mask
     assert v.genant.grade == 0 and v.status == "normal"
     assert 22.0 < v.heights_mm["middle"] < 32.0
 
 
+@pytest.mark.parametrize("keypoints", ["geometric", "auto"])
 @pytest.mark.parametrize("name", ["healthivert-0007_seg-vert_msk.nii.gz", "sub-sample001_seg-vert_msk.nii.gz"])
-def test_real_whole_spine_masks_are_graded(shared_data, name):
+def test_real_whole_spine_masks_are_graded(shared_data, name, keypoints):
     lab = read_labelmap(shared_data / "masks" / name)
-    result = _grade(lab)
+    result = _grade(lab, keypoints)
     complete = [v for v in result.vertebrae if v.complete]
     assert len(complete) >= 7
     for v in complete:
@@ -180,7 +182,7 @@ def test_real_crop_with_neighbour_labels(shared_data):
     crops = shared_data / "vertebra-crops"
     ct = read_image(crops / "sub-ct_label-22_ct.nii.gz").volume
     seg = read_labelmap(crops / "sub-ct_seg-vert_label-22_msk.nii.gz", reference=ct)
-    result = analyze(ct, stages=[GivenSegmentation(seg), ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")])
+    result = analyze(ct, stages=[GivenSegmentation(seg), grading_stage()])
     l3 = result.vertebra("L3")
     assert l3.complete and l3.genant is not None and l3.genant.grade == 0
 

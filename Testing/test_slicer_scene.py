@@ -288,8 +288,8 @@ def test_graded_pipeline_result_in_the_scene(mrml):
 
     lab, _ = phantom({19: (26.0, 26.0), 20: (15.0, 26.0), 21: (26.0, 26.0)}, rotation_deg=8.0)
     ct = lab.with_array(np.where(lab.array > 0, 300, -50).astype(np.int16))
-    result = pipeline.analyze(ct, stages=[pipeline.GivenSegmentation(lab),
-                                          pipeline.ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")])
+    result = pipeline.analyze(ct, pipeline.AnalysisConfig(keypoints="geometric"),
+                              stages=[pipeline.GivenSegmentation(lab), pipeline.grading_stage()])
     volume = ss.add_volume_node(mrml.scene, ct, "spine")
     nodes = ss.add_analysis_to_scene(mrml.scene, result, volume)
     colors = {s.GetName(): s.GetColor() for s in _segments(mrml.scene.GetNodeByID(nodes.segmentation))}

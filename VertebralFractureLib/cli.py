@@ -84,6 +84,13 @@ def _radiomics_flag(p: argparse.ArgumentParser) -> None:
                    "radiomics_fracture_probability per vertebra")
 
 
+def _keypoints_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keypoints", default="auto", choices=["auto", "learned", "geometric"],
+                   help="how the Genant keypoints are placed: the learned 2D M-SCN where its model is installed "
+                   "and confident, else measured on the mask (auto, default); only the network (learned); "
+                   "only the mask (geometric)")
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -110,7 +117,8 @@ def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: 
         if stages is None:
             stages, skipped = available_default_stages()
         stages = [*stages, RadiomicsStage()]
-    config = AnalysisConfig(device=args.device, fracture_threshold=getattr(args, "fracture_threshold", 0.5))
+    config = AnalysisConfig(device=args.device, fracture_threshold=getattr(args, "fracture_threshold", 0.5),
+                            keypoints=getattr(args, "keypoints", "auto"))
     analysis = analyze(image.volume, config, stages=stages, progress=progress,
                        input_description=image.description)
     analysis.warnings[:0] = [*image.warnings, *skipped]
@@ -335,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fracture-threshold", type=_probability, default=0.5,
                    help="fractured when the mean fractured-class probability reaches this (default 0.5)")
     _radiomics_flag(p)
+    _keypoints_flag(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("grade", help="Genant grading from a given vertebra segmentation")
@@ -348,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --vertebra: the label values that form the vertebra (default: every non-zero label)")
     _common_output_args(p)
     _radiomics_flag(p)
+    _keypoints_flag(p)
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("radiomics", help="pyradiomics features per vertebra (features.csv), optionally classified")

@@ -146,6 +146,9 @@ def _annotate(ax: Any, v: VertebraResult, half: float) -> None:
     color = "#ff5050" if v.status == "fractured" else "white"
     box = {"facecolor": "black", "alpha": 0.6, "edgecolor": "none", "pad": 2}
     ax.text(-half + 2, half - 2, title, color=color, fontsize=8, fontweight="bold", ha="left", va="top", bbox=box)
+    if v.keypoint_method is not None:  # learned (2D M-SCN) or measured on the mask (geometric)
+        ax.text(-half + 2, -half + 2, f"keypoints: {v.keypoint_method}", color="white", fontsize=6,
+                ha="left", va="bottom", bbox=box)
     ax.text(-half + 2, 0, "A", color="yellow", fontsize=8, ha="left", va="center")
     ax.text(half - 2, 0, "P", color="yellow", fontsize=8, ha="right", va="center")
     ax.plot([half - 14, half - 4], [-half + 4, -half + 4], "-", color="white", linewidth=2)

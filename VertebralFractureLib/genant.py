@@ -111,21 +111,55 @@ def grade(
     )
 
 
-def run_stage(context: Any) -> None:
+#: Default confidence (lowest of the six heatmap peaks) below which the learned keypoints give way
+#: to the geometric ones, when the model card names none.
+DEFAULT_MIN_PEAK = 0.3
+
+
+def select_keypoint_model(context: Any, given: tuple[Any, Any] | None = None) -> tuple[Any, Any] | None:
+    """The keypoint network stage 3 uses: ``given``, else the installed ``keypoints`` model, or None
+    (geometric keypoints) — by ``context.config.keypoints``.
+
+    Raises:
+        ModelNotAvailableError: when ``keypoints="learned"`` and the model is missing or damaged.
+    """
+    from VertebralFractureLib import models
+    from VertebralFractureLib.keypoints import build_keypoint_network
+
+    method = context.config.keypoints
+    if method == "geometric":
+        return None
+    if given is not None:
+        return given
+    status = models.model_status("keypoints")
+    if status != "ok" and method == "auto":
+        if status == "corrupt":
+            context.warnings.append("the keypoint model file fails its sha256 check: geometric keypoints used")
+        return None
+    card, net = models.load_network("keypoints", build_keypoint_network)  # raises when missing/corrupt
+    context.models["keypoints"] = {"version": card.version, "sha256": card.sha256}
+    return card, net.to(models.select_device(context.config.device))
+
+
+def run_stage(context: Any, keypoint_model: tuple[Any, Any] | None = None) -> None:
     """Pipeline stage 3: keypoints, heights and Genant grade for every complete vertebra.
 
-    Keypoints are measured geometrically on each vertebra's mid-sagittal mask slice
-    (:mod:`.keypoints`); vertebrae cut by the field of view are not graded. When no fracture
-    classifier has set a vertebra's status, the status follows the grade (grade ≥ 1 → fractured)
-    and a note says so.
+    Keypoints come from the 2D M-SCN on each vertebra's sagittal mask planes
+    (:func:`.keypoints.learned_keypoints`) where its model is installed and the network is
+    confident (lowest heatmap peak ≥ the card's ``postprocess.min_peak``), else they are measured
+    on the mid-sagittal mask slice (:func:`.keypoints.geometric_keypoints`); ``keypoint_method``
+    says which. Vertebrae cut by the field of view are not graded. When no fracture classifier has
+    set a vertebra's status, the status follows the grade (grade ≥ 1 → fractured) and a note says so.
 
     Args:
         context: the :class:`~VertebralFractureLib.pipeline.Context` (needs ``labelmap``).
+        keypoint_model: ``(card, network)`` to use instead of the installed keypoint model.
     """
     from scipy import ndimage
 
     from VertebralFractureLib.anatomy import neighbours
-    from VertebralFractureLib.keypoints import geometric_keypoints
+    from VertebralFractureLib.keypoints import geometric_keypoints, learned_keypoints, sagittal_view
+    from VertebralFractureLib.models import select_device
     from VertebralFractureLib.sagittal import local_spine_axis
 
     if context.labelmap is None:
@@ -135,6 +169,9 @@ def run_stage(context: Any) -> None:
     for lab in NOT_GRADED & set(results):
         results[lab].notes.append("not graded: Genant grading does not apply to the atlas and axis (C1, C2)")
     todo = [lab for lab, v in results.items() if v.complete and lab not in NOT_GRADED]
+    model = select_keypoint_model(context, keypoint_model) if todo else None
+    device = select_device(context.config.device)
+    min_peak = float(model[0].postprocess.get("min_peak", DEFAULT_MIN_PEAK)) if model is not None else None
     lab_vol = context.labelmap
     slice_mm = float(lab_vol.spacing[int(np.argmax(np.abs(lab_vol.direction[2, :])))])  # along superior
     if todo and slice_mm > THICK_SLICE_MM:
@@ -151,13 +188,24 @@ def run_stage(context: Any) -> None:
             if box is None:
                 raise ValueError("no voxels in the labelmap")
             crop = context.labelmap.crop(tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box))
-            kp = geometric_keypoints(crop, lab, centroids[lab], axis)
+            view = sagittal_view(crop, lab, centroids[lab], axis)
+            kp, method = None, "geometric"
+            if model is not None:
+                learned, confidence = learned_keypoints(crop, lab, view, model, device)
+                heights = heights_from_keypoints(learned.keypoints_lps_mm)
+                if confidence >= min_peak and min(heights.values()) >= 1.0:
+                    kp, method = learned, "learned"
+                else:
+                    v.notes.append(f"keypoint network not confident (lowest peak {confidence:.2f} < {min_peak:.2f}): "
+                                   "keypoints measured on the mask")
+            if kp is None:
+                kp = geometric_keypoints(crop, lab, centroids[lab], axis, view=view)
         except ValueError as err:
             v.notes.append(f"not graded: {err}")
             context.warnings.append(f"{v.name}: not graded ({err})")
             continue
         v.keypoints_lps_mm = kp.keypoints_lps_mm
-        v.keypoint_method = "geometric"
+        v.keypoint_method = method
         v.heights_mm = heights_from_keypoints(kp.keypoints_lps_mm)
         v.notes.extend(kp.notes)
     for lab in todo:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,6 +30,8 @@ from VertebralFractureLib.models import Device
 from VertebralFractureLib.volume import Volume
 
 ProgressCallback = Callable[[str, float, str], None]
+#: Ways stage 3 places its keypoints (:class:`AnalysisConfig`).
+KEYPOINT_METHODS = ("auto", "learned", "geometric")
 CancelCallback = Callable[[], bool]
 
 
@@ -44,15 +46,21 @@ class AnalysisConfig:
         min_vertebra_voxels: labelmap components smaller than this are ignored.
         edge_margin_mm: a vertebra whose mask comes closer than this to the cranial or caudal edge
             of the field of view is flagged ``complete: false`` and not graded.
+        keypoints: how stage 3 places the keypoints: ``auto`` (the learned 2D M-SCN when its
+            model is installed, measured on the mask where the network is not confident),
+            ``learned`` (the model is required) or ``geometric`` (measured on the mask only).
     """
 
     device: Device | str = Device.AUTO
     fracture_threshold: float = 0.5
     min_vertebra_voxels: int = 50
     edge_margin_mm: float = 1.0
+    keypoints: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", Device(self.device))
+        if self.keypoints not in KEYPOINT_METHODS:
+            raise ValueError(f"keypoints must be one of {KEYPOINT_METHODS}, got {self.keypoints!r}")
         if not 0.0 < self.fracture_threshold < 1.0:
             raise ValueError(f"fracture_threshold must be in (0, 1), got {self.fracture_threshold}")
         if self.min_vertebra_voxels < 1:
@@ -119,9 +127,28 @@ def default_stages() -> list[Stage]:
     ]
 
 
-def grading_stage() -> Stage:
-    """Stage 3: keypoints, heights and Genant grades of the vertebrae in ``context.labelmap``."""
-    return ModelStage("grade", (), "VertebralFractureLib.genant:run_stage")
+class GradingStage:
+    """Stage 3: keypoints, heights and Genant grades of the vertebrae in ``context.labelmap``.
+
+    Its keypoint model is optional (a geometric fallback exists), so ``models`` is empty and the
+    stage looks the model up itself; ``keypoint_model`` = ``(card, network)`` replaces the installed one.
+    """
+
+    name = "grade"
+    models: tuple[str, ...] = ()
+
+    def __init__(self, keypoint_model: tuple[Any, Any] | None = None) -> None:
+        self.keypoint_model = keypoint_model
+
+    def run(self, context: Context) -> None:
+        from VertebralFractureLib.genant import run_stage
+
+        run_stage(context, keypoint_model=self.keypoint_model)
+
+
+def grading_stage(keypoint_model: tuple[Any, Any] | None = None) -> Stage:
+    """Stage 3 (:class:`GradingStage`)."""
+    return GradingStage(keypoint_model)
 
 
 class GivenSegmentation:

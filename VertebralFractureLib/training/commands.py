@@ -14,7 +14,7 @@ import numpy as np
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=["localize", "segment"], help="which model to train")
+    p.add_argument("stage", choices=["localize", "segment", "keypoints"], help="which model to train")
     p.add_argument("--data", required=True, type=Path, nargs="+",
                    help="VerSe-layout training folder(s) (e.g. SynthSpine output)")
     p.add_argument("--val", type=Path, default=None, help="VerSe-layout validation folder (fixed, never trained on)")
@@ -24,11 +24,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", type=Path, default=None,
                    help="start from this state_dict (fine-tuning; a fresh optimizer) unless the run folder resumes")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per iteration")
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds (then save)")
     p.add_argument("--variant", default=None, choices=["ln+gn", "ln", "gn", "scn"], help="ablation: network variant")
     p.add_argument("--no-attention", action="store_true")
     p.add_argument("--no-residual", action="store_true")
     p.add_argument("--no-multiple-filtering", action="store_true")
+    p.add_argument("--workers", type=int, default=1, help="keypoints: processes extracting the sagittal planes")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--install", action="store_true", help="install the best weights into Resources/Models")
 
@@ -43,11 +45,25 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
         overrides["iterations"] = args.iterations
     if args.lr:
         overrides["lr"] = args.lr
-    if args.stage == "segment":
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    if args.stage != "localize" and (args.variant or args.no_attention or args.no_residual
+                                     or args.no_multiple_filtering or args.init):
+        raise SystemExit("--variant, --no-* and --init apply to 'train localize' only")
+    if args.stage == "keypoints":
+        from VertebralFractureLib.keypoints import KEYPOINT_CHANNELS
+        from VertebralFractureLib.training.keypoints import KeypointTraining, train_keypoints
+
+        kcfg = KeypointTraining(**overrides)
+        print(f"training stage-3 keypoints on {device} ({kcfg.iterations} iterations)", file=sys.stderr)
+        best = train_keypoints(args.data, args.output, kcfg, val_root=args.val, device=device, log=log,
+                               time_budget_s=args.time_budget, workers=args.workers)
+        card = {"version": time.strftime("%Y%m%d"), "architecture": kcfg.architecture(),
+                "spacing_mm": [kcfg.pixel_mm] * 2, "patch_size": [kcfg.size] * 2,
+                "classes": list(KEYPOINT_CHANNELS), "sigma_mm": kcfg.sigma_mm}
+    elif args.stage == "segment":
         from VertebralFractureLib.training.segmentation import SegmentationTraining, train_segmentation
 
-        if args.variant or args.no_attention or args.no_residual or args.no_multiple_filtering or args.init:
-            raise SystemExit("--variant, --no-* and --init apply to 'train localize' only")
         scfg = SegmentationTraining(**overrides)
         print(f"training stage-2 segmentation on {device} ({scfg.iterations} iterations)", file=sys.stderr)
         best = train_segmentation(args.data, args.output, scfg, val_root=args.val, device=device, log=log,
@@ -78,7 +94,8 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
 
         card.update({"training_data": "SynthSpine VerSe-layout folder(s) " + ", ".join(d.name for d in args.data)
                      + f" ({device})", "metrics": {}})
-        target = install_model("localization" if args.stage == "localize" else "segmentation", best, card)
+        name = {"localize": "localization", "segment": "segmentation", "keypoints": "keypoints"}[args.stage]
+        target = install_model(name, best, card)
         print(f"installed {target}", file=sys.stderr)
     return 0
 
@@ -99,7 +116,14 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="segment: crop at the true centroids (stage 2 alone) instead of running stage 1")
     p.add_argument("--output", type=Path, default=None, help="write the metrics and per-case results as JSON")
     p.add_argument("--threshold", type=float, nargs="*", default=None,
-                   help="heatmap peak threshold(s) to evaluate (default: the model card's)")
+                   help="heatmap peak threshold(s) to evaluate (default: the model card's); grade: the "
+                        "keypoint network's minimum peak")
+    p.add_argument("--masks", default="true", choices=["true", "stage2"],
+                   help="grade: grade the true vertebra masks, or stage 2's segmentation at the true centroids")
+    p.add_argument("--segmentation-weights", type=Path, default=None,
+                   help="grade --masks stage2: stage-2 state_dict to use instead of the installed one")
+    p.add_argument("--keypoints", default="auto", choices=["auto", "learned", "geometric"],
+                   help="grade: learned keypoints (installed model or --weights), geometric, or auto")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -189,57 +213,89 @@ def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
 def _evaluate_grade(args: argparse.Namespace, progress: Any) -> int:
     """Stage 3 alone on held-out cases: grading from the true vertebra masks against the true
     keypoints, heights and Genant grades (SynthSpine ``*_genant.json``)."""
+    from dataclasses import replace
+
     from VertebralFractureLib.anatomy import name_of
     from VertebralFractureLib.genant import NOT_GRADED
     from VertebralFractureLib.io.readers import read_image, read_labelmap
-    from VertebralFractureLib.io.verse import list_cases
+    from VertebralFractureLib.io.verse import list_cases, read_centroids
     from VertebralFractureLib.pipeline import AnalysisConfig, GivenSegmentation, analyze, grading_stage
+    from VertebralFractureLib.segment import segment
 
+    model = None
+    if args.keypoints != "geometric" and args.weights is not None:
+        card, net = network("keypoints", args.weights)
+        if args.threshold:
+            card = replace(card, postprocess={**card.postprocess, "min_peak": args.threshold[0]})
+        model = (card, net)
+    config = AnalysisConfig(keypoints=args.keypoints)
+    seg_model = network("segmentation", args.segmentation_weights) if args.masks == "stage2" else None
     rows = []
     cases = list_cases(args.data)
     for k, case in enumerate(cases):
         ct = read_image(case.ct).volume
-        seg = read_labelmap(case.vertebra_mask, ct)
-        analysis = analyze(ct, AnalysisConfig(), stages=[GivenSegmentation(seg), grading_stage()])
+        if seg_model is None:
+            seg = read_labelmap(case.vertebra_mask, ct)
+        else:
+            seg, _ = segment(ct, read_centroids(case.centroids, ct), model=seg_model)
+        analysis = analyze(ct, config, stages=[GivenSegmentation(seg), grading_stage(model)])
         ours = {v.label: v for v in analysis.vertebrae}
+        slice_mm = float(ct.spacing[int(np.argmax(np.abs(ct.direction[2, :])))])
         for e in json.loads(case.genant.read_text()):
             label = int(e["label"])
             if not e.get("complete") or e.get("keypoints_lps_mm") is None or label in NOT_GRADED:
                 continue
             v = ours.get(label)
             row: dict[str, Any] = {"case": case.subject, "name": name_of(label), "spacing_mm": list(ct.spacing),
-                                   "true_grade": int(e["grade"] or 0),
+                                   "slice_mm": slice_mm, "true_grade": int(e["grade"] or 0),
                                    "true_ratio": e.get("ratio"), "graded": v is not None and v.genant is not None}
             if row["graded"]:
                 kp_err = [float(np.linalg.norm(np.asarray(v.keypoints_lps_mm[n]) - np.asarray(e["keypoints_lps_mm"][n])))
                           for n in e["keypoints_lps_mm"]]
                 row.update({"grade": v.genant.grade, "ratio": v.genant.ratio, "keypoint_error_mm": float(np.mean(kp_err)),
-                            "keypoint_error_max_mm": float(np.max(kp_err)),
+                            "keypoint_error_max_mm": float(np.max(kp_err)), "keypoint_method": v.keypoint_method,
                             "height_error_mm": {h: v.heights_mm[h] - e["heights_mm"][h] for h in e["heights_mm"]}})
             rows.append(row)
         progress("evaluate", (k + 1) / len(cases), case.subject)
     progress.close()
-    graded = [r for r in rows if r["graded"]]
-    tg = np.array([r["true_grade"] for r in graded])
-    pg = np.array([r["grade"] for r in graded])
-    confusion = [[int(np.sum((tg == a) & (pg == b))) for b in range(4)] for a in range(4)]
-    summary = {
-        "vertebrae_complete": len(rows), "graded": len(graded),
-        "keypoint_error_mm_mean": float(np.mean([r["keypoint_error_mm"] for r in graded])) if graded else None,
-        "keypoint_error_mm_median": float(np.median([r["keypoint_error_mm"] for r in graded])) if graded else None,
-        "height_mae_mm": {h: float(np.mean([abs(r["height_error_mm"][h]) for r in graded])) for h in ("anterior", "middle", "posterior")} if graded else None,
-        "height_bias_mm": {h: float(np.mean([r["height_error_mm"][h] for r in graded])) for h in ("anterior", "middle", "posterior")} if graded else None,
-        "ratio_mae": float(np.mean([abs(r["ratio"] - r["true_ratio"]) for r in graded if r["true_ratio"] is not None])) if graded else None,
-        "exact_grade": float(np.mean(tg == pg)) if graded else None,
-        "fractured_or_not": float(np.mean((tg >= 1) == (pg >= 1))) if graded else None,
-        "sensitivity": float(np.mean(pg[tg >= 1] >= 1)) if (tg >= 1).any() else None,
-        "specificity": float(np.mean(pg[tg == 0] == 0)) if (tg == 0).any() else None,
-        "confusion_true_rows_pred_cols": confusion,
-    }
+    summary = grade_summary(rows)
+    summary["keypoints"] = args.keypoints
+    summary["masks"] = args.masks
+    summary["by_slice_mm"] = {
+        name: grade_summary([r for r in rows if lo < r["slice_mm"] <= hi])
+        for name, lo, hi in (("<=1.25", 0.0, 1.25), ("1.25-2.5", 1.25, 2.5), (">2.5", 2.5, np.inf))}
     print(json.dumps(_json_safe(summary), indent=2))
     if args.output:
         args.output.write_text(json.dumps(_json_safe({"metrics": summary, "vertebrae": rows}), indent=2))
     return 0
+
+
+def grade_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Keypoint, height, ratio and grade agreement of graded vertebrae (rows of ``evaluate grade``)."""
+    from VertebralFractureLib.training.metrics import quadratic_kappa
+
+    graded = [r for r in rows if r["graded"]]
+    if not graded:
+        return {"vertebrae_complete": len(rows), "graded": 0}
+    tg = np.array([r["true_grade"] for r in graded])
+    pg = np.array([r["grade"] for r in graded])
+    confusion = [[int(np.sum((tg == a) & (pg == b))) for b in range(4)] for a in range(4)]
+    heights = ("anterior", "middle", "posterior")
+    return {
+        "vertebrae_complete": len(rows), "graded": len(graded), "fractured": int((tg >= 1).sum()),
+        "learned_keypoints": int(sum(r.get("keypoint_method") == "learned" for r in graded)),
+        "keypoint_error_mm_mean": float(np.mean([r["keypoint_error_mm"] for r in graded])),
+        "keypoint_error_mm_median": float(np.median([r["keypoint_error_mm"] for r in graded])),
+        "height_mae_mm": {h: float(np.mean([abs(r["height_error_mm"][h]) for r in graded])) for h in heights},
+        "height_bias_mm": {h: float(np.mean([r["height_error_mm"][h] for r in graded])) for h in heights},
+        "ratio_mae": float(np.mean([abs(r["ratio"] - r["true_ratio"]) for r in graded if r["true_ratio"] is not None])),
+        "exact_grade": float(np.mean(tg == pg)),
+        "fractured_or_not": float(np.mean((tg >= 1) == (pg >= 1))),
+        "sensitivity": float(np.mean(pg[tg >= 1] >= 1)) if (tg >= 1).any() else None,
+        "specificity": float(np.mean(pg[tg == 0] == 0)) if (tg == 0).any() else None,
+        "weighted_kappa": quadratic_kappa(tg, pg),
+        "confusion_true_rows_pred_cols": confusion,
+    }
 
 
 def _json_safe(obj: Any) -> Any:
@@ -260,10 +316,11 @@ def network(name: str, weights: Path | None = None) -> tuple[Any, Any]:
     import torch
 
     from VertebralFractureLib import models
+    from VertebralFractureLib.keypoints import build_keypoint_network
     from VertebralFractureLib.localize import build_network
     from VertebralFractureLib.networks.unet import build_unet
 
-    build = build_unet if name == "segmentation" else build_network
+    build = {"segmentation": build_unet, "keypoints": build_keypoint_network}.get(name, build_network)
     if weights is None:
         return models.load_network(name, build)
     card = _card_of_run(weights, name)
@@ -284,6 +341,12 @@ def _card_of_run(weights: Path, name: str) -> Any:
         from VertebralFractureLib.training.segmentation import SegmentationTraining
 
         tc = SegmentationTraining(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    elif name == "keypoints":
+        from VertebralFractureLib.training.keypoints import KeypointTraining
+
+        kc = KeypointTraining(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+        return ModelCard(name=name, file=weights.name, sha256="", architecture=kc.architecture(),
+                         spacing_mm=(kc.pixel_mm,) * 2, patch_size=(kc.size,) * 2)
     else:
         from VertebralFractureLib.training.localization import LocalizationTraining
 

@@ -102,3 +102,17 @@ def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequenc
     out["assd_mm"] = float((d_to_r.sum() + d_to_p.sum()) / (len(d_to_r) + len(d_to_p)))
     out["mssd_mm"] = float(max(d_to_r.max(), d_to_p.max()))
     return out
+
+
+def quadratic_kappa(truth: np.ndarray, pred: np.ndarray, k: int = 4) -> float | None:
+    """Cohen's quadratically weighted κ of two gradings 0 … k−1 (None when undefined)."""
+    obs = np.zeros((k, k))
+    for a, b in zip(truth, pred):
+        obs[int(a), int(b)] += 1
+    n = obs.sum()
+    if n == 0:
+        return None
+    exp = np.outer(obs.sum(1), obs.sum(0)) / n
+    w = (np.subtract.outer(np.arange(k), np.arange(k)) ** 2) / (k - 1) ** 2
+    den = (w * exp).sum()
+    return None if den == 0 else float(1.0 - (w * obs).sum() / den)
