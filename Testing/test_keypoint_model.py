@@ -165,3 +165,18 @@ def test_shipped_model_on_an_unseen_synthspine_case():
     assert np.mean(errors) < 1.0, np.mean(errors)
     assert result.vertebra("L1").genant.grade == 2 and result.vertebra("L1").genant.type == "wedge"
     assert result.vertebra("L3").genant.grade == 3
+
+
+def test_deformed_vertebrae_are_drawn_at_their_share():
+    from VertebralFractureLib.training.keypoints import deformed, draw_batch
+
+    def kp(ha, hm, hp):  # rows of (sup, inf) per column, A M P
+        return [[0, 0], [ha, 0], [0, 5], [hm, 5], [0, 10], [hp, 10]]
+
+    kps = np.array([kp(20, 20, 20)] * 95 + [kp(14, 20, 20)] * 5, dtype=float)
+    mask = deformed(kps, 0.8)
+    assert mask.sum() == 5 and mask[-5:].all()
+    cfg = KeypointTraining(batch_size=1000, deformed_share=0.3)
+    share = mask[draw_batch(mask, cfg, np.random.default_rng(0))].mean()
+    assert 0.28 < share < 0.36  # 30 % drawn from the deformed, plus the 5 % met by chance
+    assert mask[draw_batch(mask, KeypointTraining(batch_size=1000), np.random.default_rng(0))].mean() < 0.1

@@ -31,6 +31,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-residual", action="store_true")
     p.add_argument("--no-multiple-filtering", action="store_true")
     p.add_argument("--workers", type=int, default=1, help="keypoints: processes extracting the sagittal planes")
+    p.add_argument("--deformed-share", type=float, default=None,
+                   help="keypoints: share of each batch drawn from deformed (fracture-shaped) vertebrae")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--install", action="store_true", help="install the best weights into Resources/Models")
 
@@ -48,8 +50,14 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     if args.stage != "localize" and (args.variant or args.no_attention or args.no_residual
-                                     or args.no_multiple_filtering or args.init):
-        raise SystemExit("--variant, --no-* and --init apply to 'train localize' only")
+                                     or args.no_multiple_filtering):
+        raise SystemExit("--variant and --no-* apply to 'train localize' only")
+    if args.stage == "segment" and args.init:
+        raise SystemExit("--init applies to 'train localize' and 'train keypoints' only")
+    if args.deformed_share is not None:
+        if args.stage != "keypoints":
+            raise SystemExit("--deformed-share applies to 'train keypoints' only")
+        overrides["deformed_share"] = args.deformed_share
     if args.stage == "keypoints":
         from VertebralFractureLib.keypoints import KEYPOINT_CHANNELS
         from VertebralFractureLib.training.keypoints import KeypointTraining, train_keypoints
@@ -57,7 +65,7 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
         kcfg = KeypointTraining(**overrides)
         print(f"training stage-3 keypoints on {device} ({kcfg.iterations} iterations)", file=sys.stderr)
         best = train_keypoints(args.data, args.output, kcfg, val_root=args.val, device=device, log=log,
-                               time_budget_s=args.time_budget, workers=args.workers)
+                               time_budget_s=args.time_budget, workers=args.workers, init_weights=args.init)
         card = {"version": time.strftime("%Y%m%d"), "architecture": kcfg.architecture(),
                 "spacing_mm": [kcfg.pixel_mm] * 2, "patch_size": [kcfg.size] * 2,
                 "classes": list(KEYPOINT_CHANNELS), "sigma_mm": kcfg.sigma_mm}

@@ -55,6 +55,8 @@ class KeypointTraining:
     scale_range: tuple[float, float] = (0.92, 1.08)
     translate_mm: float = 3.0
     mask_error_share: float = 0.5
+    deformed_share: float = 0.0
+    deformed_below: float = 0.8
     seed: int = 0
     validate_every: int = 250
     threads: int = 0
@@ -173,6 +175,26 @@ def load_samples(roots: list[Path], cfg: KeypointTraining, workers: int = 1,
     return out
 
 
+def deformed(kp_rc: np.ndarray, below: float) -> np.ndarray:
+    """Which samples' true keypoints ``(B, 6, 2)`` describe a deformed body: the smallest of the
+    three heights under ``below`` × the largest (the seed's ``G = min/max``)."""
+    h = np.linalg.norm(kp_rc[:, 0::2] - kp_rc[:, 1::2], axis=-1)  # A, M, P: superior − inferior
+    return h.min(axis=1) < below * h.max(axis=1)
+
+
+def draw_batch(deformed_mask: np.ndarray, cfg: KeypointTraining, rng: np.random.Generator) -> np.ndarray:
+    """Sample indices of one batch; a ``deformed_share`` of them from the deformed vertebrae
+    (fractures are a few per cent of all vertebrae, and a network trained on the natural mix
+    pulls their keypoints towards the normal shape)."""
+    n = len(deformed_mask)
+    idx = rng.integers(0, n, cfg.batch_size)
+    pool = np.flatnonzero(deformed_mask)
+    if cfg.deformed_share > 0 and len(pool):
+        pick = rng.random(cfg.batch_size) < cfg.deformed_share
+        idx[pick] = rng.choice(pool, int(pick.sum()))
+    return idx
+
+
 def gaussian_targets(kp_rc: np.ndarray, size: int, sigma_px: float) -> np.ndarray:
     """``(B, 6, size, size)`` Gaussian heatmaps (peak 1) at pixel positions ``kp_rc`` ``(B, 6, 2)``."""
     grid = np.arange(size, dtype=np.float32)
@@ -234,11 +256,13 @@ def keypoint_errors_mm(net: Any, x: np.ndarray, kp: np.ndarray, cfg: KeypointTra
 def train_keypoints(
     roots: list[Path], out_dir: Path, cfg: KeypointTraining, val_root: Path | None = None, device: str = "cpu",
     log: Callable[[str], None] = print, time_budget_s: float | None = None, workers: int = 1,
+    init_weights: str | Path | None = None,
 ) -> Path:
     """Train the 2D M-SCN; returns the path of the best weights (``best.pt``, a state_dict).
 
-    Resumes from ``out_dir/checkpoint.pt`` when present. Without ``val_root`` the last 10 % of the
-    training cases are held out for validation.
+    Resumes from ``out_dir/checkpoint.pt`` when present; otherwise starts from ``init_weights``
+    (fine-tuning) when given. Without ``val_root`` the last 10 % of the training cases are held out
+    for validation.
     """
     import torch
 
@@ -262,9 +286,13 @@ def train_keypoints(
     vx, vkp = val["x"][exact], val["kp"][exact]
     if len(train["x"]) == 0 or len(vx) == 0:
         raise ValueError("no training or validation vertebrae")
-    log(f"{len(train['x'])} training samples, {len(vx)} validation vertebrae")
+    train_deformed = deformed(train["kp"], cfg.deformed_below)
+    log(f"{len(train['x'])} training samples ({int(train_deformed.sum())} deformed), {len(vx)} validation vertebrae")
 
     net = build_keypoint_network(cfg.architecture()).to(device)
+    if init_weights is not None and not (out_dir / "checkpoint.pt").exists():
+        net.load_state_dict(torch.load(init_weights, map_location=device, weights_only=True))
+        log(f"initialised from {init_weights}")
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt, best_path, log_path = out_dir / "checkpoint.pt", out_dir / "best.pt", out_dir / "log.csv"
     state = resume(ckpt, net, opt, device)
@@ -280,7 +308,7 @@ def train_keypoints(
         lr = cosine_lr(cfg.lr, it, cfg.iterations)
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = rng.integers(0, len(train["x"]), cfg.batch_size)
+        idx = draw_batch(train_deformed, cfg, rng)
         pairs = [augment(train["x"][i], train["kp"][i], cfg, rng) for i in idx]
         xb = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
         yb = torch.from_numpy(gaussian_targets(np.stack([p[1] for p in pairs]), cfg.size, sigma_px)).to(device)
