@@ -173,7 +173,7 @@ def run_stage(context: Any, keypoint_model: tuple[Any, Any] | None = None) -> No
     device = select_device(context.config.device)
     min_peak = float(model[0].postprocess.get("min_peak", DEFAULT_MIN_PEAK)) if model is not None else None
     lab_vol = context.labelmap
-    slice_mm = float(lab_vol.spacing[int(np.argmax(np.abs(lab_vol.direction[2, :])))])  # along superior
+    slice_mm = lab_vol.slice_mm
     if todo and slice_mm > THICK_SLICE_MM:
         context.warnings.append(
             f"{slice_mm:.1f} mm slices: vertebral heights are uncertain by about a millimetre or more, "
@@ -191,13 +191,14 @@ def run_stage(context: Any, keypoint_model: tuple[Any, Any] | None = None) -> No
             view = sagittal_view(crop, lab, centroids[lab], axis)
             kp, method = None, "geometric"
             if model is not None:
-                learned, confidence = learned_keypoints(crop, lab, view, model, device)
-                heights = heights_from_keypoints(learned.keypoints_lps_mm)
-                if confidence >= min_peak and min(heights.values()) >= 1.0:
-                    kp, method = learned, "learned"
-                else:
+                learned, confidence = learned_keypoints(view, model, device)
+                if confidence < min_peak:
                     v.notes.append(f"keypoint network not confident (lowest peak {confidence:.2f} < {min_peak:.2f}): "
                                    "keypoints measured on the mask")
+                elif min(heights_from_keypoints(learned.keypoints_lps_mm).values()) < 1.0:
+                    v.notes.append("keypoint network not confident (a height under 1 mm): keypoints measured on the mask")
+                else:
+                    kp, method = learned, "learned"
             if kp is None:
                 kp = geometric_keypoints(crop, lab, centroids[lab], axis, view=view)
         except ValueError as err:

@@ -109,23 +109,25 @@ def measure_columns(body: np.ndarray, pixel_mm: float, half_mm: float) -> tuple[
 
 @dataclass
 class SagittalView:
-    """A vertebra's mid-sagittal frame and its mask on that plane (0.25 mm pixels, :data:`PIXEL_MM`)."""
+    """A vertebra's mid-sagittal frame, its binary mask volume, and the mask on that plane
+    (0.25 mm pixels, :data:`PIXEL_MM`)."""
 
     centre: np.ndarray
     superior: np.ndarray
     anterior: np.ndarray
     symmetry_iou: float
+    binary: Volume
     plane: np.ndarray
     body: np.ndarray
     notes: list[str] = field(default_factory=list)
 
-    def body_centre_st(self) -> tuple[float, float]:
-        """Plane coordinates ``(s, t)`` (anterior, superior mm) of the body's bounding-box centre."""
+    def body_centre_lps(self) -> np.ndarray:
+        """The centre of the body's bounding box on the plane, in LPS mm."""
         rows = np.nonzero(self.body.any(axis=1))[0]
         cols = np.nonzero(self.body.any(axis=0))[0]
         t = (rows.min() + rows.max()) / 2.0 * PIXEL_MM - HALF_FIELD_MM
         s = HALF_FIELD_MM - (cols.min() + cols.max()) / 2.0 * PIXEL_MM
-        return float(s), float(t)
+        return plane_to_lps(self.centre, self.superior, self.anterior, s, t)
 
 
 def sagittal_view(
@@ -161,7 +163,7 @@ def sagittal_view(
     rows = np.nonzero(body.any(axis=1))[0]
     if rows.min() == 0 or rows.max() == body.shape[0] - 1 or body[:, 0].any() or body[:, -1].any():
         notes.append("vertebral body reaches the edge of the measuring field")
-    return SagittalView(centre, sup, ant, iou, plane, body, notes)
+    return SagittalView(centre, sup, ant, iou, binary, plane, body, notes)
 
 
 def geometric_keypoints(
@@ -191,15 +193,11 @@ def geometric_keypoints(
 
 # ---------------------------------------------------------------- learned keypoints (2D M-SCN)
 
-#: Keypoint heatmap channels of the 2D M-SCN, in this order.
-KEYPOINT_CHANNELS: tuple[str, ...] = KEYPOINT_NAMES
-
-
 @dataclass(frozen=True)
 class KeypointInput:
     """The keypoint network's input: the vertebra's mask on parallel sagittal planes.
 
-    ``size`` × ``size`` pixels of ``pixel_mm``, centred on the body (:meth:`SagittalView.body_centre_st`),
+    ``size`` × ``size`` pixels of ``pixel_mm``, centred on the body (:meth:`SagittalView.body_centre_lps`),
     one channel per plane at ``lateral_offsets_mm`` to the left of the mid-sagittal plane. Besides
     the mid-sagittal plane of the seed, the parallel planes show the endplates' staircase where
     thick slices cut them elsewhere, which pins the endplate between slices.
@@ -272,7 +270,7 @@ def build_keypoint_network(card_architecture: dict[str, Any]) -> Any:
     from VertebralFractureLib.networks.mscn import MSCN
 
     kwargs = {k: v for k, v in card_architecture.items() if k not in ("type", "input_planes_mm")}
-    kwargs.setdefault("out_channels", len(KEYPOINT_CHANNELS))
+    kwargs.setdefault("out_channels", len(KEYPOINT_NAMES))  # one heatmap per keypoint, in this order
     kwargs.setdefault("in_channels", len(card_architecture.get("input_planes_mm", (0.0,))))
     return MSCN(dims=2, **kwargs)
 
@@ -286,15 +284,11 @@ def predict_heatmaps(net: Any, stacks: np.ndarray, device: str = "cpu") -> np.nd
         return net(torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device)).float().cpu().numpy()
 
 
-def learned_keypoints(
-    mask: Volume, label: int, view: SagittalView, model: tuple[Any, Any], device: str = "cpu",
-) -> tuple[KeypointResult, float]:
+def learned_keypoints(view: SagittalView, model: tuple[Any, Any], device: str = "cpu") -> tuple[KeypointResult, float]:
     """Six keypoints from the 2D M-SCN on the vertebra's sagittal planes.
 
     Args:
-        mask: labelmap (VerSe labels).
-        label: the vertebra.
-        view: its :func:`sagittal_view` (frame and body).
+        view: the vertebra's :func:`sagittal_view` (frame, mask and body).
         model: ``(card, network)`` of the keypoint model.
 
     Returns:
@@ -303,15 +297,13 @@ def learned_keypoints(
     """
     card, net = model
     spec = KeypointInput.from_card(card)
-    s0, t0 = view.body_centre_st()
-    centre = plane_to_lps(view.centre, view.superior, view.anterior, s0, t0)
-    binary = mask.with_array((mask.array == label).astype(np.float32))
-    stack = plane_stack(binary, centre, view.superior, view.anterior, spec)
+    centre = view.body_centre_lps()
+    stack = plane_stack(view.binary, centre, view.superior, view.anterior, spec)
     heat = predict_heatmaps(net, stack[None], device)[0]
     rc, peaks = heatmap_peaks(heat)
     st = spec.pixels_to_st(rc)
     kp = {name: tuple(float(x) for x in plane_to_lps(centre, view.superior, view.anterior, *st[k]))
-          for k, name in enumerate(KEYPOINT_CHANNELS)}
+          for k, name in enumerate(KEYPOINT_NAMES)}
     cols = np.nonzero(view.body.any(axis=0))[0]
     depth = float((cols.max() - cols.min() + 1) * PIXEL_MM)
     return KeypointResult(kp, view.superior, view.anterior, depth, view.symmetry_iou, list(view.notes)), float(peaks.min())

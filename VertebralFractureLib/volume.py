@@ -77,6 +77,11 @@ class Volume:
         return (x, y, z)
 
     @property
+    def slice_mm(self) -> float:
+        """Spacing along the index axis closest to superior (an axial scan's slice spacing)."""
+        return float(self.spacing[int(np.argmax(np.abs(self.direction[2, :])))])
+
+    @property
     def affine_lps(self) -> np.ndarray:
         """4×4 matrix mapping homogeneous (x, y, z) indices to LPS mm."""
         a = np.eye(4)

@@ -59,7 +59,7 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
             raise SystemExit("--deformed-share applies to 'train keypoints' only")
         overrides["deformed_share"] = args.deformed_share
     if args.stage == "keypoints":
-        from VertebralFractureLib.keypoints import KEYPOINT_CHANNELS
+        from VertebralFractureLib.analysis import KEYPOINT_NAMES
         from VertebralFractureLib.training.keypoints import KeypointTraining, train_keypoints
 
         kcfg = KeypointTraining(**overrides)
@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
                                time_budget_s=args.time_budget, workers=args.workers, init_weights=args.init)
         card = {"version": time.strftime("%Y%m%d"), "architecture": kcfg.architecture(),
                 "spacing_mm": [kcfg.pixel_mm] * 2, "patch_size": [kcfg.size] * 2,
-                "classes": list(KEYPOINT_CHANNELS), "sigma_mm": kcfg.sigma_mm}
+                "classes": list(KEYPOINT_NAMES), "sigma_mm": kcfg.sigma_mm}
     elif args.stage == "segment":
         from VertebralFractureLib.training.segmentation import SegmentationTraining, train_segmentation
 
@@ -248,7 +248,7 @@ def _evaluate_grade(args: argparse.Namespace, progress: Any) -> int:
             seg, _ = segment(ct, read_centroids(case.centroids, ct), model=seg_model)
         analysis = analyze(ct, config, stages=[GivenSegmentation(seg), grading_stage(model)])
         ours = {v.label: v for v in analysis.vertebrae}
-        slice_mm = float(ct.spacing[int(np.argmax(np.abs(ct.direction[2, :])))])
+        slice_mm = ct.slice_mm
         for e in json.loads(case.genant.read_text()):
             label = int(e["label"])
             if not e.get("complete") or e.get("keypoints_lps_mm") is None or label in NOT_GRADED:

@@ -86,10 +86,11 @@ def case_samples(case: Any, cfg: KeypointTraining, seed: int) -> dict[str, np.nd
     """The input stacks and keypoints (pixels) of every complete vertebra C3–L5 of one case."""
     from scipy import ndimage
 
+    from VertebralFractureLib.analysis import KEYPOINT_NAMES
     from VertebralFractureLib.genant import NOT_GRADED
     from VertebralFractureLib.io.readers import read_labelmap
     from VertebralFractureLib.keypoints import plane_stack, sagittal_view
-    from VertebralFractureLib.sagittal import local_spine_axis, plane_to_lps
+    from VertebralFractureLib.sagittal import local_spine_axis
 
     spec = cfg.input_spec()
     rng = np.random.default_rng(seed)
@@ -98,7 +99,7 @@ def case_samples(case: Any, cfg: KeypointTraining, seed: int) -> dict[str, np.nd
     present = [int(v) for v in np.unique(arr) if v]
     cents = dict(zip(present, (mask.zyx_to_lps(np.asarray(c)) for c in ndimage.center_of_mass(arr > 0, arr, present))))
     boxes = ndimage.find_objects(arr)
-    slice_mm = float(mask.spacing[int(np.argmax(np.abs(mask.direction[2, :])))])
+    slice_mm = mask.slice_mm
     xs, kps, labels = [], [], []
     for e in json.loads(case.genant.read_text()):
         lab = int(e["label"])
@@ -109,18 +110,16 @@ def case_samples(case: Any, cfg: KeypointTraining, seed: int) -> dict[str, np.nd
             view = sagittal_view(crop, lab, cents[lab], local_spine_axis(lab, cents))
         except ValueError:
             continue
-        binary = crop.with_array((crop.array == lab).astype(np.float32))
-        truth = np.array([e["keypoints_lps_mm"][k] for k in ("A_sup", "A_inf", "M_sup", "M_inf", "P_sup", "P_inf")])
-        s0, t0 = view.body_centre_st()
+        truth = np.array([e["keypoints_lps_mm"][k] for k in KEYPOINT_NAMES])
         for v in range(cfg.variants):
-            sup, ant, centre = view.superior, view.anterior, plane_to_lps(view.centre, view.superior, view.anterior, s0, t0)
+            sup, ant, centre = view.superior, view.anterior, view.body_centre_lps()
             if v:
                 left = np.cross(sup, ant)
                 r = _rotation(left, np.deg2rad(rng.uniform(-cfg.tilt_deg, cfg.tilt_deg)))
                 r = _rotation(sup, np.deg2rad(rng.uniform(-cfg.tilt_deg, cfg.tilt_deg))) @ r
                 sup, ant = r @ sup, r @ ant
                 centre = centre + rng.uniform(-cfg.shift_mm, cfg.shift_mm) * np.cross(sup, ant)
-            stack = plane_stack(binary, centre, sup, ant, spec)
+            stack = plane_stack(view.binary, centre, sup, ant, spec)
             st = np.stack([(truth - centre) @ ant, (truth - centre) @ sup], -1)
             xs.append(stack.astype(np.float16))
             kps.append(spec.st_to_pixels(st).astype(np.float32))
