@@ -11,10 +11,8 @@ from factories import oblique_direction, tiny_verse_folder
 from VertebralFractureLib import preprocess
 from VertebralFractureLib.localize import (
     CHANNEL_LABELS,
-    Candidate,
-    consistent_chain,
+    detect_and_name,
     is_complete,
-    peak_candidates,
 )
 from VertebralFractureLib.training.metrics import localization_metrics
 from VertebralFractureLib.volume import Volume
@@ -34,25 +32,64 @@ def test_channel_order_is_cranio_caudal():
 def test_peaks_are_sub_voxel_accurate():
     grid = Volume(np.zeros((40, 30, 30), np.uint8), (4.0, 4.0, 4.0), (-60.0, -60.0, -80.0))
     truth = {20: np.array([1.3, -2.6, 10.9]), 21: np.array([0.7, 1.9, -20.2])}
-    cands = peak_candidates(_heatmaps(grid, truth), grid)
-    assert {c.label for c in cands} == {20, 21}
-    for c in cands:
+    found = detect_and_name(_heatmaps(grid, truth), grid)
+    assert [c.label for c in found] == [20, 21]
+    for c in found:
         assert np.linalg.norm(c.position_lps - truth[c.label]) < 0.6  # well below the 4 mm voxel
         assert c.score == pytest.approx(1.0, abs=0.15)
-    assert peak_candidates(_heatmaps(grid, truth, peak=0.1), grid) == []  # below threshold
+    assert detect_and_name(_heatmaps(grid, truth, peak=0.1), grid, threshold=0.2) == []  # below threshold
 
 
-def test_consistent_chain_drops_impossible_labels():
-    z = {19: 60.0, 20: 30.0, 21: 0.0, 22: -30.0}
-    cands = [Candidate(k, np.array([0.0, 0.0, v]), 0.9) for k, v in z.items()]
-    cands.append(Candidate(23, np.array([0.0, 0.0, 61.0]), 0.5))  # L4 above T12: impossible
-    cands.append(Candidate(8, np.array([0.0, 0.0, 31.0]), 0.3))  # T1 on L1's position
-    chain = consistent_chain(cands)
-    assert [c.label for c in chain] == [19, 20, 21, 22]
-    # a missing vertebra (gap) is allowed
-    gap = [c for c in cands if c.label in (19, 21, 22)]
-    assert [c.label for c in consistent_chain(gap)] == [19, 21, 22]
-    assert consistent_chain([]) == []
+def _spine(grid: Volume, labels: list[int], z_top: float = 260.0) -> dict[int, np.ndarray]:
+    """Centroids of consecutive levels going caudally with the VerSe median spacing, slightly curved."""
+    from VertebralFractureLib.anatomy import name_of
+    from VertebralFractureLib.synth.priors import LEVELS
+
+    out, z = {}, z_top
+    for i, lab in enumerate(labels):
+        out[lab] = np.array([20.0, 70.0 + 3.0 * np.sin(i / 3), z])
+        z -= LEVELS[name_of(lab)].icd
+    return out
+
+
+def _channel(label: int) -> int:
+    return CHANNEL_LABELS.index(label)
+
+
+def test_detect_and_name_recovers_a_weak_or_confused_channel():
+    grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    truth = _spine(grid, [16, 17, 18, 19, 20, 21, 22])  # T9 … L3
+    heat = _heatmaps(grid, truth, sigma_vox=1.2)
+    l1 = _heatmaps(grid, {20: truth[20]}, sigma_vox=1.2)[_channel(20)]
+    heat[_channel(20)] *= 0.1  # the network hesitates on L1 …
+    heat[_channel(19)] += 0.4 * l1  # … and half calls it T12
+    found = detect_and_name(heat, grid, threshold=0.3)
+    assert [c.label for c in found] == [16, 17, 18, 19, 20, 21, 22]
+    for c in found:
+        assert np.linalg.norm(c.position_lps - truth[c.label]) < 1.0
+    assert found[4].score == pytest.approx(0.1, abs=0.03)  # the score is L1's own (weak) evidence
+
+
+def test_detect_and_name_skips_a_missed_vertebra_and_drops_outliers():
+    grid = Volume(np.zeros((64, 40, 30), np.uint8), (5.0, 5.0, 5.0))
+    truth = _spine(grid, [14, 15, 16, 17, 18, 19])  # T7 … T12
+    seen = {k: v for k, v in truth.items() if k != 16}  # T9 not detected at all
+    seen_heat = _heatmaps(grid, seen, sigma_vox=1.2)
+    outlier = {15: truth[15] + np.array([0.0, -100.0, -12.0])}  # a bright spot 10 cm anterior
+    heat = seen_heat + 0.6 * _heatmaps(grid, outlier, sigma_vox=1.2)
+    found = detect_and_name(heat, grid, threshold=0.3)
+    assert [c.label for c in found] == [14, 15, 17, 18, 19]
+    assert detect_and_name(np.zeros_like(heat), grid, threshold=0.3) == []
+    with pytest.raises(ValueError):
+        detect_and_name(heat[:3], grid)
+
+
+def test_detect_and_name_names_t13_only_where_its_channel_wins():
+    grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    normal = _spine(grid, [18, 19, 20, 21])  # T11, T12, L1, L2
+    assert [c.label for c in detect_and_name(_heatmaps(grid, normal, 1.2), grid, 0.3)] == [18, 19, 20, 21]
+    variant = _spine(grid, [18, 19, 28, 20, 21])  # T11, T12, T13, L1, L2
+    assert [c.label for c in detect_and_name(_heatmaps(grid, variant, 1.2), grid, 0.3)] == [18, 19, 28, 20, 21]
 
 
 def test_is_complete_uses_the_cranio_caudal_axis():

@@ -3,14 +3,21 @@
 1. The CT goes onto the model's LPS-aligned grid (:mod:`.preprocess`).
 2. The 3D M-SCN predicts one heatmap per vertebra label, over overlapping windows merged by
    Gaussian-weighted averaging (MONAI's sliding-window inferer).
-3. Each channel's peak is a candidate centroid, refined to sub-voxel precision by a Gaussian
-   (log-parabola) fit through the peak and its neighbours on each axis; ``localization_score`` is the peak value (1.0 = the training target's peak).
-4. Anatomical consistency: among the candidates above threshold, the chain of labels with the
-   highest total score is kept whose centroids go from cranial to caudal in label order with
-   plausible distances (:func:`consistent_chain`) — duplicates, swapped or isolated false
-   detections drop out, and gaps (missing vertebrae) are allowed.
+3. Vertebrae are found label-free, as the peaks of the sum of all channels, refined to sub-voxel
+   precision by a Gaussian (log-parabola) fit through the peak and its neighbours on each axis.
+4. Anatomical consistency (:func:`detect_and_name`): the peaks form one chain from cranial to
+   caudal with plausible steps (isolated false detections drop out, one missed vertebra between
+   two is allowed), and the chain is named as a whole — strictly increasing labels that best fit
+   every label's heatmap and the expected spacing per level, so a vertebra whose own channel is
+   weak is still found and named, duplicates cannot occur, and a missed vertebra leaves a gap in
+   the names. ``localization_score`` is the named label's heatmap value (1.0 = the training
+   target's peak).
 5. A vertebra whose centroid lies closer than about half a body height to the cranial or caudal
    end of the field of view is flagged ``complete: false``.
+
+The centroid is the VerSe one — the centre of mass of the whole vertebra, body and posterior
+elements — which lies in the posterior part of the body or at its posterior wall (8–12 mm behind
+the body's own centre on the real sub-sample001 masks).
 """
 
 from __future__ import annotations
@@ -25,83 +32,153 @@ from VertebralFractureLib.volume import Volume
 
 #: Output channel → VerSe label, cranial to caudal (C1 … T12, T13, L1 … L6).
 CHANNEL_LABELS: tuple[int, ...] = tuple(cranio_caudal(VERTEBRAE))
-#: Minimum heatmap peak for a candidate (the training target's peak is 1.0).
-DEFAULT_THRESHOLD = 0.25
-#: Plausible centroid distance between adjacent vertebrae (mm), per label step.
-STEP_RANGE_MM: tuple[float, float] = (8.0, 48.0)
+#: Minimum summed heatmap peak of a detection (the training target's peak is 1.0); the model card's
+#: ``postprocess.threshold``, chosen on the validation set, takes precedence.
+DEFAULT_THRESHOLD = 0.2
 #: A centroid closer than this to the cranial/caudal end of the field of view: vertebra cut.
 EDGE_MM = 10.0
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One channel's peak."""
+    """A found vertebra: its label, centroid (LPS mm) and score."""
 
     label: int
     position_lps: np.ndarray
     score: float
 
 
-def peak_candidates(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAULT_THRESHOLD,
-                    labels: tuple[int, ...] = CHANNEL_LABELS) -> list[Candidate]:
-    """Per-channel peaks of ``heatmaps`` (C, z, y, x) on ``grid`` above ``threshold``."""
-    if heatmaps.ndim != 4 or heatmaps.shape[0] != len(labels):
-        raise ValueError(f"heatmaps must be (C={len(labels)}, z, y, x), got {heatmaps.shape}")
-    out = []
-    shape = np.array(heatmaps.shape[1:])
-    for c, label in enumerate(labels):
-        h = heatmaps[c]
-        flat = int(np.argmax(h))
-        peak = float(h.flat[flat])
-        if peak < threshold:
-            continue
-        zyx = np.array(np.unravel_index(flat, h.shape))
-        sub = zyx.astype(float)
-        for a in range(3):  # Gaussian peak fit along each axis: exact for a Gaussian-shaped peak
-            if 0 < zyx[a] < shape[a] - 1:
-                lo, hi = zyx.copy(), zyx.copy()
-                lo[a] -= 1
-                hi[a] += 1
-                vals = np.log(np.maximum([h[tuple(lo)], peak, h[tuple(hi)]], 1e-6))
-                denom = vals[0] - 2 * vals[1] + vals[2]
-                if denom < -1e-9:
-                    sub[a] += float(np.clip(0.5 * (vals[0] - vals[2]) / denom, -0.5, 0.5))
-        out.append(Candidate(label, grid.zyx_to_lps(sub), peak))
+#: Detection: local maxima of the summed heatmaps at least this far apart (mm).
+MIN_SEPARATION_MM = 10.0
+#: Detection chain: largest distance between consecutive detections (mm; a missed vertebra between two).
+MAX_GAP_MM = 80.0
+#: Detection chain: largest angle (degrees) of a step between consecutive detections to the body axis.
+MAX_STEP_ANGLE_DEG = 60.0
+#: Naming: cost of each (non-variant) label skipped between consecutive detections.
+SKIP_COST = 0.2
+#: Naming: weight of |log(observed / expected distance)| of each step (expected: VerSe medians per level).
+SPACING_WEIGHT = 0.5
+#: Variants that a normal spine does not have: skipping them costs nothing.
+VARIANT_LABELS = frozenset({25, 28})  # L6, T13
+
+
+def _subvoxel(h: np.ndarray, zyx: np.ndarray) -> np.ndarray:
+    """Sub-voxel peak position: a Gaussian (log-parabola) fit through the peak and its neighbours per axis."""
+    sub = zyx.astype(float)
+    peak = float(h[tuple(zyx)])
+    for a in range(3):
+        if 0 < zyx[a] < h.shape[a] - 1:
+            lo, hi = zyx.copy(), zyx.copy()
+            lo[a] -= 1
+            hi[a] += 1
+            vals = np.log(np.maximum([h[tuple(lo)], peak, h[tuple(hi)]], 1e-6))
+            denom = vals[0] - 2 * vals[1] + vals[2]
+            if denom < -1e-9:
+                sub[a] += float(np.clip(0.5 * (vals[0] - vals[2]) / denom, -0.5, 0.5))
+    return sub
+
+
+def expected_steps_mm(labels: tuple[int, ...] = CHANNEL_LABELS) -> np.ndarray:
+    """(C, C) expected centroid distance from channel a to channel b > a: the median spacing of a
+    plus that of every non-variant level between (VerSe'19/'20 medians, :mod:`.synth.priors`)."""
+    from VertebralFractureLib.synth.priors import LEVELS
+
+    icd = np.array([LEVELS[vertebra(lab).name].icd for lab in labels])
+    out = np.full((len(labels), len(labels)), np.nan)
+    for a in range(len(labels)):
+        for b in range(a + 1, len(labels)):
+            out[a, b] = icd[a] + sum(icd[m] for m in range(a + 1, b) if labels[m] not in VARIANT_LABELS)
     return out
 
 
-def consistent_chain(candidates: list[Candidate], step_range_mm: tuple[float, float] = STEP_RANGE_MM) -> list[Candidate]:
-    """The highest-scoring anatomically consistent subset of candidates.
+def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAULT_THRESHOLD,
+                    labels: tuple[int, ...] = CHANNEL_LABELS) -> list[Candidate]:
+    """Vertebrae found in the heatmaps (C, z, y, x), named as one consistent chain.
 
-    Consistent: in label order (cranial → caudal), each next centroid lies inferior to the previous
-    one, at a distance within ``step_range_mm`` × the number of label steps between them (gaps for
-    missing detections allowed), and no two labels share a position (< 8 mm apart). Solved exactly
-    by dynamic programming over the label order (a longest-path problem on a DAG).
+    1. Detection is label-free: local maxima of the sum of all channels (a vertebra whose own
+       channel is weak because the network hesitates between two names is still found), at least
+       :data:`MIN_SEPARATION_MM` apart, with a summed peak ≥ ``threshold``.
+    2. The detections form a chain from cranial to caudal: the subset with the highest total peak
+       whose consecutive members go caudally, lie 10–80 mm apart (one missed vertebra between two
+       is allowed) and step along the body axis (≤ 60° off it) — dynamic programming.
+    3. Naming: the chain gets strictly increasing labels maximising the sum of each label's
+       heatmap at its detection, minus :data:`SKIP_COST` per label skipped and
+       :data:`SPACING_WEIGHT` × |log(observed / expected distance)| per step (expected from the
+       VerSe medians per level), again by dynamic programming. T13 and L6 are skipped for free,
+       and named only where their channel wins.
+
+    ``score`` of each result is its label's heatmap value at the detection (1.0 = the training
+    target's peak).
     """
-    cands = sorted(candidates, key=lambda c: vertebra(c.label).order)
-    n = len(cands)
-    if n == 0:
+    from scipy import ndimage
+
+    if heatmaps.ndim != 4 or heatmaps.shape[0] != len(labels):
+        raise ValueError(f"heatmaps must be (C={len(labels)}, z, y, x), got {heatmaps.shape}")
+    heat = np.maximum(heatmaps, 0.0)
+    total = heat.sum(axis=0)
+    local = (total == ndimage.maximum_filter(total, size=3, mode="constant")) & (total >= threshold)
+    peaks = np.argwhere(local)
+    if len(peaks) == 0:
         return []
-    best = [c.score for c in cands]
-    prev = [-1] * n
-    order = [vertebra(c.label).order for c in cands]
+    peaks = peaks[np.argsort(-total[tuple(peaks.T)])]
+    spacing = np.array(grid.spacing[::-1])
+    kept: list[np.ndarray] = []
+    for p in peaks:  # non-maximum suppression at MIN_SEPARATION_MM
+        if all(np.linalg.norm((p - q) * spacing) >= MIN_SEPARATION_MM for q in kept):
+            kept.append(p)
+    pos = np.array([grid.zyx_to_lps(_subvoxel(total, p)) for p in kept])
+    peak_val = np.array([min(float(total[tuple(p)]), 1.5) for p in kept])
+    # 2. the chain of detections, cranial (high LPS z) to caudal
+    order = np.argsort(-pos[:, 2])
+    pos, peak_val, kept = pos[order], peak_val[order], [kept[i] for i in order]
+    n = len(kept)
+    best, prev = peak_val.copy(), np.full(n, -1)
+    cos_max = np.cos(np.radians(MAX_STEP_ANGLE_DEG))
     for j in range(n):
         for i in range(j):
-            steps = order[j] - order[i]
-            d = cands[j].position_lps - cands[i].position_lps
+            d = pos[i] - pos[j]
             dist = float(np.linalg.norm(d))
-            if steps <= 0 or d[2] >= 0:  # must go caudally (LPS z decreases)
+            if d[2] <= 0 or not (MIN_SEPARATION_MM <= dist <= MAX_GAP_MM) or d[2] / dist < cos_max:
                 continue
-            if not (step_range_mm[0] <= dist <= step_range_mm[1] * steps):
-                continue
-            if best[i] + cands[j].score > best[j]:
-                best[j], prev[j] = best[i] + cands[j].score, i
-    j = int(np.argmax(best))
-    chain = []
+            if best[i] + peak_val[j] > best[j]:
+                best[j], prev[j] = best[i] + peak_val[j], i
+    j, chain = int(np.argmax(best)), []
     while j >= 0:
-        chain.append(cands[j])
-        j = prev[j]
-    return chain[::-1]
+        chain.append(j)
+        j = int(prev[j])
+    chain = chain[::-1]
+    while len(chain) > len(labels):  # more detections than labels: drop the weakest
+        chain.remove(min(chain, key=lambda i: peak_val[i]))
+    # 3. naming: evidence of each channel near each detection (3×3×3 neighbourhood maximum)
+    n_c = len(labels)
+    ev = np.zeros((len(chain), n_c))
+    for k, i in enumerate(chain):
+        sl = tuple(slice(max(0, c - 1), c + 2) for c in kept[i])
+        ev[k] = heat[(slice(None),) + sl].reshape(n_c, -1).max(axis=1)
+    non_variant = np.array([lab not in VARIANT_LABELS for lab in labels])
+    expected = expected_steps_mm(labels)
+    score = ev[0].copy()
+    back = np.full((len(chain), n_c), -1)
+    for k in range(1, len(chain)):
+        dist = float(np.linalg.norm(pos[chain[k - 1]] - pos[chain[k]]))
+        new = np.full(n_c, -np.inf)
+        for b in range(1, n_c):
+            for a in range(b):
+                if not np.isfinite(score[a]):
+                    continue
+                skipped = int(non_variant[a + 1: b].sum())
+                cost = SKIP_COST * skipped + SPACING_WEIGHT * abs(np.log(dist / expected[a, b]))
+                v = score[a] - cost + ev[k, b]
+                if v > new[b]:
+                    new[b], back[k, b] = v, a
+        score = new
+    c = int(np.argmax(score))
+    names = [c]
+    for k in range(len(chain) - 1, 0, -1):
+        c = int(back[k, c])
+        names.append(c)
+    names = names[::-1]
+    return [Candidate(labels[c], pos[i], float(ev[k, c])) for k, (i, c) in enumerate(zip(chain, names))]
 
 
 def is_complete(position_lps: np.ndarray, volume: Volume, edge_mm: float = EDGE_MM) -> bool:
@@ -149,6 +226,15 @@ def build_network(card_architecture: dict[str, Any]) -> Any:
     return MSCN(dims=3, **kwargs)
 
 
+def heatmaps(volume: Volume, card: Any, net: Any, device: str = "cpu") -> tuple[np.ndarray, Volume]:
+    """The network's heatmaps (C, z, y, x) of a CT in HU and the model grid they lie on."""
+    from VertebralFractureLib import preprocess
+
+    net.eval().to(device)
+    grid = preprocess.to_model_grid(volume, card.spacing_mm)
+    return heatmaps_on_grid(net, preprocess.normalize(grid.array), tuple(card.patch_size), device), grid
+
+
 def localize(volume: Volume, device: str = "cpu", threshold: float | None = None,
              model: tuple[Any, Any] | None = None) -> list[Candidate]:
     """Centroids and names of the vertebrae in a CT (cranial → caudal).
@@ -156,19 +242,17 @@ def localize(volume: Volume, device: str = "cpu", threshold: float | None = None
     Args:
         volume: CT in HU, any geometry.
         device: torch device string.
-        threshold: minimum heatmap peak (default: the model card's ``postprocess.threshold``, chosen
-            on the validation set, else :data:`DEFAULT_THRESHOLD`).
+        threshold: minimum summed heatmap peak of a detection (default: the model card's
+            ``postprocess.threshold``, chosen on the validation set, else :data:`DEFAULT_THRESHOLD`).
         model: ``(card, network)`` to use instead of the installed ``localization`` model.
     """
-    from VertebralFractureLib import models, preprocess
+    from VertebralFractureLib import models
 
     card, net = model if model is not None else models.load_network("localization", build_network)
-    net.eval().to(device)
-    grid = preprocess.to_model_grid(volume, card.spacing_mm)
-    heat = heatmaps_on_grid(net, preprocess.normalize(grid.array), tuple(card.patch_size), device)
+    heat, grid = heatmaps(volume, card, net, device)
     if threshold is None:
         threshold = float(card.postprocess.get("threshold", DEFAULT_THRESHOLD))
-    return consistent_chain(peak_candidates(heat, grid, threshold))
+    return detect_and_name(heat, grid, threshold)
 
 
 def run_stage(context: Any) -> None:

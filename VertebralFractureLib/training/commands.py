@@ -144,7 +144,7 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
 
     from VertebralFractureLib.io.readers import read_image
     from VertebralFractureLib.io.verse import list_cases, read_centroids
-    from VertebralFractureLib.localize import localize
+    from VertebralFractureLib.localize import DEFAULT_THRESHOLD, detect_and_name, heatmaps
     from VertebralFractureLib.models import select_device
     from VertebralFractureLib.training.metrics import localization_metrics
 
@@ -158,12 +158,17 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
         ct = read_image(case.ct).volume
         truth = read_centroids(case.centroids, ct)
         truths.append(truth)
+        t0 = time.perf_counter()
+        heat, grid = heatmaps(ct, card, net, device)  # once per case, decoded at every threshold
+        seconds = time.perf_counter() - t0
         for t in thresholds:
-            t0 = time.perf_counter()
-            found = localize(ct, device=device, model=(card, net), threshold=t)
+            t1 = time.perf_counter()
+            threshold = float(card.postprocess.get("threshold", DEFAULT_THRESHOLD)) if t is None else t
+            found = detect_and_name(heat, grid, threshold)
             pred = {c.label: c.position_lps for c in found}
             preds[t].append(pred)
-            per_case.append({"case": case.subject, "threshold": t, "seconds": round(time.perf_counter() - t0, 2),
+            per_case.append({"case": case.subject, "threshold": threshold,
+                             "seconds": round(seconds + time.perf_counter() - t1, 2),
                              "found": [int(c.label) for c in found], "truth": sorted(int(x) for x in truth),
                              **localization_metrics([pred], [truth])})
         progress("evaluate", (k + 1) / len(cases), case.subject)

@@ -278,9 +278,10 @@ def _selection_score(metrics: dict[str, float], train_loss: float) -> float:
     return 100.0 * (1.0 - (ident if np.isfinite(ident) else 0.0)) + (mean if np.isfinite(mean) else 100.0)
 
 
-def localization_metrics_of(net: Any, cases: list[CachedCase], cfg: LocalizationTraining, device: str) -> dict[str, float]:
+def localization_metrics_of(net: Any, cases: list[CachedCase], cfg: LocalizationTraining, device: str,
+                            threshold: float | None = None) -> dict[str, float]:
     """Validation metrics on cached cases (whole-image inference on the model grid)."""
-    from VertebralFractureLib.localize import consistent_chain, heatmaps_on_grid, peak_candidates
+    from VertebralFractureLib.localize import DEFAULT_THRESHOLD, detect_and_name, heatmaps_on_grid
     from VertebralFractureLib.training.metrics import localization_metrics
     from VertebralFractureLib.volume import Volume
 
@@ -289,7 +290,7 @@ def localization_metrics_of(net: Any, cases: list[CachedCase], cfg: Localization
     for case in cases:
         grid = Volume(np.zeros(case.image.shape, np.uint8), (cfg.spacing_mm,) * 3)
         heat = heatmaps_on_grid(net, case.image, cfg.patch_size, device)
-        chain = consistent_chain(peak_candidates(heat, grid))
+        chain = detect_and_name(heat, grid, DEFAULT_THRESHOLD if threshold is None else threshold)
         preds.append({c.label: c.position_lps for c in chain})
         truths.append({k: grid.zyx_to_lps(v) for k, v in case.centroids_zyx.items()})
     return localization_metrics(preds, truths)
