@@ -23,6 +23,7 @@ the body's own centre on the real sub-sample001 masks).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -78,17 +79,34 @@ def _subvoxel(h: np.ndarray, zyx: np.ndarray) -> np.ndarray:
     return sub
 
 
-def expected_steps_mm(labels: tuple[int, ...] = CHANNEL_LABELS) -> np.ndarray:
-    """(C, C) expected centroid distance from channel a to channel b > a: the median spacing of a
-    plus that of every non-variant level between (VerSe'19/'20 medians, :mod:`.synth.priors`)."""
+def step_costs(dist_mm: float, labels: tuple[int, ...] = CHANNEL_LABELS) -> np.ndarray:
+    """(C, C) cost of naming two consecutive detections ``dist_mm`` apart with channels a then b.
+
+    :data:`SKIP_COST` per non-variant label skipped between a and b, plus :data:`SPACING_WEIGHT` ×
+    |log(dist / expected)|, expected = the median spacing of a plus that of every non-variant
+    level between (VerSe'19/'20 medians, :mod:`.synth.priors`); infinite where b ≤ a.
+    """
+    expected, skipped = _step_tables(labels)
+    with np.errstate(invalid="ignore"):
+        cost = SKIP_COST * skipped + SPACING_WEIGHT * np.abs(np.log(dist_mm / expected))
+    return np.where(np.isfinite(expected), cost, np.inf)
+
+
+@lru_cache(maxsize=4)
+def _step_tables(labels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Expected distance (mm; NaN where b ≤ a) and number of skipped non-variant labels, (C, C) each."""
     from VertebralFractureLib.synth.priors import LEVELS
 
     icd = np.array([LEVELS[vertebra(lab).name].icd for lab in labels])
-    out = np.full((len(labels), len(labels)), np.nan)
-    for a in range(len(labels)):
-        for b in range(a + 1, len(labels)):
-            out[a, b] = icd[a] + sum(icd[m] for m in range(a + 1, b) if labels[m] not in VARIANT_LABELS)
-    return out
+    counted = np.array([lab not in VARIANT_LABELS for lab in labels])
+    n = len(labels)
+    expected, skipped = np.full((n, n), np.nan), np.zeros((n, n))
+    for a in range(n):
+        for b in range(a + 1, n):
+            between = counted[a + 1: b]
+            expected[a, b] = icd[a] + float(icd[a + 1: b][between].sum())
+            skipped[a, b] = float(between.sum())
+    return expected, skipped
 
 
 def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAULT_THRESHOLD,
@@ -155,23 +173,13 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
     for k, i in enumerate(chain):
         sl = tuple(slice(max(0, c - 1), c + 2) for c in kept[i])
         ev[k] = heat[(slice(None),) + sl].reshape(n_c, -1).max(axis=1)
-    non_variant = np.array([lab not in VARIANT_LABELS for lab in labels])
-    expected = expected_steps_mm(labels)
     score = ev[0].copy()
-    back = np.full((len(chain), n_c), -1)
+    back = np.zeros((len(chain), n_c), dtype=int)
     for k in range(1, len(chain)):
         dist = float(np.linalg.norm(pos[chain[k - 1]] - pos[chain[k]]))
-        new = np.full(n_c, -np.inf)
-        for b in range(1, n_c):
-            for a in range(b):
-                if not np.isfinite(score[a]):
-                    continue
-                skipped = int(non_variant[a + 1: b].sum())
-                cost = SKIP_COST * skipped + SPACING_WEIGHT * abs(np.log(dist / expected[a, b]))
-                v = score[a] - cost + ev[k, b]
-                if v > new[b]:
-                    new[b], back[k, b] = v, a
-        score = new
+        total_ab = score[:, None] - step_costs(dist, labels)  # from channel a (rows) to b (columns)
+        back[k] = np.argmax(total_ab, axis=0)
+        score = total_ab[back[k], np.arange(n_c)] + ev[k]
     c = int(np.argmax(score))
     names = [c]
     for k in range(len(chain) - 1, 0, -1):
@@ -235,6 +243,11 @@ def heatmaps(volume: Volume, card: Any, net: Any, device: str = "cpu") -> tuple[
     return heatmaps_on_grid(net, preprocess.normalize(grid.array), tuple(card.patch_size), device), grid
 
 
+def card_threshold(card: Any) -> float:
+    """The detection threshold of a model card (chosen on the validation set), else the default."""
+    return float(card.postprocess.get("threshold", DEFAULT_THRESHOLD))
+
+
 def localize(volume: Volume, device: str = "cpu", threshold: float | None = None,
              model: tuple[Any, Any] | None = None) -> list[Candidate]:
     """Centroids and names of the vertebrae in a CT (cranial → caudal).
@@ -250,9 +263,7 @@ def localize(volume: Volume, device: str = "cpu", threshold: float | None = None
 
     card, net = model if model is not None else models.load_network("localization", build_network)
     heat, grid = heatmaps(volume, card, net, device)
-    if threshold is None:
-        threshold = float(card.postprocess.get("threshold", DEFAULT_THRESHOLD))
-    return detect_and_name(heat, grid, threshold)
+    return detect_and_name(heat, grid, card_threshold(card) if threshold is None else threshold)
 
 
 def run_stage(context: Any) -> None:

@@ -144,7 +144,7 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
 
     from VertebralFractureLib.io.readers import read_image
     from VertebralFractureLib.io.verse import list_cases, read_centroids
-    from VertebralFractureLib.localize import DEFAULT_THRESHOLD, detect_and_name, heatmaps
+    from VertebralFractureLib.localize import card_threshold, detect_and_name, heatmaps
     from VertebralFractureLib.models import select_device
     from VertebralFractureLib.training.metrics import localization_metrics
 
@@ -163,7 +163,7 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
         seconds = time.perf_counter() - t0
         for t in thresholds:
             t1 = time.perf_counter()
-            threshold = float(card.postprocess.get("threshold", DEFAULT_THRESHOLD)) if t is None else t
+            threshold = card_threshold(card) if t is None else t
             found = detect_and_name(heat, grid, threshold)
             pred = {c.label: c.position_lps for c in found}
             preds[t].append(pred)

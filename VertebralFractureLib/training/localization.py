@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from VertebralFractureLib.localize import CHANNEL_LABELS
+from VertebralFractureLib.localize import CHANNEL_LABELS, DEFAULT_THRESHOLD
 from VertebralFractureLib.training.common import (
     augment_intensity,
     cosine_lr,
@@ -279,9 +279,9 @@ def _selection_score(metrics: dict[str, float], train_loss: float) -> float:
 
 
 def localization_metrics_of(net: Any, cases: list[CachedCase], cfg: LocalizationTraining, device: str,
-                            threshold: float | None = None) -> dict[str, float]:
+                            threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
     """Validation metrics on cached cases (whole-image inference on the model grid)."""
-    from VertebralFractureLib.localize import DEFAULT_THRESHOLD, detect_and_name, heatmaps_on_grid
+    from VertebralFractureLib.localize import detect_and_name, heatmaps_on_grid
     from VertebralFractureLib.training.metrics import localization_metrics
     from VertebralFractureLib.volume import Volume
 
@@ -290,7 +290,7 @@ def localization_metrics_of(net: Any, cases: list[CachedCase], cfg: Localization
     for case in cases:
         grid = Volume(np.zeros(case.image.shape, np.uint8), (cfg.spacing_mm,) * 3)
         heat = heatmaps_on_grid(net, case.image, cfg.patch_size, device)
-        chain = detect_and_name(heat, grid, DEFAULT_THRESHOLD if threshold is None else threshold)
+        chain = detect_and_name(heat, grid, threshold)
         preds.append({c.label: c.position_lps for c in chain})
         truths.append({k: grid.zyx_to_lps(v) for k, v in case.centroids_zyx.items()})
     return localization_metrics(preds, truths)
