@@ -157,6 +157,22 @@ def test_training_sample_targets_only_the_centred_vertebra():
     assert set(np.unique(target)) <= {0, 1} and (target == 1).sum() > 0.7 * 1500
 
 
+def test_thick_slice_simulation_blurs_along_z_only():
+    from VertebralFractureLib.training.segmentation import thick_slices
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(40, 6, 6)).astype(np.float32)
+    assert np.array_equal(thick_slices(img, 1.0, 0.3), img)  # no thicker than the grid: unchanged
+    const_z = np.broadcast_to(img[:1], img.shape).copy()  # varies in-plane only
+    assert np.allclose(thick_slices(const_z, 3.4, 0.5), const_z, atol=1e-5)
+    step = np.zeros((40, 6, 6), np.float32)
+    step[20:] = 1.0
+    out = thick_slices(step, 4.0, 0.0)
+    assert out.shape == step.shape and out.dtype == np.float32
+    assert out[0].max() < 1e-6 and out[-1].min() > 1 - 1e-6  # far from the edge: kept
+    assert np.sum((out > 0.05) & (out < 0.95)) >= 3 * 36  # the edge is spread over several planes
+
+
 def test_training_installs_and_analyze_runs_all_three_stages(tmp_path, monkeypatch):
     """A few iterations on tiny cases: cache, loop, resume, evaluation, installation and the full pipeline."""
     pytest.importorskip("torch")
@@ -210,9 +226,28 @@ def test_training_installs_and_analyze_runs_all_three_stages(tmp_path, monkeypat
     for v in result["vertebrae"]:  # an untrained net: whatever it segments must be consistent
         if v["fracture_probability"] is not None:
             assert 0.0 <= v["fracture_probability"] <= 1.0 and v["status"] in ("normal", "fractured")
+    # stage 1 replaced by the user's centroids (the case's VerSe _ctd.json)
+    from VertebralFractureLib.io.verse import list_cases, read_centroids
+
+    case = next(c for c in list_cases(data) if c.subject == "sub-tiny0")
+    given = read_centroids(case.centroids, image)
+    out2 = tmp_path / "out2"
+    assert cli.main(["analyze", str(ct), "-o", str(out2), "--progress", "none", "--centroids", str(case.centroids)]) == cli.EXIT_OK
+    result2 = json.loads((out2 / "analysis.json").read_text())
+    assert "localize" not in result2["timings_s"] and {"given-centroids", "segment", "grade"} <= set(result2["timings_s"])
+    assert {v["label"] for v in result2["vertebrae"]} == set(given)
+    for v in result2["vertebrae"]:
+        assert np.allclose(v["centroid_lps_mm"], given[v["label"]], atol=1e-3)
     # evaluation from true centroids with the run's weights
     assert cli.main(["evaluate", "segment", "--data", str(data), "--weights", str(best), "--true-centroids",
                      "--output", str(tmp_path / "eval.json"), "--progress", "none"]) == cli.EXIT_OK
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert ev["metrics"]["vertebrae_complete"] == 6 and ev["metrics"]["centroids"] == "true"
     assert len(ev["vertebrae"]) == 6 and {r["name"] for r in ev["vertebrae"]} == {"T12", "L1", "L2"}
+    # the same with simulated localization errors; jitter needs the true centroids
+    assert cli.main(["evaluate", "segment", "--data", str(data), "--weights", str(best), "--true-centroids",
+                     "--centroid-jitter-mm", "3", "--output", str(tmp_path / "eval_j.json"), "--progress", "none"]) == cli.EXIT_OK
+    ev_j = json.loads((tmp_path / "eval_j.json").read_text())
+    assert ev_j["metrics"]["centroids"] == "true + N(0, 3 mm) per axis" and ev_j["metrics"]["vertebrae_complete"] == 6
+    assert cli.main(["evaluate", "segment", "--data", str(data), "--weights", str(best),
+                     "--centroid-jitter-mm", "3", "--progress", "none"]) == cli.EXIT_INPUT

@@ -143,7 +143,17 @@ def cmd_analyze(args: argparse.Namespace, progress: Progress) -> int:
     progress("read", 0.0, "reading input")
     image = read_image(args.input)
     progress("read", 1.0, image.description)
-    _run_and_write(image, None, args, progress)
+    stages = None
+    if args.centroids is not None:
+        from VertebralFractureLib.io.centroids import read_centroid_file
+        from VertebralFractureLib.pipeline import given_centroid_stages
+
+        try:
+            centroids = read_centroid_file(args.centroids, image.volume)
+        except ValueError as err:
+            raise InputError(str(err)) from err
+        stages = given_centroid_stages(centroids)
+    _run_and_write(image, stages, args, progress)
     return EXIT_OK
 
 
@@ -342,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common_output_args(p)
     p.add_argument("--fracture-threshold", type=_probability, default=0.5,
                    help="fractured when the mean fractured-class probability reaches this (default 0.5)")
+    p.add_argument("--centroids", type=Path, default=None, metavar="FILE",
+                   help="vertebra centroids to segment around instead of localizing: a Slicer point list "
+                   "(.mrk.json, points named T12, L1, ...) or a VerSe _ctd.json, e.g. an earlier run's, corrected")
     _radiomics_flag(p)
     _keypoints_flag(p)
     p.set_defaults(func=cmd_analyze)

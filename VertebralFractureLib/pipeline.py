@@ -7,7 +7,8 @@
 3. ``grade``    — mid-sagittal keypoints → heights → Genant grade (:mod:`.genant`).
 
 A stage is any object with a ``name``, the ``models`` it needs, and ``run(context)``; stages can be
-replaced, e.g. :class:`GivenSegmentation` starts from a vertebra labelmap the user already has.
+replaced, e.g. :class:`GivenSegmentation` starts from a vertebra labelmap the user already has and
+:class:`GivenCentroids` from the user's vertebra centroids.
 Progress is reported as ``progress(stage, fraction, message)``; ``cancel()`` is polled between
 and inside stages and stops the run with :class:`~.errors.CancelledError`. Stage timings go into
 ``analysis.json``.
@@ -16,7 +17,7 @@ and inside stages and stops the run with :class:`~.errors.CancelledError`. Stage
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from VertebralFractureLib import models as model_registry
 from VertebralFractureLib.analysis import Analysis, VertebraResult
-from VertebralFractureLib.anatomy import is_vertebra_label, name_of
+from VertebralFractureLib.anatomy import cranio_caudal, is_vertebra_label, name_of
 from VertebralFractureLib.errors import CancelledError, InputError
 from VertebralFractureLib.models import Device
 from VertebralFractureLib.volume import Volume
@@ -202,6 +203,45 @@ class GivenSegmentation:
             kept_labels.append(label)
         kept = np.where(np.isin(arr, kept_labels), arr, 0).astype(np.uint8)
         context.labelmap = context.image.with_array(kept)
+
+
+class GivenCentroids:
+    """Start from vertebra centroids (label → LPS mm) placed by the user instead of localization.
+
+    Stage 2 segments around them; a centroid within the field of view's cranial or caudal margin
+    is flagged incomplete, as stage 1 does.
+    """
+
+    name = "given-centroids"
+    models: tuple[str, ...] = ()
+
+    def __init__(self, centroids_lps: Mapping[int, Sequence[float]]) -> None:
+        self.centroids_lps = {int(k): np.asarray(v, dtype=float) for k, v in centroids_lps.items()}
+
+    def run(self, context: Context) -> None:
+        from VertebralFractureLib.localize import is_complete
+
+        unknown = sorted(k for k in self.centroids_lps if not is_vertebra_label(k))
+        if unknown:
+            context.warnings.append(f"centroid labels {unknown} are not vertebrae (VerSe 1–25, 28) and were ignored")
+        labels = cranio_caudal(k for k in self.centroids_lps if is_vertebra_label(k))
+        if not labels:
+            raise InputError("no vertebra centroid given")
+        for label in labels:
+            pos = self.centroids_lps[label]
+            if pos.shape != (3,) or not np.all(np.isfinite(pos)):
+                raise InputError(f"{name_of(label)}: the centroid needs 3 finite LPS coordinates")
+            complete = is_complete(pos, context.image)
+            res = VertebraResult(label=label, centroid_lps_mm=tuple(float(c) for c in pos), complete=complete)
+            res.notes.append("centroid given, not localized")
+            if not complete:
+                res.notes.append("near the end of the field of view: probably cut, not graded")
+            context.vertebrae[label] = res
+
+
+def given_centroid_stages(centroids_lps: Mapping[int, Sequence[float]]) -> list[Stage]:
+    """Given centroids → segmentation → grading (stage 1 replaced by the user's points)."""
+    return [GivenCentroids(centroids_lps), *default_stages()[1:]]
 
 
 def _cranio_caudal_axis(volume: Volume) -> int:

@@ -122,6 +122,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="segment: stage-1 state_dict to use instead of the installed one")
     p.add_argument("--true-centroids", action="store_true",
                    help="segment: crop at the true centroids (stage 2 alone) instead of running stage 1")
+    p.add_argument("--centroid-jitter-mm", type=float, default=0.0, metavar="MM",
+                   help="segment, with --true-centroids: move each true centroid by a random 3D Gaussian offset "
+                        "of this SD per axis (seeded), to see how stage 2 copes with localization errors")
     p.add_argument("--output", type=Path, default=None, help="write the metrics and per-case results as JSON")
     p.add_argument("--threshold", type=float, nargs="*", default=None,
                    help="heatmap peak threshold(s) to evaluate (default: the model card's); grade: the "
@@ -183,6 +186,7 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
 def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
     """Stage 2 on held-out cases, from stage-1 centroids (default) or the true ones."""
 
+    from VertebralFractureLib.errors import InputError
     from VertebralFractureLib.io.readers import read_image, read_labelmap
     from VertebralFractureLib.io.verse import list_cases, read_centroids
     from VertebralFractureLib.localize import localize
@@ -192,7 +196,10 @@ def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
 
     device = select_device(args.device)
     card, net = network("segmentation", args.weights)
+    if args.centroid_jitter_mm < 0 or (args.centroid_jitter_mm > 0 and not args.true_centroids):
+        raise InputError("--centroid-jitter-mm needs --true-centroids and must not be negative")
     loc = None if args.true_centroids else network("localization", args.localization_weights)
+    jitter_rng = np.random.default_rng(0)
     rows, per_case = [], []
     cases = list_cases(args.data)
     for k, case in enumerate(cases):
@@ -202,6 +209,8 @@ def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
         t0 = time.perf_counter()
         if loc is None:
             cents = read_centroids(case.centroids, ct)
+            if args.centroid_jitter_mm > 0:
+                cents = {lab: c + jitter_rng.normal(0.0, args.centroid_jitter_mm, 3) for lab, c in sorted(cents.items())}
         else:
             threshold = args.threshold[0] if args.threshold else None
             cents = {c.label: c.position_lps for c in localize(ct, device=device, model=loc, threshold=threshold)}
@@ -216,6 +225,8 @@ def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
     progress.close()
     summary = summarize(rows)
     summary["centroids"] = "true" if args.true_centroids else "stage 1"
+    if args.centroid_jitter_mm > 0:
+        summary["centroids"] = f"true + N(0, {args.centroid_jitter_mm:g} mm) per axis"
     summary["segment_seconds_per_vertebra"] = float(sum(c["segment_s"] for c in per_case) / max(1, sum(c["vertebrae_segmented"] for c in per_case)))
     print(json.dumps(_json_safe(summary), indent=2))
     if args.output:

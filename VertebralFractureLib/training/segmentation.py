@@ -37,8 +37,10 @@ from VertebralFractureLib.training.common import (
 class SegmentationTraining:
     """Training settings (one place for the defaults)."""
 
-    spacing_mm: float = 1.75
-    patch_size: tuple[int, int, int] = (72, 72, 72)  # 126 mm cube, about the seed's 128 mm
+    spacing_mm: float = 1.25
+    # z, y, x: 90 mm along the spine (the vertebra and half of each neighbour, the caudally sloping
+    # thoracic spinous processes included), 120 mm across (the widest transverse processes)
+    patch_size: tuple[int, int, int] = (72, 96, 96)
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = 1
@@ -52,8 +54,9 @@ class SegmentationTraining:
     scale_range: tuple[float, float] = (0.9, 1.1)
     jitter_mm: float = 3.0
     fractured_share: float = 0.35
+    thick_slice_share: float = 0.3  # crops that simulate 2–5 mm axial slices (see thick_slices)
     seed: int = 0
-    validate_every: int = 250
+    validate_every: int = 500
     threads: int = 0
 
     def architecture(self) -> dict[str, Any]:
@@ -133,8 +136,30 @@ def sample(case: SegCase, label: int, cfg: SegmentationTraining, rng: np.random.
                                    mode="constant", cval=0)
     target = np.where(lab == label, 2 if label in case.fractured else 1, 0).astype(np.int64)
     if train:
+        if rng.random() < cfg.thick_slice_share:
+            img = thick_slices(img, rng.uniform(2.0, 5.0) / cfg.spacing_mm, rng.uniform())
         img = augment_intensity(img, rng)
     return img.astype(np.float32), target
+
+
+def thick_slices(img: np.ndarray, step: float, phase: float) -> np.ndarray:
+    """Simulate thick axial slices: average over ``step`` voxels along z (axis 0), keep one plane every
+    ``step`` voxels (offset ``phase`` × step) and interpolate linearly back onto every plane, as a
+    CT reconstructed at ``step`` × spacing and resampled onto the model grid looks."""
+    from scipy import ndimage
+
+    if step <= 1.0:
+        return img
+    n = img.shape[0]
+    smooth = ndimage.uniform_filter1d(img, size=max(1, int(round(step))), axis=0, mode="nearest")
+    planes = np.arange(phase * step, n - 1 + step, step)
+    planes = planes[planes <= n - 1] if (planes <= n - 1).sum() >= 2 else np.array([0.0, n - 1.0])
+    coarse = ndimage.map_coordinates(smooth, np.meshgrid(planes, *(np.arange(k) for k in img.shape[1:]), indexing="ij"),
+                                     order=1, mode="nearest")
+    pos = np.clip(np.interp(np.arange(n), planes, np.arange(len(planes))), 0, len(planes) - 1)
+    lo = np.minimum(np.floor(pos).astype(int), len(planes) - 2)
+    w = (pos - lo)[:, None, None]
+    return ((1 - w) * coarse[lo] + w * coarse[lo + 1]).astype(np.float32)
 
 
 def _draw(cases: list[SegCase], cfg: SegmentationTraining, rng: np.random.Generator) -> tuple[int, int]:

@@ -1,0 +1,96 @@
+"""Vertebra centroids given by the user, in place of stage 1 (``analyze --centroids``).
+
+Two formats are read:
+
+* a Slicer point list (``.mrk.json``), each point named after its vertebra ("T12", "L1", …), in
+  LPS or RAS — the ``centroids.mrk.json`` of an earlier analysis, corrected in Slicer, is one;
+* a VerSe centroid list (``_ctd.json``, voxel coordinates × spacing of the image it belongs to),
+  such as an analysis' ``centroids_ctd.json`` or the VerSe annotations.
+
+Both give label → LPS position (mm). Nothing in the file is executed; names are looked up in the
+VerSe label table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from VertebralFractureLib.anatomy import is_vertebra_label, vertebra
+from VertebralFractureLib.volume import Volume
+
+
+def read_centroid_file(path: str | Path, reference: Volume) -> dict[int, np.ndarray]:
+    """Label → LPS centroid (mm) from a ``.mrk.json`` point list or a VerSe ``_ctd.json``.
+
+    Args:
+        path: the file.
+        reference: the CT the centroids belong to (needed for VerSe voxel coordinates, and to
+            check that every point lies inside it).
+
+    Raises:
+        ValueError: unreadable file, unknown or repeated vertebra name, non-finite coordinates, a
+            point outside the image, or no point at all.
+    """
+    p = Path(path)
+    if p.name.lower().endswith(".mrk.json"):
+        out = read_markups_centroids(p)
+    else:
+        from VertebralFractureLib.io.verse import read_centroids
+
+        out = read_centroids(p, reference)
+    if not out:
+        raise ValueError(f"{p.name}: no centroid in the file")
+    shape = np.array(reference.shape_xyz)
+    for label, lps in out.items():
+        ijk = reference.lps_to_index(np.asarray(lps, dtype=float))
+        if not (np.all(ijk >= -0.5) and np.all(ijk <= shape - 0.5)):
+            what = vertebra(label).name if is_vertebra_label(label) else f"label {label}"
+            raise ValueError(f"{p.name}: the centroid of {what} "
+                             f"({', '.join(f'{c:.1f}' for c in lps)} mm LPS) lies outside the image")
+    return out
+
+
+def read_markups_centroids(path: str | Path) -> dict[int, np.ndarray]:
+    """Label → LPS centroid from a Slicer point list whose point labels are vertebra names.
+
+    Points whose position is not "defined" (placed) are skipped.
+
+    Raises:
+        ValueError: as :func:`read_centroid_file`.
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        markups = doc["markups"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"cannot read {p.name} as a Slicer point list: {err}") from err
+    if not isinstance(markups, list):
+        raise ValueError(f"{p.name}: 'markups' is not a list")
+    out: dict[int, np.ndarray] = {}
+    for markup in markups:
+        system = str(markup.get("coordinateSystem", "LPS")).upper()
+        if system not in ("LPS", "RAS"):
+            raise ValueError(f"{p.name}: unknown coordinate system {system!r}")
+        for k, point in enumerate(markup.get("controlPoints") or []):
+            if point.get("positionStatus", "defined") != "defined":
+                continue
+            name = str(point.get("label", "")).strip()
+            try:
+                label = vertebra(name).label
+            except (KeyError, ValueError) as err:
+                raise ValueError(f"{p.name}: point {k + 1} is named {name!r}, not a vertebra (C1 … L6, T13)") from err
+            try:
+                xyz = np.array(point["position"], dtype=float)
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{p.name}: point {name} has no position") from err
+            if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
+                raise ValueError(f"{p.name}: point {name} needs 3 finite coordinates, got {point.get('position')!r}")
+            if system == "RAS":
+                xyz = xyz * np.array([-1.0, -1.0, 1.0])
+            if label in out:
+                raise ValueError(f"{p.name}: {name} is given twice")
+            out[label] = xyz
+    return out
