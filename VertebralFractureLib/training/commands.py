@@ -385,6 +385,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=3, help="timed runs after one warm-up")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--centroids", type=Path, default=None, metavar="FILE",
+                   help="with --stages all: given centroids (.mrk.json or _ctd.json) in place of stage 1")
 
 
 def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
@@ -393,17 +395,28 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
 
     import torch
 
+    from VertebralFractureLib.errors import InputError
     from VertebralFractureLib.io.readers import read_image
     from VertebralFractureLib.localize import localize
     from VertebralFractureLib.models import select_device
-    from VertebralFractureLib.pipeline import AnalysisConfig, analyze
+    from VertebralFractureLib.pipeline import AnalysisConfig, analyze, given_centroid_stages
 
+    if args.centroids is not None and args.stages != "all":
+        raise InputError("--centroids needs --stages all")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     t0 = time.perf_counter()
     image = read_image(args.input).volume
     read_s = time.perf_counter() - t0
+    stages = None
+    if args.centroids is not None:
+        from VertebralFractureLib.io.centroids import read_centroid_file
+
+        try:
+            stages = given_centroid_stages(read_centroid_file(args.centroids, image))
+        except ValueError as err:
+            raise InputError(str(err)) from err
     times, stage_times = [], []
     for _ in range(args.repeat + 1):
         t0 = time.perf_counter()
@@ -411,7 +424,7 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
             found = localize(image, device=device)
             n = len(found)
         else:
-            analysis = analyze(image, AnalysisConfig(device=args.device))
+            analysis = analyze(image, AnalysisConfig(device=args.device), stages=stages)
             n = len(analysis.vertebrae)
             stage_times.append(analysis.timings_s)
         times.append(time.perf_counter() - t0)
@@ -422,6 +435,8 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
         "read_s": round(read_s, 2), "warmup_s": round(times[0], 2), "median_s": round(float(np.median(times[1:])), 2),
         "runs_s": [round(t, 2) for t in times[1:]], "vertebrae": n, "peak_rss_mb": round(peak_mb),
     }
+    if args.centroids is not None:
+        report["centroids"] = f"given ({args.centroids.name})"
     if stage_times:
         report["stage_median_s"] = {k: round(float(np.median([t[k] for t in stage_times[1:]])), 2) for k in stage_times[0]}
         if "segment" in report["stage_median_s"] and n:
