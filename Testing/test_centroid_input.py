@@ -71,3 +71,14 @@ def test_given_centroids_stage_flags_the_field_of_view_ends_and_ignores_non_vert
     assert by[20].complete and not by[21].complete
     assert any("not vertebrae" in w for w in analysis.warnings)
     assert "centroid given, not localized" in by[20].notes
+
+
+def test_analyze_refuses_a_bad_centroid_file_before_any_work(tmp_path):
+    from VertebralFractureLib import cli
+    from VertebralFractureLib.io.readers import write_volume
+
+    write_volume(_ct(), tmp_path / "ct.nii.gz")
+    write_markups_json(tmp_path / "p.mrk.json", [("Sacrum", (0, 0, 0))], "Vertebra centroids")
+    code = cli.main(["analyze", str(tmp_path / "ct.nii.gz"), "--centroids", str(tmp_path / "p.mrk.json"),
+                     "-o", str(tmp_path / "out"), "--progress", "none"])
+    assert code == cli.EXIT_INPUT and not (tmp_path / "out").exists()

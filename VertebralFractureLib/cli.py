@@ -148,11 +148,7 @@ def cmd_analyze(args: argparse.Namespace, progress: Progress) -> int:
         from VertebralFractureLib.io.centroids import read_centroid_file
         from VertebralFractureLib.pipeline import given_centroid_stages
 
-        try:
-            centroids = read_centroid_file(args.centroids, image.volume)
-        except ValueError as err:
-            raise InputError(str(err)) from err
-        stages = given_centroid_stages(centroids)
+        stages = given_centroid_stages(read_centroid_file(args.centroids, image.volume))
     _run_and_write(image, stages, args, progress)
     return EXIT_OK
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from VertebralFractureLib.anatomy import is_vertebra_label, vertebra
+from VertebralFractureLib.errors import InputError
 from VertebralFractureLib.volume import Volume
 
 
@@ -31,24 +32,27 @@ def read_centroid_file(path: str | Path, reference: Volume) -> dict[int, np.ndar
             check that every point lies inside it).
 
     Raises:
-        ValueError: unreadable file, unknown or repeated vertebra name, non-finite coordinates, a
+        InputError: unreadable file, unknown or repeated vertebra name, non-finite coordinates, a
             point outside the image, or no point at all.
     """
     p = Path(path)
-    if p.name.lower().endswith(".mrk.json"):
-        out = read_markups_centroids(p)
-    else:
-        from VertebralFractureLib.io.verse import read_centroids
+    try:
+        if p.name.lower().endswith(".mrk.json"):
+            out = read_markups_centroids(p)
+        else:
+            from VertebralFractureLib.io.verse import read_centroids
 
-        out = read_centroids(p, reference)
+            out = read_centroids(p, reference)
+    except ValueError as err:
+        raise InputError(str(err)) from err
     if not out:
-        raise ValueError(f"{p.name}: no centroid in the file")
+        raise InputError(f"{p.name}: no centroid in the file")
     shape = np.array(reference.shape_xyz)
     for label, lps in out.items():
         ijk = reference.lps_to_index(np.asarray(lps, dtype=float))
         if not (np.all(ijk >= -0.5) and np.all(ijk <= shape - 0.5)):
             what = vertebra(label).name if is_vertebra_label(label) else f"label {label}"
-            raise ValueError(f"{p.name}: the centroid of {what} "
+            raise InputError(f"{p.name}: the centroid of {what} "
                              f"({', '.join(f'{c:.1f}' for c in lps)} mm LPS) lies outside the image")
     return out
 
@@ -59,7 +63,7 @@ def read_markups_centroids(path: str | Path) -> dict[int, np.ndarray]:
     Points whose position is not "defined" (placed) are skipped.
 
     Raises:
-        ValueError: as :func:`read_centroid_file`.
+        ValueError: unreadable file, unknown or repeated vertebra name, non-finite coordinates.
     """
     p = Path(path)
     try:

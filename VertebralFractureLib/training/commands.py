@@ -413,10 +413,7 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
     if args.centroids is not None:
         from VertebralFractureLib.io.centroids import read_centroid_file
 
-        try:
-            stages = given_centroid_stages(read_centroid_file(args.centroids, image))
-        except ValueError as err:
-            raise InputError(str(err)) from err
+        stages = given_centroid_stages(read_centroid_file(args.centroids, image))
     times, stage_times = [], []
     for _ in range(args.repeat + 1):
         t0 = time.perf_counter()
