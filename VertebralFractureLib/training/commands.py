@@ -224,9 +224,8 @@ def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
         progress("evaluate", (k + 1) / len(cases), case.subject)
     progress.close()
     summary = summarize(rows)
-    summary["centroids"] = "true" if args.true_centroids else "stage 1"
-    if args.centroid_jitter_mm > 0:
-        summary["centroids"] = f"true + N(0, {args.centroid_jitter_mm:g} mm) per axis"
+    summary["centroids"] = ("stage 1" if not args.true_centroids else "true" if not args.centroid_jitter_mm
+                            else f"true + N(0, {args.centroid_jitter_mm:g} mm) per axis")
     summary["segment_seconds_per_vertebra"] = float(sum(c["segment_s"] for c in per_case) / max(1, sum(c["vertebrae_segmented"] for c in per_case)))
     print(json.dumps(_json_safe(summary), indent=2))
     if args.output:

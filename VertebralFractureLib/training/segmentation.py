@@ -152,8 +152,10 @@ def thick_slices(img: np.ndarray, step: float, phase: float) -> np.ndarray:
         return img
     n = img.shape[0]
     smooth = ndimage.uniform_filter1d(img, size=max(1, int(round(step))), axis=0, mode="nearest")
-    planes = np.arange(phase * step, n - 1 + step, step)
-    planes = planes[planes <= n - 1] if (planes <= n - 1).sum() >= 2 else np.array([0.0, n - 1.0])
+    planes = np.arange(phase * step, n, step)
+    planes = planes[planes <= n - 1]
+    if len(planes) < 2:  # a crop thinner than two slices: the average is all that is left
+        return smooth
     coarse = ndimage.map_coordinates(smooth, np.meshgrid(planes, *(np.arange(k) for k in img.shape[1:]), indexing="ij"),
                                      order=1, mode="nearest")
     pos = np.clip(np.interp(np.arange(n), planes, np.arange(len(planes))), 0, len(planes) - 1)
