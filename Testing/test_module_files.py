@@ -1,5 +1,6 @@
 """The Slicer module's files without a Slicer application: .ui ↔ module, CMake install lists,
-requirements, icons, and the module's background-run logic with a real subprocess.
+requirements, icons, and the module's run handle over the library's process runner with a real
+subprocess (the runner itself is tested in ``test_process.py``).
 
 The module imports ``qt`` and Slicer's Python packages, which only exist inside Slicer; the tests
 that run module code load it with small stand-ins for those (``module`` fixture), while the MRML
@@ -115,7 +116,8 @@ def test_module_and_library_bridge_lint_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed")
-    files = [MODULE_FILE, LIBRARY / "slicer_scene.py", Path(__file__), REPO / "Testing" / "test_slicer_scene.py"]
+    files = [MODULE_FILE, LIBRARY / "slicer_scene.py", LIBRARY / "process.py", Path(__file__),
+             REPO / "Testing" / "test_slicer_scene.py", REPO / "Testing" / "test_process.py"]
     result = subprocess.run([ruff, "check", "--no-cache", *map(str, files)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -288,36 +290,34 @@ def _run_script(module, script: str, stages=None):
     return run, progress
 
 
-def test_background_run_turns_json_lines_into_progress(module, tmp_path):
+def test_module_run_handle_follows_the_library_runner(module, tmp_path):
+    """The module's run handle: progress and outcome come from VertebralFractureLib.process."""
     run, progress = _run_script(module, f"""
-        import json, sys
-        for stage, fraction in [("read", 0.0), ("read", 1.0), ("localize", 0.5), ("segment", 0.25),
-                                ("grade", 1.0), ("write", 0.5)]:
-            print(json.dumps({{"stage": stage, "fraction": fraction, "message": stage + " step"}}), flush=True)
-        print("a log line that is not JSON", flush=True)
+        import json
+        for stage, fraction in [("read", 1.0), ("given-centroids", 1.0), ("segment", 0.5)]:
+            print(json.dumps({{"stage": stage, "fraction": fraction, "message": stage}}), flush=True)
         print(json.dumps({{"stage": "done", "fraction": 1.0, "message": "ok", "output": {str(tmp_path)!r}}}), flush=True)
-    """)
+    """, stages=module.STAGE_ORDER_CENTROIDS)
     finished = []
     run.finishedCallback = finished.append
     run.start()
     run.waitForCompletion()
     assert finished == [run] and run.returnCode == 0 and run.error is None and not run.isRunning()
-    assert run.outputFolder == str(tmp_path)
+    assert run.outputFolder == str(tmp_path) and run.elapsedSeconds() > 0
     fractions = [f for f, _, _ in progress]
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert fractions[0] == 0.0 and 0.0 < fractions[1] < 0.05  # read is a small share of the bar
-    weights = module.STAGE_WEIGHTS
-    total = sum(weights[s] for s in module.STAGE_ORDER[module.STAGES_FULL])
-    assert fractions[2] == pytest.approx((weights["read"] + 0.5 * weights["localize"]) / total)
-    assert progress[2][1:] == ("localize", "localize step")
-    assert "a log line that is not JSON" in run.logTail
+    # no localization in a centroid run: half the segmentation is about a third of the bar
+    assert len(fractions) == 4 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert fractions[1] < 0.1 and 0.25 < fractions[2] < 0.45
+    with pytest.raises(RuntimeError, match="not finished"):
+        run.result()  # finished, but nothing was loaded into a scene
+    run.setResult("the scene nodes")
+    assert run.result() == "the scene nodes"
 
 
-def test_background_run_reports_the_error_line(module):
+def test_module_run_handle_raises_the_error_line(module):
     run, _ = _run_script(module, """
         import json, sys
         print(json.dumps({"stage": "error", "fraction": 1.0, "message": "model not available: localization"}), flush=True)
-        print("vertebral-fracture: error: model not available: localization", file=sys.stderr)
         sys.exit(4)
     """)
     run.start()
@@ -327,54 +327,28 @@ def test_background_run_reports_the_error_line(module):
         run.result()
 
 
-def test_background_run_crash_without_json_names_exit_code_and_output(module):
-    run, _ = _run_script(module, "import sys; print('Traceback: something broke', file=sys.stderr); sys.exit(3)")
+def test_module_run_handle_cancels(module):
+    run, _ = _run_script(module, "import time; print('started', flush=True); time.sleep(120)")
     run.start()
-    run.waitForCompletion()
-    assert run.error is not None and "3" in run.error and "something broke" in run.error
-
-
-@pytest.mark.skipif(os.name == "nt", reason="process-group check written for POSIX")
-def test_cancel_kills_the_whole_process_tree(module, tmp_path):
-    """The launcher (PythonSlicer) starts the real Python as a child: cancel must stop both."""
-    pid_file = tmp_path / "child.pid"
-    run, _ = _run_script(module, f"""
-        import json, subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-        open({str(pid_file)!r}, "w").write(str(child.pid))
-        print(json.dumps({{"stage": "localize", "fraction": 0.1, "message": "working"}}), flush=True)
-        time.sleep(120)
-    """)
-    run.start()
-    deadline = time.time() + 20
-    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
-        time.sleep(0.05)
-    child = int(pid_file.read_text())
-    assert run.isRunning() and _alive(child)
     t0 = time.time()
     run.cancel()
     run.waitForCompletion()
-    assert time.time() - t0 < 10
-    assert run.cancelled and not run.isRunning() and run.returnCode != 0
-    deadline = time.time() + 5
-    while _alive(child) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child), "the child process survived Cancel"
-    assert not _alive(run.process.pid)
+    assert time.time() - t0 < 10 and run.cancelled and not run.isRunning()
     with pytest.raises(RuntimeError, match="cancelled"):
         run.result()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (FileNotFoundError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+def test_module_leaves_processes_to_the_library():
+    """Starting, reading and killing processes is the library's (VertebralFractureLib.process)."""
+    tree = ast.parse(_module_source())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"subprocess", "threading", "queue", "signal", "psutil"}, imported
+    assert '_library("process")' in _module_source()
 
 
 def test_logic_builds_a_command_the_cli_accepts(module, monkeypatch, tmp_path):
@@ -390,6 +364,12 @@ def test_logic_builds_a_command_the_cli_accepts(module, monkeypatch, tmp_path):
 
     args = build_parser().parse_args(logic.buildCommand(ct, out, "CPU", segmentationFile=seg)[3:])
     assert (args.command, args.segmentation, args.device) == ("grade", seg, "cpu")
+
+    points = tmp_path / "centroids.mrk.json"
+    args = build_parser().parse_args(logic.buildCommand(ct, out, "CPU", centroidsFile=points)[3:])
+    assert (args.command, args.input, args.centroids, args.output) == ("analyze", ct, points, out)
+    with pytest.raises(ValueError, match="not both"):
+        logic.buildCommand(ct, out, "CPU", segmentationFile=seg, centroidsFile=points)
 
     with pytest.raises(ValueError, match="device"):
         logic.buildCommand(ct, out, "TPU")
@@ -442,10 +422,23 @@ def test_sample_truth_reader_reads_synthspine_truth(module, tmp_path, monkeypatc
 
 def test_module_constants_match_the_library(module):
     from VertebralFractureLib import slicer_scene
-    from VertebralFractureLib.pipeline import AnalysisConfig
+    from VertebralFractureLib.pipeline import (
+        AnalysisConfig,
+        GivenCentroids,
+        GivenSegmentation,
+        default_stages,
+    )
+    from VertebralFractureLib.process import STAGE_WEIGHTS
 
     assert module.SOURCE_ATTRIBUTE == slicer_scene.SOURCE_ATTRIBUTE
     assert module.INPUT_REFERENCE_ROLE == slicer_scene.INPUT_REFERENCE_ROLE
+    assert module.ACCURACY_ATTRIBUTE == slicer_scene.ACCURACY_ATTRIBUTE
+    assert module.NAMING_ATTRIBUTE == slicer_scene.NAMING_ATTRIBUTE
+    # the progress bar knows every stage a run goes through, named as the pipeline names them
+    pipeline_stages = {s.name for s in default_stages()} | {GivenCentroids.name, GivenSegmentation.name}
+    for order in [*module.STAGE_ORDER.values(), module.STAGE_ORDER_CENTROIDS]:
+        assert set(order) <= set(STAGE_WEIGHTS) and set(order) - {"read", "write"} <= pipeline_stages, order
+    assert module.STAGE_ORDER_CENTROIDS[1] == GivenCentroids.name
     assert module.DEFAULT_FRACTURE_THRESHOLD == AnalysisConfig().fracture_threshold
     assert set(module.DEVICES.values()) == {"auto", "cpu", "cuda"}
 

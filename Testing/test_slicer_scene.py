@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -357,3 +358,226 @@ def test_segments_follow_anatomical_order_with_t13(mrml):
     assert [(s.GetName(), s.GetLabelValue()) for s in segments] == [("T12", 19), ("T13", 28), ("L1", 20)]
     assert np.allclose(segments[1].GetColor(), FRACTURED_COLOR)
     assert list(_points(mrml.scene.GetNodeByID(nodes.centroids))) == ["T12", "T13", "L1"]
+
+
+# ---------------------------------------------------------------------------------------- naming, status, accuracy
+def _honest_analysis():
+    """T12 and L1 named without a landmark, L2 anchored at the sacrum and not assessable."""
+    analysis = make_analysis(labels=(19, 20, 21), fractured=(20,))
+    for v, anchor, confidence in zip(analysis.vertebrae, (None, None, "sacrum"), (0.55, 0.6, 0.97)):
+        v.naming = {"anchor": anchor, "confidence": confidence}
+    l2 = analysis.vertebra("L2")
+    l2.status, l2.status_reason, l2.genant = "not assessable", "keypoints off the endplates", None
+    analysis.warnings = ["L3 is cut by the field of view",
+                         "accuracy: on real CT the level names were right in 4 of 5 scans",
+                         "ACCURACY: fracture calls were checked on synthetic scans only."]
+    return analysis
+
+
+def test_table_shows_naming_anchor_and_why_a_vertebra_is_not_assessable(mrml, tmp_path):
+    from VertebralFractureLib.analysis import Analysis
+
+    written = _honest_analysis()
+    written.to_json(tmp_path / ss.ANALYSIS_FILE)
+    analysis = Analysis.from_json(tmp_path / ss.ANALYSIS_FILE)  # as the module reads it
+    analysis.labelmap = written.labelmap
+    volume = ss.add_volume_node(mrml.scene, written.image, "CT")
+    nodes = ss.add_analysis_to_scene(mrml.scene, analysis, volume)
+    table = mrml.scene.GetNodeByID(nodes.table)
+    _, rows = _table(table)
+    assert [(r["Vertebra"], r["Name anchor"]) for r in rows] == [
+        ("T12", "not anchored"), ("L1", "not anchored"), ("L2", "sacrum")]
+    assert float(rows[2]["Name confidence"]) == pytest.approx(0.97)
+    assert [(r["Status"], r["Status reason"]) for r in rows] == [
+        ("normal", ""), ("fractured", ""), ("not assessable", "keypoints off the endplates")]
+    assert rows[2]["Genant grade"] == ""  # no call, no grade
+
+    # a not-assessable vertebra is neither fracture red nor normal white, in 2D/3D and its height lines
+    colors = {s.GetName(): s.GetColor() for s in _segments(mrml.scene.GetNodeByID(nodes.segmentation))}
+    assert np.allclose(colors["L2"], ss.NOT_ASSESSABLE_COLOR)
+    for other in (FRACTURED_COLOR, NORMAL_COLOR):
+        assert np.linalg.norm(np.subtract(colors["L2"], other)) > 0.3
+    lines = {mrml.scene.GetNodeByID(i).GetName(): mrml.scene.GetNodeByID(i) for i in nodes.height_lines}
+    assert lines["L2 Ha"].GetDisplayNode().GetSelectedColor() == pytest.approx(ss.NOT_ASSESSABLE_COLOR)
+    assert lines["T12 Ha"].GetDisplayNode().GetSelectedColor() == pytest.approx(ss.NORMAL_LINE_COLOR)
+
+    # what the panel shows: the accuracy sentences and the naming caveat, kept on the table node
+    assert table.GetAttribute(ss.ACCURACY_ATTRIBUTE) == (
+        "On real CT the level names were right in 4 of 5 scans. Fracture calls were checked on synthetic scans only.")
+    assert table.GetAttribute(ss.NAMING_ATTRIBUTE) == (
+        "The level names of T12–L1 are not anchored to a landmark (C2, first or last rib, sacrum) "
+        "and may be off by one or more levels.")
+    assert ss.other_warnings(analysis.warnings) == ["L3 is cut by the field of view"]
+
+
+def test_notes_are_empty_when_there_is_nothing_to_say(mrml):
+    analysis = make_analysis()  # no naming information, no accuracy line
+    nodes = ss.add_analysis_to_scene(mrml.scene, analysis, name_prefix="plain", closed_surface=False)
+    table = mrml.scene.GetNodeByID(nodes.table)
+    assert table.GetAttribute(ss.ACCURACY_ATTRIBUTE) == "" and table.GetAttribute(ss.NAMING_ATTRIBUTE) == ""
+    _, rows = _table(table)
+    assert {r["Name anchor"] for r in rows} == {""} and {r["Status reason"] for r in rows} == {""}
+    for v in analysis.vertebrae:
+        v.naming = {"anchor": "last rib" if v.name == "T12" else "given", "confidence": 1.0}
+    assert ss.naming_note(analysis) is None
+    analysis.vertebra("L1").naming = {"anchor": None, "confidence": 0.4}
+    assert ss.naming_note(analysis) == ("The level name of L1 is not anchored to a landmark "
+                                        "(C2, first or last rib, sacrum) and may be off by one or more levels.")
+    analysis.vertebra("T12").naming = {"anchor": None, "confidence": 0.4}  # not neighbours: T12, L2
+    analysis.vertebra("L1").naming = {"anchor": "last rib", "confidence": 0.9}
+    analysis.vertebra("L2").naming = {"anchor": None, "confidence": 0.4}
+    assert ss.naming_note(analysis).startswith("The level names of T12, L2 are not anchored")
+    assert ss.accuracy_note(["accuracy:", "something else"]) is None
+
+
+# ---------------------------------------------------------------------------------------- correcting the centroids
+@pytest.mark.parametrize("names, step, expected", [
+    (["T12", "L1", "L2"], -1, ["T11", "T12", "L1"]),
+    (["T12", "L1", "L2"], +1, ["L1", "L2", "L3"]),
+    (["T12", "T13", "L1"], +1, ["T13", "L1", "L2"]),  # a thirteenth thoracic vertebra stays in the count
+    (["T12", "T13", "L1"], -1, ["T11", "T12", "T13"]),
+    (["T13"], +1, ["L1"]),
+    (["C7", "T1"], +1, ["T1", "T2"]),
+    (["T1"], -1, ["C7"]),
+    (["L4", "L5"], +1, ["L5", "L6"]),  # a sixth lumbar vertebra
+    ([" l1", "t12 "], -1, ["T12", "T11"]),  # any order, case and spaces
+    ([], +1, []),
+])
+def test_shift_vertebra_names(names, step, expected):
+    assert ss.shift_vertebra_names(names, step) == expected
+
+
+def test_shift_vertebra_names_there_and_back_on_every_level():
+    levels = ss.vertebra_levels()
+    assert levels[:2] == ["C1", "C2"] and levels[-2:] == ["L5", "L6"] and "T13" not in levels and len(levels) == 25
+    assert ss.vertebra_levels(include_t13=True).index("T13") == levels.index("T12") + 1
+    middle = levels[1:-1]
+    assert ss.shift_vertebra_names(ss.shift_vertebra_names(middle, +1), -1) == middle
+    assert ss.shift_vertebra_names(middle, +1) == levels[2:]
+
+
+@pytest.mark.parametrize("names, step, message", [
+    (["C1", "C2"], -1, "C1 is the first vertebra: the names cannot move one level up"),
+    (["L5", "L6"], +1, "L6 is the last vertebra"),
+    (["L1", "CT centroids-4"], +1, "point 2 is named 'CT centroids-4', not after a vertebra"),
+    (["L1"], 2, "step must be -1"),
+    (["L1"], 0, "step must be -1"),
+])
+def test_shift_vertebra_names_refuses(names, step, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ss.shift_vertebra_names(names, step)
+
+
+def _analysis_in_scene(mrml, labels=(19, 20, 21), transform_x=0.0):
+    analysis = make_analysis(labels=labels, fractured=(20,))
+    volume = ss.add_volume_node(mrml.scene, analysis.image, "CT")
+    if transform_x:
+        transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+        m = vtk.vtkMatrix4x4()
+        m.SetElement(0, 3, transform_x)
+        transform.SetMatrixTransformToParent(m)
+        volume.SetAndObserveTransformNodeID(transform.GetID())
+    nodes = ss.add_analysis_to_scene(mrml.scene, analysis, volume, closed_surface=False)
+    return analysis, volume, nodes, mrml.scene.GetNodeByID(nodes.centroids)
+
+
+def test_shift_point_list_names_renames_every_point_or_none(mrml):
+    analysis, _, nodes, centroids = _analysis_in_scene(mrml)
+    positions = _points(centroids)
+    assert ss.shift_point_list_names(centroids, -1) == ["T11", "T12", "L1"]
+    assert [centroids.GetNthControlPointLabel(i) for i in range(3)] == ["T11", "T12", "L1"]
+    # the points stay where they are: only the names move
+    assert [tuple(p) for p in _points(centroids).values()] == [tuple(p) for p in positions.values()]
+    # the table keeps the analysis' names until the analysis is run again
+    _, rows = _table(mrml.scene.GetNodeByID(nodes.table))
+    assert [r["Vertebra"] for r in rows] == ["T12", "L1", "L2"]
+
+    centroids.SetNthControlPointLabel(0, "C1")
+    with pytest.raises(ValueError, match=r"CT centroids: C1 is the first vertebra"):
+        ss.shift_point_list_names(centroids, -1)
+    assert [centroids.GetNthControlPointLabel(i) for i in range(3)] == ["C1", "T12", "L1"]  # unchanged
+
+
+def test_corrected_point_list_becomes_the_centroid_file_analyze_reads(mrml, tmp_path):
+    """Drag and rename points in Slicer, write the file: the CLI's reader and Slicer's both read it back."""
+    from VertebralFractureLib.io.centroids import read_centroid_file
+
+    analysis, volume, _, centroids = _analysis_in_scene(mrml, transform_x=10.0)
+    assert not centroids.GetLocked()  # the reader can drag the points
+    assert centroids.GetTransformNodeID() == volume.GetTransformNodeID()
+    moved = np.array(centroids.GetNthControlPointPosition(1)) + [4.0, -3.0, 2.0]  # L1 dragged (RAS)
+    centroids.SetNthControlPointPosition(1, *moved)
+    centroids.SetNthControlPointLabel(2, "l3")  # L2 renamed, lower case
+    extra = centroids.AddControlPoint(vtk.vtkVector3d(0.0, 0.0, 0.0), "L5")
+    centroids.UnsetNthControlPointPosition(extra)  # started but not placed: left out
+
+    path = ss.write_point_list_centroids(centroids, tmp_path / "centroids.mrk.json")
+    got = read_centroid_file(path, analysis.image)  # exactly what analyze --centroids reads
+    assert sorted(got) == [19, 20, 22]
+    assert np.allclose(got[19], analysis.vertebra("T12").centroid_lps_mm, atol=1e-5)
+    assert np.allclose(got[20], lps_to_ras(moved), atol=1e-5)  # LPS of the dragged position
+    assert np.allclose(got[22], analysis.vertebra("L2").centroid_lps_mm, atol=1e-5)
+
+    # Slicer reads the file back as a point list with the same labels and positions
+    back = mrml.read_node("vtkMRMLMarkupsFiducialNode", path)
+    assert list(_points(back)) == ["T12", "L1", "L3"]
+    assert np.allclose(_points(back)["L1"], moved, atol=1e-5)
+
+    # a point list taken out of the volume's transform: its world positions are mapped into the
+    # volume's own frame, so the file still matches the image the analysis reads
+    centroids.SetAndObserveTransformNodeID(None)
+    shifted = ss.point_list_centroids(centroids, volume)
+    assert np.allclose(shifted[0][1], np.add(analysis.vertebra("T12").centroid_lps_mm, [10.0, 0.0, 0.0]), atol=1e-5)
+
+
+def test_centroid_file_refuses_what_analyze_would_refuse(mrml, tmp_path):
+    _, _, _, centroids = _analysis_in_scene(mrml)
+    centroids.SetNthControlPointLabel(1, "Liver")
+    with pytest.raises(ValueError, match=r"CT centroids: point 2 is named 'Liver', not after a vertebra"):
+        ss.write_point_list_centroids(centroids, tmp_path / "c.mrk.json")
+    centroids.SetNthControlPointLabel(1, "t12")
+    with pytest.raises(ValueError, match=r"T12 is named twice \(points 1 and 2\)"):
+        ss.write_point_list_centroids(centroids, tmp_path / "c.mrk.json")
+    assert not (tmp_path / "c.mrk.json").exists()
+    with pytest.raises(ValueError, match="no placed point"):
+        ss.write_centroid_file(tmp_path / "c.mrk.json", [])
+    with pytest.raises(ValueError, match=r"\.mrk\.json"):
+        ss.write_centroid_file(tmp_path / "c.json", [("L1", (0.0, 0.0, 0.0))])
+    with pytest.raises(ValueError, match="3 finite coordinates"):
+        ss.write_centroid_file(tmp_path / "c.mrk.json", [("L1", (0.0, float("nan"), 0.0))])
+
+
+def test_rerun_from_corrected_centroids_updates_the_nodes_in_place(mrml, tmp_path):
+    """Shift the names one level down, drag a point, run again from the file: same nodes, new content."""
+    from VertebralFractureLib.io.centroids import read_centroid_file
+
+    analysis, volume, first, centroids = _analysis_in_scene(mrml)
+    before = _node_counts(mrml.scene)
+    ss.shift_point_list_names(centroids, +1)  # T12, L1, L2 were really L1, L2, L3
+    dragged = np.array(centroids.GetNthControlPointPosition(0)) + [0.0, 0.0, -1.5]
+    centroids.SetNthControlPointPosition(0, *dragged)
+    given = read_centroid_file(ss.write_point_list_centroids(centroids, tmp_path / "c.mrk.json"), analysis.image)
+
+    # the analysis run from the file: the same bodies, now named L1–L3, segmented around the given points
+    rerun = make_analysis(labels=(20, 21, 22), fractured=(21,))
+    assert rerun.image.same_geometry(analysis.image)
+    for v in rerun.vertebrae:
+        v.centroid_lps_mm = tuple(given[v.label])
+        v.naming = {"anchor": "given", "confidence": 1.0}
+    out = tmp_path / "rerun"
+    out.mkdir()
+    rerun.to_json(out / ss.ANALYSIS_FILE)
+    write_volume(rerun.labelmap, out / ss.LABELMAP_FILE)
+    loaded = ss.load_analysis(out, reference=ss.volume_from_node(volume, copy_array=False))
+    second = ss.add_analysis_to_scene(mrml.scene, loaded, volume, closed_surface=False, source=str(out))
+
+    assert _node_counts(mrml.scene) == before  # nothing added, nothing left behind
+    assert (second.segmentation, second.centroids, second.keypoints, second.table) == (
+        first.segmentation, first.centroids, first.keypoints, first.table)
+    assert [s.GetName() for s in _segments(mrml.scene.GetNodeByID(second.segmentation))] == ["L1", "L2", "L3"]
+    points = _points(centroids)
+    assert list(points) == ["L1", "L2", "L3"] and np.allclose(points["L1"], dragged, atol=1e-4)
+    _, rows = _table(mrml.scene.GetNodeByID(second.table))
+    assert [(r["Vertebra"], r["Status"], r["Name anchor"]) for r in rows] == [
+        ("L1", "normal", "given"), ("L2", "fractured", "given"), ("L3", "normal", "given")]
+    assert mrml.scene.GetNodeByID(second.table).GetAttribute(ss.SOURCE_ATTRIBUTE) == str(out)

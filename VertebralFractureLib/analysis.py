@@ -23,7 +23,9 @@ SCHEMA_VERSION = "1.0"
 #: Keypoint names on the mid-sagittal plane: anterior/middle/posterior × superior/inferior endplate.
 KEYPOINT_NAMES: tuple[str, ...] = ("A_sup", "A_inf", "M_sup", "M_inf", "P_sup", "P_inf")
 HEIGHT_NAMES: tuple[str, ...] = ("anterior", "middle", "posterior")
-STATUSES: tuple[str, ...] = ("normal", "fractured")
+STATUSES: tuple[str, ...] = ("normal", "fractured", "not assessable")
+#: Anatomical landmarks that fix the level names (``naming.anchor``); None: names not anchored.
+NAMING_ANCHORS: tuple[str, ...] = ("C2", "first rib", "last rib", "sacrum", "given")
 
 
 @dataclass
@@ -72,6 +74,14 @@ class VertebraResult:
     ``genant``, a vertebra that is not graded because it is cut by the field of view).
     ``radiomics_fracture_probability`` is the optional radiomics classifier's second opinion
     (``--radiomics``, :mod:`.radiomics`); it never changes ``status``.
+
+    ``status`` is "not assessable" (with ``status_reason``, and no grade) when the evidence for a
+    call is weak: an implausible mask, keypoints off the endplates, heights that contradict the
+    neighbours'. ``naming`` says what fixed the level name: ``{"anchor": "last rib" | "first rib" |
+    "sacrum" | "C2" | "given" | None, "confidence": 0–1}``; anchor None means the names were
+    counted from the network's appearance alone and may be off by one or more levels.
+    ``fracture_probability_spread`` is the range of the fracture probability over the test-time
+    flips and centroid shifts (how stable the call is).
     """
 
     label: int
@@ -86,6 +96,9 @@ class VertebraResult:
     keypoint_method: str | None = None
     radiomics_fracture_probability: float | None = None
     notes: list[str] = field(default_factory=list)
+    status_reason: str | None = None
+    naming: dict[str, Any] | None = None
+    fracture_probability_spread: float | None = None
 
     def __post_init__(self) -> None:
         name_of(self.label)  # validates the label
@@ -95,12 +108,27 @@ class VertebraResult:
         self.centroid_lps_mm = tuple(float(v) for v in c)  # type: ignore[assignment]
         if self.status is not None and self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if self.naming is not None:
+            anchor = self.naming.get("anchor")
+            if anchor is not None and anchor not in NAMING_ANCHORS:
+                raise ValueError(f"naming anchor must be one of {NAMING_ANCHORS} or None, got {anchor!r}")
+            self.naming = {"anchor": anchor, "confidence": float(self.naming.get("confidence", 0.0))}
         if self.keypoints_lps_mm is not None and set(self.keypoints_lps_mm) != set(KEYPOINT_NAMES):
             raise ValueError(f"keypoints must be exactly {KEYPOINT_NAMES}, got {sorted(self.keypoints_lps_mm)}")
 
     @property
     def name(self) -> str:
         return name_of(self.label)
+
+    @property
+    def assessable(self) -> bool:
+        return self.status != "not assessable"
+
+    def mark_not_assessable(self, reason: str) -> None:
+        """No call and no grade for this vertebra: the evidence is too weak (``reason`` says why)."""
+        self.status = "not assessable"
+        self.status_reason = reason
+        self.genant = None
 
     def to_dict(self) -> dict[str, Any]:
         kp = None
@@ -114,7 +142,11 @@ class VertebraResult:
             "localization_score": _round(self.localization_score),
             "complete": bool(self.complete),
             "status": self.status,
+            "status_reason": self.status_reason,
+            "naming": None if self.naming is None else {"anchor": self.naming["anchor"],
+                                                        "confidence": _round(self.naming["confidence"], 3)},
             "fracture_probability": _round(self.fracture_probability),
+            "fracture_probability_spread": _round(self.fracture_probability_spread),
             "keypoints_lps_mm": kp,
             "keypoint_method": self.keypoint_method,
             "heights_mm": heights,
@@ -139,6 +171,9 @@ class VertebraResult:
             keypoint_method=d.get("keypoint_method"),
             radiomics_fracture_probability=d.get("radiomics_fracture_probability"),
             notes=list(d.get("notes", [])),
+            status_reason=d.get("status_reason"),
+            naming=d.get("naming"),
+            fracture_probability_spread=d.get("fracture_probability_spread"),
         )
 
 

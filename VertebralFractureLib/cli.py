@@ -257,6 +257,11 @@ def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
     if not ct.exists():
         raise InputError(f"the demo sample {ct} is missing (regenerate it with 'vertebral-fracture synth --sample')")
     args.input = ct
+    # demo takes only the common output options: the analyze-only ones at their defaults
+    for name, default in (("centroids", None), ("fracture_threshold", 0.5), ("radiomics", False),
+                          ("keypoints", "auto")):
+        if not hasattr(args, name):
+            setattr(args, name, default)
     print(f"Demo: analysing the synthetic sample {ct.name} (SynthSpine, known truth)", file=sys.stderr)
     return cmd_analyze(args, progress)
 

@@ -8,12 +8,20 @@ scene the caller created and whose module logics it keeps alive).
 What :func:`add_analysis_to_scene` builds, for the volume that was analysed:
 
 * a segmentation node (reference geometry = the input volume) with one segment per vertebra, named
-  "L1", label value = VerSe label, SNOMED CT terminology, red when fractured and bone white when
-  normal, and a closed-surface representation so that it shows in 3D;
-* point lists of the vertebral body centroids ("L1") and of the Genant keypoints ("L1 A_sup");
+  "L1", label value = VerSe label, SNOMED CT terminology, red when fractured, bone white when
+  normal, ochre when not assessable, and a closed-surface representation so that it shows in 3D;
+* point lists of the vertebral body centroids ("L1", movable, so that a reader can correct them)
+  and of the Genant keypoints ("L1 A_sup");
 * optionally the three height lines of each graded vertebra ("L1 Ha", "L1 Hm", "L1 Hp") in a folder;
-* a table node with a row per vertebra (status, probability, heights, ratio,
-  Genant grade and type, and the radiomics classifier's probability when it ran).
+* a table node with a row per vertebra (what anchored its name, status and why it is not
+  assessable, probability, heights, ratio, Genant grade and type, and the radiomics classifier's
+  probability when it ran), carrying the analysis' accuracy statement and naming caveat as node
+  attributes (:data:`ACCURACY_ATTRIBUTE`, :data:`NAMING_ATTRIBUTE`).
+
+Correcting the centroids: :func:`shift_point_list_names` renames every point one level up or down
+(:func:`shift_vertebra_names`), and :func:`write_point_list_centroids` writes the point list as the
+centroid file of ``analyze --centroids`` (:func:`write_centroid_file`); the results of that run
+replace the nodes' content in place.
 
 Coordinates: the analysis is in LPS millimetres (ITK/DICOM), Slicer nodes in RAS; the conversion
 negates x and y. Node positions are set in the input volume's local frame and the output nodes are
@@ -36,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from VertebralFractureLib import anatomy
 from VertebralFractureLib.analysis import HEIGHT_NAMES, Analysis, VertebraResult
 from VertebralFractureLib.anatomy import vertebra
 from VertebralFractureLib.io.output import ANALYSIS_JSON, FRACTURE_NII, VERTEBRAE_NII
@@ -44,6 +53,7 @@ from VertebralFractureLib.io.slicer_files import (
     keypoint_points,
     segment_color,
     terminology_entry,
+    write_markups_json,
 )
 from VertebralFractureLib.volume import Volume, lps_to_ras
 
@@ -59,6 +69,10 @@ PREFIX_ATTRIBUTE = "VertebralFracture.NamePrefix"
 SOURCE_ATTRIBUTE = "VertebralFracture.Source"
 #: Node reference role from every output node to the analysed volume (kept valid by MRML on ID changes).
 INPUT_REFERENCE_ROLE = "VertebralFractureInputVolume"
+#: Table node attribute: the analysis' statement of the models' accuracy (see :func:`accuracy_note`).
+ACCURACY_ATTRIBUTE = "VertebralFracture.Accuracy"
+#: Table node attribute: which level names are not anchored to a landmark (see :func:`naming_note`).
+NAMING_ATTRIBUTE = "VertebralFracture.Naming"
 
 ROLE_SEGMENTATION = "segmentation"
 ROLE_CENTROIDS = "centroids"
@@ -77,15 +91,29 @@ _HEIGHT_KEYPOINTS: dict[str, tuple[str, str]] = {
 #: Colours of the point lists (RGB 0..1): centroids light blue, keypoints yellow (as in the .mrk.json files).
 CENTROIDS_COLOR: tuple[float, float, float] = (0.2, 0.8, 1.0)
 KEYPOINTS_COLOR: tuple[float, float, float] = (1.0, 0.85, 0.2)
-#: Colour of the height lines of a normal vertebra (green); fractured ones use the fracture red.
+#: Colour of the height lines of a normal vertebra (green); the others take their vertebra's colour.
 NORMAL_LINE_COLOR: tuple[float, float, float] = (0.3, 0.85, 0.3)
+#: Colour of a vertebra that is not assessable (muted ochre: neither the fracture red nor bone white).
+NOT_ASSESSABLE_COLOR: tuple[float, float, float] = getattr(anatomy, "NOT_ASSESSABLE_COLOR", (0.80, 0.68, 0.30))
+#: Status of a vertebra without a call (``VertebraResult.status``).
+NOT_ASSESSABLE = "not assessable"
+#: Table text of a vertebra whose level name no landmark fixed (``naming.anchor`` None).
+NOT_ANCHORED = "not anchored"
+#: Warnings of an analysis that state the models' accuracy start with this.
+ACCURACY_PREFIX = "accuracy:"
 
 #: Table columns: (name, kind, unit, description); kind is "str", "int" or "float".
 TABLE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("Vertebra", "str", "", "Vertebra name (C1–C7, T1–T13, L1–L6)"),
+    ("Name anchor", "str", "",
+     "What fixed the level name: C2, first rib, last rib, sacrum, or given (centroids placed by the reader); "
+     "'not anchored': counted from the vertebrae's appearance alone, may be off by one or more levels"),
+    ("Name confidence", "float", "", "Confidence of the level name (0–1)"),
     ("Label", "int", "", "VerSe label value (also the segment's label value)"),
     ("Complete", "str", "", "'yes', or 'cut' when the field of view cuts the vertebra (then not graded)"),
-    ("Status", "str", "", "normal / fractured (empty when the fracture stage did not run)"),
+    ("Status", "str", "",
+     "normal / fractured / not assessable (no call, no grade); empty when the fracture stage did not run"),
+    ("Status reason", "str", "", "Why a vertebra is not assessable"),
     ("Fracture probability", "float", "", "Mean fractured-class probability inside the vertebra"),
     ("Anterior height", "float", "mm", "Ha: distance between the anterior keypoints"),
     ("Middle height", "float", "mm", "Hm: distance between the middle keypoints"),
@@ -406,7 +434,8 @@ def add_analysis_to_scene(
     # centroids
     centroids = _reuse_or_add(scene, found, ROLE_CENTROIDS, "vtkMRMLMarkupsFiducialNode", f"{prefix} centroids")
     _fill_points(centroids, centroid_points(analysis), CENTROIDS_COLOR,
-                 "Vertebral body centroids (VertebralFracture)", glyph_scale=2.0)
+                 "Vertebral body centroids (VertebralFracture); move or rename points to correct them",
+                 glyph_scale=2.0, locked=False)
     finish(centroids, ROLE_CENTROIDS)
     out.centroids = centroids.GetID()
 
@@ -452,9 +481,18 @@ def add_analysis_to_scene(
     # table
     table = _reuse_or_add(scene, found, ROLE_TABLE, "vtkMRMLTableNode", f"{prefix} vertebral fractures")
     fill_table(table, analysis)
+    table.SetAttribute(ACCURACY_ATTRIBUTE, accuracy_note(analysis.warnings) or "")
+    table.SetAttribute(NAMING_ATTRIBUTE, naming_note(analysis) or "")
     finish(table, ROLE_TABLE)
     out.table = table.GetID()
     return out
+
+
+def vertebra_color(v: VertebraResult | None) -> tuple[float, float, float]:
+    """Display colour of a vertebra: red when fractured, ochre when not assessable, else bone white."""
+    if v is not None and v.status == NOT_ASSESSABLE:
+        return NOT_ASSESSABLE_COLOR
+    return segment_color(v)
 
 
 def _fill_segmentation(scene: Any, seg: Any, analysis: Analysis, reference_volume_node: Any, closed_surface: bool) -> None:
@@ -494,7 +532,7 @@ def _fill_segmentation(scene: Any, seg: Any, analysis: Analysis, reference_volum
         segment = segmentation.GetSegment(segment_id)
         segment.SetName(v.name)
         segment.SetNameAutoGenerated(False)
-        segment.SetColor(*segment_color(v))
+        segment.SetColor(*vertebra_color(v))
         segment.SetColorAutoGenerated(False)
         segment.SetLabelValue(v.label)
         segment.SetTag(tag_name, terminology_entry(v.label))
@@ -519,6 +557,7 @@ def _fill_points(
     description: str,
     glyph_scale: float,
     labels_visible: bool = True,
+    locked: bool = True,
 ) -> None:
     import vtk
 
@@ -531,7 +570,7 @@ def _fill_points(
         if len(item) > 2 and item[2]:
             node.SetNthControlPointDescription(index, str(item[2]))
     node.SetDescription(description)
-    node.SetLocked(True)
+    node.SetLocked(locked)
     node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
     display.SetSelectedColor(*color)
@@ -555,7 +594,7 @@ def _add_height_line(scene: Any, v: VertebraResult, height: str) -> Any:
     line.SetLocked(True)
     line.CreateDefaultDisplayNodes()
     display = line.GetDisplayNode()
-    color = segment_color(v) if v.status == "fractured" else NORMAL_LINE_COLOR
+    color = NORMAL_LINE_COLOR if v.status not in ("fractured", NOT_ASSESSABLE) else vertebra_color(v)
     display.SetSelectedColor(*color)
     display.SetColor(*color)
     display.SetPropertiesLabelVisibility(False)
@@ -571,11 +610,17 @@ def table_rows(analysis: Analysis) -> list[list[Any]]:
     for v in analysis.vertebrae:
         h = v.heights_mm or {}
         g = v.genant
+        naming = getattr(v, "naming", None)
+        anchor = "" if not naming else (naming.get("anchor") or NOT_ANCHORED)
+        confidence = naming.get("confidence") if naming else None
         rows.append([
             v.name,
+            anchor,
+            nan if confidence is None else float(confidence),
             int(v.label),
             "yes" if v.complete else "cut",
             v.status or "",
+            (getattr(v, "status_reason", None) or "") if v.status == NOT_ASSESSABLE else "",
             nan if v.fracture_probability is None else float(v.fracture_probability),
             float(h.get("anterior", nan)),
             float(h.get("middle", nan)),
@@ -616,6 +661,217 @@ def fill_table(table: Any, analysis: Analysis) -> None:
     table.SetLocked(True)
     table.Modified()
     table.EndModify(was_modifying)
+
+
+# ---------------------------------------------------------------------------------------- notes for the reader
+def accuracy_note(warnings: Sequence[str]) -> str | None:
+    """The analysis' statement of the models' accuracy, as plain sentences for the panel.
+
+    The analysis states it in its warnings, in lines starting with ``"accuracy:"``.
+
+    Returns:
+        Those lines without the prefix, each a sentence (capitalised, ending with a full stop),
+        joined by a space; None when there is none.
+    """
+    sentences = []
+    for warning in warnings:
+        text = str(warning).strip()
+        if not text.lower().startswith(ACCURACY_PREFIX):
+            continue
+        text = text[len(ACCURACY_PREFIX):].strip()
+        if text:
+            sentences.append(text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else "."))
+    return " ".join(sentences) or None
+
+
+def other_warnings(warnings: Sequence[str]) -> list[str]:
+    """The warnings that are not accuracy statements (those go to :func:`accuracy_note`)."""
+    return [str(w) for w in warnings if not str(w).strip().lower().startswith(ACCURACY_PREFIX)]
+
+
+def naming_note(analysis: Analysis) -> str | None:
+    """A sentence naming the vertebrae whose level name no landmark fixed, or None when all are anchored.
+
+    Vertebrae without naming information (an older analysis, or a given segmentation) are not counted.
+    """
+    positions = [k for k, v in enumerate(analysis.vertebrae)
+                 if getattr(v, "naming", None) is not None and v.naming.get("anchor") is None]
+    if not positions:
+        return None
+    loose = [analysis.vertebrae[k].name for k in positions]
+    if len(loose) == 1:
+        which = loose[0]
+    elif positions == list(range(positions[0], positions[-1] + 1)):  # a run of neighbours
+        which = f"{loose[0]}–{loose[-1]}"
+    else:
+        which = ", ".join(loose)
+    names, verb = ("name", "is") if len(loose) == 1 else ("names", "are")
+    return (f"The level {names} of {which} {verb} not anchored to a landmark (C2, first or last rib, sacrum) "
+            f"and may be off by one or more levels.")
+
+
+# ---------------------------------------------------------------------------------------- correcting the centroids
+def vertebra_levels(include_t13: bool = False) -> list[str]:
+    """The vertebra names from cranial to caudal: C1–C7, T1–T12, T13 when asked for, L1–L6."""
+    names = [v.name for v in sorted(anatomy.VERTEBRAE.values(), key=lambda v: v.order)]
+    return names if include_t13 else [n for n in names if n != "T13"]
+
+
+def _canonical_name(name: str, what: str) -> str:
+    try:
+        return vertebra(str(name)).name
+    except KeyError as err:
+        raise ValueError(f"{what} is named {name!r}, not after a vertebra (C1–C7, T1–T13, L1–L6): "
+                         "rename or delete it") from err
+
+
+def shift_vertebra_names(names: Sequence[str], step: int) -> list[str]:
+    """Rename every vertebra one level up (``step`` -1, cranial: L1 → T12) or down (+1, caudal: L1 → L2).
+
+    The levels are C1–C7, T1–T12, L1–L6, with T13 between T12 and L1 only when one of ``names`` is
+    T13 (a thirteenth thoracic vertebra stays in the count; without it T12 and L1 are neighbours).
+    L6, a sixth lumbar vertebra, is the last level.
+
+    Args:
+        names: vertebra names ("L1"; case and surrounding spaces do not matter).
+        step: -1 (one level up) or +1 (one level down).
+
+    Returns:
+        The new names, in the order of ``names``.
+
+    Raises:
+        ValueError: for a step other than ±1, a name that is not a vertebra, or a shift past the end of
+            the spine (C1 up, L6 down).
+    """
+    if step not in (-1, 1) or isinstance(step, bool):
+        raise ValueError(f"names move one level at a time: step must be -1 (up) or +1 (down), got {step!r}")
+    canonical = [_canonical_name(n, f"point {k + 1}") for k, n in enumerate(names)]
+    levels = vertebra_levels(include_t13="T13" in canonical)
+    out = []
+    for name in canonical:
+        k = levels.index(name) + step
+        if k < 0:
+            raise ValueError(f"{name} is the first vertebra: the names cannot move one level up")
+        if k >= len(levels):
+            raise ValueError(f"{name} is the last vertebra named here (a sixth lumbar vertebra): "
+                             "the names cannot move one level down")
+        out.append(levels[k])
+    return out
+
+
+def write_centroid_file(path: str | Path, points: Sequence[tuple[str, Sequence[float]]]) -> Path:
+    """Write vertebra centroids as the point list ``analyze --centroids`` reads (``.mrk.json``, LPS mm).
+
+    Args:
+        path: the file to write; its name must end with ``.mrk.json``.
+        points: ``(vertebra name, (x, y, z) LPS mm)`` per vertebra.
+
+    Returns:
+        The file written.
+
+    Raises:
+        ValueError: no point, a point not named after a vertebra, a vertebra named twice, or
+            coordinates that are not 3 finite numbers, or a path not ending with ``.mrk.json``.
+    """
+    p = Path(path)
+    if not p.name.lower().endswith(".mrk.json"):
+        raise ValueError(f"a centroid point list is a .mrk.json file, got {p.name!r}")
+    if not points:
+        raise ValueError("the point list has no placed point: there is no centroid to segment around")
+    rows: list[tuple[str, tuple[float, float, float]]] = []
+    seen: dict[str, int] = {}
+    for k, (name, position) in enumerate(points):
+        label = _canonical_name(name, f"point {k + 1}")
+        xyz = np.asarray(position, dtype=float)
+        if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
+            raise ValueError(f"point {k + 1} ({label}) needs 3 finite coordinates, got {position!r}")
+        if label in seen:
+            raise ValueError(f"{label} is named twice (points {seen[label] + 1} and {k + 1}): "
+                             "each vertebra needs exactly one centroid")
+        seen[label] = k
+        rows.append((label, (float(xyz[0]), float(xyz[1]), float(xyz[2]))))
+    rows.sort(key=lambda row: vertebra(row[0]).order)
+    write_markups_json(p, rows, "Vertebra centroids", description="Vertebral body centroids (LPS mm), corrected",
+                       color=CENTROIDS_COLOR)
+    return p
+
+
+def point_list_centroids(markups_node: Any, reference_volume_node: Any = None) -> list[tuple[str, tuple[float, float, float]]]:
+    """``(label, LPS position)`` of every placed point of a point list, in the analysed volume's frame.
+
+    Positions are given in the volume's own (untransformed) frame, the frame of the volume file the
+    analysis reads, whatever transforms the volume and the point list are under. Points that are not
+    placed (``PositionDefined``) are skipped; labels are returned as they are.
+
+    Args:
+        markups_node: a ``vtkMRMLMarkupsFiducialNode`` (e.g. the centroids of an analysis).
+        reference_volume_node: the analysed volume; default: the node's :data:`INPUT_REFERENCE_ROLE`
+            reference; without either, world coordinates.
+    """
+    import vtk
+
+    if reference_volume_node is None:
+        reference_volume_node = markups_node.GetNodeReference(INPUT_REFERENCE_ROLE)
+    same_frame = reference_volume_node is not None and (
+        reference_volume_node.GetTransformNodeID() == markups_node.GetTransformNodeID())
+    from_world = None
+    volume_transform = reference_volume_node.GetParentTransformNode() if reference_volume_node is not None else None
+    if not same_frame and volume_transform is not None:
+        from_world = vtk.vtkGeneralTransform()
+        volume_transform.GetTransformFromWorld(from_world)
+    defined = markups_node.PositionDefined
+    out = []
+    for i in range(markups_node.GetNumberOfControlPoints()):
+        if markups_node.GetNthControlPointPositionStatus(i) != defined:
+            continue
+        if same_frame:
+            ras = list(markups_node.GetNthControlPointPosition(i))
+        else:
+            ras = list(markups_node.GetNthControlPointPositionWorld(i))
+            if from_world is not None:
+                ras = list(from_world.TransformPoint(ras))
+        lps = (-float(ras[0]), -float(ras[1]), float(ras[2]))
+        out.append((markups_node.GetNthControlPointLabel(i), lps))
+    return out
+
+
+def write_point_list_centroids(markups_node: Any, path: str | Path, reference_volume_node: Any = None) -> Path:
+    """Write a point list (points named after vertebrae) as the centroid file of ``analyze --centroids``.
+
+    See :func:`point_list_centroids` for the frame and :func:`write_centroid_file` for the checks.
+
+    Raises:
+        ValueError: as :func:`write_centroid_file`, naming the point list.
+    """
+    points = point_list_centroids(markups_node, reference_volume_node)
+    try:
+        return write_centroid_file(path, points)
+    except ValueError as err:
+        raise ValueError(f"{markups_node.GetName()}: {err}") from err
+
+
+def shift_point_list_names(markups_node: Any, step: int) -> list[str]:
+    """Rename every point of a point list one level up (-1) or down (+1); see :func:`shift_vertebra_names`.
+
+    Nothing changes when the shift is refused.
+
+    Returns:
+        The new labels, in point order.
+
+    Raises:
+        ValueError: as :func:`shift_vertebra_names`, naming the point list.
+    """
+    count = markups_node.GetNumberOfControlPoints()
+    labels = [markups_node.GetNthControlPointLabel(i) for i in range(count)]
+    try:
+        shifted = shift_vertebra_names(labels, step)
+    except ValueError as err:
+        raise ValueError(f"{markups_node.GetName()}: {err}") from err
+    was_modifying = markups_node.StartModify()
+    for i, label in enumerate(shifted):
+        markups_node.SetNthControlPointLabel(i, label)
+    markups_node.EndModify(was_modifying)
+    return shifted
 
 
 # ---------------------------------------------------------------------------------------- reading results
@@ -727,8 +983,11 @@ def segmentation_to_labelmap(
 
 
 __all__ = [
-    "INPUT_ATTRIBUTE", "INPUT_REFERENCE_ROLE", "PREFIX_ATTRIBUTE", "ROLES", "ROLE_ATTRIBUTE",
-    "SOURCE_ATTRIBUTE", "TABLE_COLUMNS", "SceneNodes", "add_analysis_to_scene", "add_volume_node",
-    "fill_table", "find_analysis_nodes", "ijk_to_ras_matrix", "load_analysis", "remove_analysis_nodes", "segmentation_to_labelmap",
-    "table_rows", "vertebra_label_of_segment", "volume_from_node",
+    "ACCURACY_ATTRIBUTE", "INPUT_ATTRIBUTE", "INPUT_REFERENCE_ROLE", "NAMING_ATTRIBUTE", "NOT_ASSESSABLE_COLOR",
+    "PREFIX_ATTRIBUTE", "ROLES", "ROLE_ATTRIBUTE", "SOURCE_ATTRIBUTE", "TABLE_COLUMNS", "SceneNodes",
+    "accuracy_note", "add_analysis_to_scene", "add_volume_node", "fill_table", "find_analysis_nodes",
+    "ijk_to_ras_matrix", "load_analysis", "naming_note", "other_warnings", "point_list_centroids",
+    "remove_analysis_nodes", "segmentation_to_labelmap", "shift_point_list_names", "shift_vertebra_names",
+    "table_rows", "vertebra_color", "vertebra_label_of_segment", "vertebra_levels", "volume_from_node",
+    "write_centroid_file", "write_point_list_centroids",
 ]
