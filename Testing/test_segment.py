@@ -74,7 +74,7 @@ def test_segment_assembles_into_the_input_geometry(oblique):
     direction = oblique_direction(25.0) if oblique else np.eye(3)
     vol, cents = _two_vertebra_phantom(direction)
     card = ModelCard(name="segmentation", file="x.pt", sha256="0" * 64, spacing_mm=(2.0, 2.0, 2.0), patch_size=(24, 32, 32))
-    labelmap, probs = segment(vol, cents, model=(card, _BoneNet()))
+    labelmap, probs, _ = segment(vol, cents, model=(card, _BoneNet()))
     assert labelmap.same_geometry(vol)
     lab = labelmap.array
     truth = np.zeros(lab.shape, np.uint8)
@@ -268,7 +268,7 @@ def test_shipped_model_on_an_unseen_synthspine_case():
                          body=False, noise_hu=(10.0, 10.0))
     case = generate_case(4, config)
     truth = np.asarray(case.labelmap.array)
-    labelmap, probs = segment(case.ct, case.centroids_lps)  # the generator's centres of mass
+    labelmap, probs, _ = segment(case.ct, case.centroids_lps)  # the generator's centres of mass
     complete = {e["label"]: e["grade"] for e in case.truth if e["complete"]}
     assert len(complete) == 5
     for lab in complete:

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         ct = read_image(args.crops / ct_file).volume
         truth = np.isin(read_labelmap(args.crops / mask_file, ct).array, parts)
         centroid = ct.zyx_to_lps(np.array(ndimage.center_of_mass(truth)))
-        labelmap, probs = segment(ct, {label: centroid}, model=model)
+        labelmap, probs, _ = segment(ct, {label: centroid}, model=model)
         m = segmentation_metrics(labelmap.array == label, truth, tuple(ct.spacing[::-1]))
         print(f"{name}: Dice {m['dice']:.3f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
               f"ASSD {m['assd_mm']:.2f} mm, MSSD {m['mssd_mm']:.2f} mm, fracture probability "

@@ -148,8 +148,10 @@ def run_stage(context: Any, keypoint_model: tuple[Any, Any] | None = None) -> No
     (:func:`.keypoints.learned_keypoints`) where its model is installed and the network is
     confident (lowest heatmap peak ≥ the card's ``postprocess.min_peak``), else they are measured
     on the mid-sagittal mask slice (:func:`.keypoints.geometric_keypoints`); ``keypoint_method``
-    says which. Vertebrae cut by the field of view are not graded. When no fracture classifier has
-    set a vertebra's status, the status follows the grade (grade ≥ 1 → fractured) and a note says so.
+    says which. Vertebrae cut by the field of view are not graded. Then every graded vertebra is
+    checked against the image and its neighbours and the call is made (:func:`.assess.assess`): a
+    vertebra failing a check is "not assessable" with the reason and loses its grade. When no
+    fracture classifier has set a vertebra's probability, the status follows the grade.
 
     Args:
         context: the :class:`~VertebralFractureLib.pipeline.Context` (needs ``labelmap``).
@@ -216,6 +218,7 @@ def run_stage(context: Any, keypoint_model: tuple[Any, Any] | None = None) -> No
         refs = [results[n].heights_mm["posterior"] for n in neighbours(lab, results)
                 if n is not None and results[n].heights_mm is not None]
         v.genant = grade(v.heights_mm, refs)
-        if v.status is None:
-            v.status = "fractured" if v.genant.grade >= 1 else "normal"
-            v.notes.append("status from the Genant grade (no fracture classifier run)")
+    from VertebralFractureLib.assess import assess
+
+    context.report("grade", 0.95, "checking masks and keypoints against the image")
+    assess(context)

@@ -50,6 +50,8 @@ class AnalysisConfig:
         keypoints: how stage 3 places the keypoints: ``auto`` (the learned 2D M-SCN when its
             model is installed, measured on the mask where the network is not confident),
             ``learned`` (the model is required) or ``geometric`` (measured on the mask only).
+        test_time_augmentation: stage 2 averages its fracture probability over mirrored and
+            shifted crops and reports the spread (about four times the stage-2 time).
     """
 
     device: Device | str = Device.AUTO
@@ -57,6 +59,7 @@ class AnalysisConfig:
     min_vertebra_voxels: int = 50
     edge_margin_mm: float = 1.0
     keypoints: str = "auto"
+    test_time_augmentation: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", Device(self.device))
@@ -83,6 +86,8 @@ class Context:
     models: dict[str, dict] = field(default_factory=dict)
     progress: ProgressCallback | None = None
     cancel: CancelCallback | None = None
+    #: the vertebra masks come from stage 2 (not given by the user): stage 3 checks their outline
+    masks_from_stage2: bool = False
 
     def report(self, stage: str, fraction: float, message: str = "") -> None:
         """Report progress within a stage and honour a cancellation request."""

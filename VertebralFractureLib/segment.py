@@ -9,9 +9,15 @@
    (trilinear) onto the input voxels it covers; a voxel goes to the vertebra with the highest
    probability (ties to the nearer centroid) when that probability is ≥ 0.5, so every voxel belongs
    to at most one vertebra and boundaries are as smooth as the input's resolution allows.
-5. ``fracture_probability`` = mean of P(fractured) / P(vertebra) over the vertebra's voxels;
-   ``status`` is "fractured" when it reaches ``AnalysisConfig.fracture_threshold``. The fracture map
-   is per vertebra: every voxel of a fractured vertebra is 2, of a normal one 1.
+5. ``fracture_probability`` = mean of P(fractured) / P(vertebra) over the vertebra's voxels,
+   averaged over test-time variants of the crop: the crop itself, its left–right mirror image
+   (the training augmentation's flip) and crops moved by a few millimetres anteriorly and
+   posteriorly (:data:`SHIFTS_MM`), because a network whose call changes when the centroid moves
+   by 3 mm is not sure. The mask is the mean of the crop and its mirror image;
+   ``fracture_probability_spread`` is the range of the probability over the variants.
+   ``status`` is "fractured" when the mean reaches ``AnalysisConfig.fracture_threshold`` (stage 3
+   then checks the call against the measured heights). The fracture map is per vertebra: every
+   voxel of a fractured vertebra is 2, of a normal one 1.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ class VertebraSegmentation:
     origin_lps: np.ndarray  # LPS position of crop voxel (0, 0, 0)
     foreground: np.ndarray  # P(normal) + P(fractured), (z, y, x), zero outside the kept component
     fractured: np.ndarray  # P(fractured), (z, y, x)
+    variant_probabilities: tuple[float, ...] = ()  # fracture probability of each test-time variant
+
+
+#: Test-time centroid shifts (LPS mm) besides the centroid itself: 3 mm anterior and posterior.
+SHIFTS_MM: tuple[tuple[float, float, float], ...] = ((0.0, -3.0, 0.0), (0.0, 3.0, 0.0))
 
 
 #: Width (σ, mm) of the centre heatmap given to two-channel networks.
@@ -76,10 +87,23 @@ def central_component(mask: np.ndarray) -> np.ndarray:
     return lab == lab[iz[centre], iy[centre], ix[centre]]
 
 
+def _crop_probability(foreground: np.ndarray, fractured: np.ndarray) -> float | None:
+    """Mean P(fractured) / P(vertebra) over the central vertebra of one crop (None when empty)."""
+    keep = central_component(foreground >= FOREGROUND)
+    if not keep.any():
+        return None
+    return float(np.clip(fractured[keep] / np.maximum(foreground[keep], 1e-6), 0.0, 1.0).mean())
+
+
 def segment_crops(net: Any, grid: Volume, image: np.ndarray, centroids_lps: dict[int, np.ndarray],
                   patch_size: tuple[int, int, int], device: str = "cpu",
-                  progress: Any = None) -> list[VertebraSegmentation]:
-    """Run the U-Net on one crop per centroid of a normalised model-grid ``image``."""
+                  progress: Any = None, tta: bool = True) -> list[VertebraSegmentation]:
+    """Run the U-Net on one crop per centroid of a normalised model-grid ``image``.
+
+    With ``tta`` each crop also goes through mirrored (left–right) and at the :data:`SHIFTS_MM`
+    offsets; the mask is the mean of the crop and its mirror image, and every variant's fracture
+    probability is kept in ``variant_probabilities``.
+    """
     import torch
     from scipy import ndimage
 
@@ -87,24 +111,43 @@ def segment_crops(net: Any, grid: Volume, image: np.ndarray, centroids_lps: dict
     out: list[VertebraSegmentation] = []
     fill = float(image.min())
     extra = centre_channel(patch_size, float(grid.spacing[0])) if getattr(net, "in_channels", 1) == 2 else None
-    for b in range(0, len(labels), BATCH):
-        chunk = labels[b: b + BATCH]
+    shifts = [np.zeros(3)] + ([np.asarray(s, dtype=float) for s in SHIFTS_MM] if tta else [])
+    per_vertebra = len(shifts) + (1 if tta else 0)
+    batch = max(1, BATCH // per_vertebra) if tta else BATCH
+    for b in range(0, len(labels), batch):
+        chunk = labels[b: b + batch]
         crops, starts = [], []
         for label in chunk:
-            centre = grid.lps_to_index(np.asarray(centroids_lps[label], dtype=float))[::-1]
-            crop, start = crop_at(image, centre, patch_size, fill)
-            crops.append(crop[None] if extra is None else np.stack([crop, extra]))
-            starts.append(start)
+            for k, shift in enumerate(shifts):
+                centre = grid.lps_to_index(np.asarray(centroids_lps[label], dtype=float) + shift)[::-1]
+                crop, start = crop_at(image, centre, patch_size, fill)
+                crops.append(crop)
+                if k == 0:
+                    starts.append(start)
+                    if tta:
+                        crops.append(crop[:, :, ::-1])
+        if extra is not None:
+            crops = [np.stack([c, extra]) for c in crops]
+        else:
+            crops = [c[None] for c in crops]
         with torch.inference_mode():
-            logits = net(torch.from_numpy(np.stack(crops)).to(device))
+            logits = net(torch.from_numpy(np.ascontiguousarray(np.stack(crops))).to(device))
             probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        for label, start, p in zip(chunk, starts, probs):
+        for i, (label, start) in enumerate(zip(chunk, starts)):
+            group = probs[i * per_vertebra: (i + 1) * per_vertebra]
+            p = group[0]
+            variants = []
+            if tta:
+                mirrored = group[1][:, :, :, ::-1]
+                variants = [_crop_probability(q[1] + q[2], q[2]) for q in (group[0], group[1], *group[2:])]
+                p = 0.5 * (p + mirrored)
             fg = p[1] + p[2]
             keep = central_component(fg >= FOREGROUND)
             near = ndimage.binary_dilation(keep, iterations=2)  # keep the soft edge for interpolation
             out.append(VertebraSegmentation(label, grid.zyx_to_lps(start.astype(float)),
                                             np.where(near, fg, 0.0).astype(np.float32),
-                                            np.where(near, p[2], 0.0).astype(np.float32)))
+                                            np.where(near, p[2], 0.0).astype(np.float32),
+                                            tuple(v for v in variants if v is not None)))
         if progress is not None:
             progress(min(1.0, (b + len(chunk)) / len(labels)), ", ".join(str(x) for x in chunk))
     return out
@@ -159,8 +202,10 @@ def assemble(segs: list[VertebraSegmentation], reference: Volume, spacing_mm: fl
 
 
 def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = "cpu",
-            model: tuple[Any, Any] | None = None, progress: Any = None) -> tuple[Volume, dict[int, float]]:
-    """Vertebra labelmap (input geometry, VerSe labels) and per-vertebra fracture probability.
+            model: tuple[Any, Any] | None = None, progress: Any = None,
+            tta: bool = True) -> tuple[Volume, dict[int, float], dict[int, float]]:
+    """Vertebra labelmap (input geometry, VerSe labels), per-vertebra fracture probability and its
+    spread over the test-time variants (0 without ``tta``).
 
     Args:
         volume: CT in HU, any geometry.
@@ -168,6 +213,7 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
         device: torch device string.
         model: ``(card, network)`` instead of the installed ``segmentation`` model.
         progress: ``progress(fraction, message)``.
+        tta: average the fracture probability over mirrored and shifted crops (:func:`segment_crops`).
     """
     from VertebralFractureLib import models, preprocess
     from VertebralFractureLib.networks.unet import build_unet
@@ -177,9 +223,16 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
     spacing = float(card.spacing_mm[0])
     grid = preprocess.to_model_grid(volume, spacing)
     image = preprocess.normalize(grid.array)
-    segs = segment_crops(net, grid, image, centroids_lps, tuple(card.patch_size), device, progress)
+    segs = segment_crops(net, grid, image, centroids_lps, tuple(card.patch_size), device, progress, tta=tta)
     labels, probs = assemble(segs, volume, spacing, centroids_lps)
-    return volume.with_array(labels), probs
+    spread: dict[int, float] = {}
+    for seg in segs:
+        if seg.label in probs and seg.variant_probabilities:
+            # the assembled probability and the variants' own, averaged; spread = their range
+            values = [probs[seg.label], *seg.variant_probabilities]
+            probs[seg.label] = float(np.mean(values))
+            spread[seg.label] = float(max(values) - min(values))
+    return volume.with_array(labels), probs, spread
 
 
 def run_stage(context: Any) -> None:
@@ -191,8 +244,9 @@ def run_stage(context: Any) -> None:
     if not cents:
         context.warnings.append("segmentation skipped: no vertebra was found")
         return
-    labelmap, probs = segment(context.image, cents, device=select_device(context.config.device),
-                              progress=lambda f, m: context.report("segment", 0.1 + 0.8 * f, m))
+    labelmap, probs, spread = segment(context.image, cents, device=select_device(context.config.device),
+                                      progress=lambda f, m: context.report("segment", 0.1 + 0.8 * f, m),
+                                      tta=context.config.test_time_augmentation)
     context.report("segment", 0.95, "fracture map")
     lut = np.zeros(256, dtype=np.uint8)  # label → 1 normal, 2 fractured
     for label, v in context.vertebrae.items():
@@ -201,7 +255,9 @@ def run_stage(context: Any) -> None:
             v.notes.append("not segmented (no voxel above the foreground probability)")
             continue
         v.fracture_probability = p
+        v.fracture_probability_spread = spread.get(label)
         v.status = "fractured" if p >= context.config.fracture_threshold else "normal"
         lut[label] = 2 if v.status == "fractured" else 1
     context.labelmap = labelmap
+    context.masks_from_stage2 = True
     context.fracture_map = labelmap.with_array(lut[labelmap.array])

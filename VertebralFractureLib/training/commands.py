@@ -115,8 +115,16 @@ def _channel_labels() -> tuple[int, ...]:
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=["localize", "segment", "grade"], help="which stage to evaluate")
-    p.add_argument("--data", required=True, type=Path, help="held-out VerSe-layout folder with true centroids")
+    p.add_argument("stage", choices=["localize", "segment", "grade", "real"],
+                   help="which stage to evaluate, or 'real': the whole pipeline on real CT with known truth")
+    p.add_argument("inputs", nargs="*", type=Path, metavar="PATH",
+                   help="real: folders of real cases (CT + vertebra mask + genant_grades.json, or CT + "
+                        "*_bodies.json annotation), masks or annotation files; put them before --threshold")
+    p.add_argument("--data", type=Path, default=None,
+                   help="localize/segment/grade: held-out VerSe-layout folder with true centroids")
+    p.add_argument("--centroids-from-masks", action="store_true",
+                   help="real: the true centroids (masks' centres of mass, or annotated body centres) in "
+                        "place of stage 1")
     p.add_argument("--weights", type=Path, default=None, help="a state_dict to evaluate instead of the installed model")
     p.add_argument("--localization-weights", type=Path, default=None,
                    help="segment: stage-1 state_dict to use instead of the installed one")
@@ -125,10 +133,12 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--centroid-jitter-mm", type=float, default=0.0, metavar="MM",
                    help="segment, with --true-centroids: move each true centroid by a random 3D Gaussian offset "
                         "of this SD per axis (seeded), to see how stage 2 copes with localization errors")
-    p.add_argument("--output", type=Path, default=None, help="write the metrics and per-case results as JSON")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="write the metrics and per-case results as JSON; real: a folder for "
+                        "real_vertebrae.csv, real_summary.json and real_cases.png")
     p.add_argument("--threshold", type=float, nargs="*", default=None,
                    help="heatmap peak threshold(s) to evaluate (default: the model card's); grade: the "
-                        "keypoint network's minimum peak")
+                        "keypoint network's minimum peak; real: one stage-1 threshold")
     p.add_argument("--masks", default="true", choices=["true", "stage2"],
                    help="grade: grade the true vertebra masks, or stage 2's segmentation at the true centroids")
     p.add_argument("--segmentation-weights", type=Path, default=None,
@@ -139,7 +149,12 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
+    from VertebralFractureLib.errors import InputError
 
+    if args.stage == "real":
+        return _evaluate_real(args, progress)
+    if args.data is None or args.inputs:
+        raise InputError(f"evaluate {args.stage} takes its held-out folder as --data DIR (folder arguments are for 'evaluate real')")
     if args.stage == "segment":
         return _evaluate_segment(args, progress)
     if args.stage == "grade":
@@ -183,6 +198,27 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
     return 0
 
 
+def _evaluate_real(args: argparse.Namespace, progress: Any) -> int:
+    """The whole pipeline on real cases (:mod:`.real`): table on stdout, files in ``--output``."""
+    from VertebralFractureLib.errors import InputError
+    from VertebralFractureLib.pipeline import AnalysisConfig
+    from VertebralFractureLib.training.real import evaluate_real, format_table
+
+    paths = list(args.inputs) + ([args.data] if args.data is not None else [])
+    if not paths:
+        raise InputError("evaluate real needs at least one folder or file")
+    if args.threshold is not None and (len(args.threshold) != 1 or args.centroids_from_masks):
+        raise InputError("evaluate real takes one --threshold, and none with --centroids-from-masks")
+    result = evaluate_real(paths, args.output, centroids_from_truth=args.centroids_from_masks,
+                           threshold=args.threshold[0] if args.threshold else None,
+                           config=AnalysisConfig(device=args.device), progress=progress)
+    progress.close()
+    print(format_table(result))
+    for f in result["files"]:
+        print(f"wrote {f}", file=sys.stderr)
+    return 0
+
+
 def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
     """Stage 2 on held-out cases, from stage-1 centroids (default) or the true ones."""
 
@@ -215,7 +251,7 @@ def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
             threshold = args.threshold[0] if args.threshold else None
             cents = {c.label: c.position_lps for c in localize(ct, device=device, model=loc, threshold=threshold)}
         t1 = time.perf_counter()
-        labelmap, probs = segment(ct, cents, device=device, model=(card, net)) if cents else (ct.with_array(np.zeros(ct.array.shape, np.uint8)), {})
+        labelmap, probs, _ = segment(ct, cents, device=device, model=(card, net)) if cents else (ct.with_array(np.zeros(ct.array.shape, np.uint8)), {}, {})
         t2 = time.perf_counter()
         case_rows = evaluate_case(labelmap.array, truth.array, tuple(ct.spacing[::-1]), grades, probs)
         rows += [{"case": case.subject, **r} for r in case_rows]
@@ -260,7 +296,7 @@ def _evaluate_grade(args: argparse.Namespace, progress: Any) -> int:
         if seg_model is None:
             seg = read_labelmap(case.vertebra_mask, ct)
         else:
-            seg, _ = segment(ct, read_centroids(case.centroids, ct), model=seg_model)
+            seg, _, _ = segment(ct, read_centroids(case.centroids, ct), model=seg_model)
         analysis = analyze(ct, config, stages=[GivenSegmentation(seg), grading_stage(model)])
         ours = {v.label: v for v in analysis.vertebrae}
         slice_mm = ct.slice_mm
