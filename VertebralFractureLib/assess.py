@@ -12,7 +12,7 @@ anything is called, each graded vertebra is checked:
    mask, not the vertebra. A mask the user gave (``grade``) or ``--keypoints geometric`` is
    measured as it is.
 3. **The mask is plausible beside its neighbours** — body depth (anterior to posterior column) and
-   mask volume within a range of the neighbours' median (levels change gradually along the spine;
+   mask volume within a range of the median of up to three levels on each side (levels change gradually along the spine;
    a mask covering half the body does not; a fracture lowers heights, not the depth).
 
 A vertebra failing a check gets ``status: "not assessable"`` with the reason and no grade.
@@ -52,6 +52,10 @@ class AssessmentLimits:
     require_confident_keypoints: bool = True
     depth_ratio: tuple[float, float] = (0.7, 1.4)
     volume_ratio: tuple[float, float] = (0.45, 2.2)
+
+
+#: Levels on each side whose median a vertebra's depth and volume are compared with.
+NEIGHBOUR_LEVELS = 3
 
 
 def body_depth_mm(kp: Mapping[str, Sequence[float]]) -> float:
@@ -114,7 +118,7 @@ def assess(context: Any, limits: AssessmentLimits | None = None, threshold: floa
     """
     from scipy import ndimage
 
-    from VertebralFractureLib.anatomy import neighbours
+    from VertebralFractureLib.anatomy import cranio_caudal
 
     limits = limits or AssessmentLimits()
     threshold = context.config.fracture_threshold if threshold is None else threshold
@@ -123,7 +127,7 @@ def assess(context: Any, limits: AssessmentLimits | None = None, threshold: floa
     if not graded:
         return
     image, labelmap = context.image, context.labelmap
-    has_ct = image is not None and float(np.ptp(np.asarray(image.array))) > 0
+    has_ct = image is not None and bool(np.any(np.asarray(image.array) != 0))  # all zero: no CT given (grade -s)
     depths = {lab: body_depth_mm(v.keypoints_lps_mm) for lab, v in graded.items()}
     labels = list(results)
     counts = ndimage.sum_labels(np.ones(labelmap.array.shape, np.int64), labelmap.array, labels)
@@ -133,8 +137,11 @@ def assess(context: Any, limits: AssessmentLimits | None = None, threshold: floa
     # keypoints measured on a stage-2 mask because the network did not recognise the body
     check_outline = (limits.require_confident_keypoints and context.config.keypoints == "auto"
                      and getattr(context, "masks_from_stage2", False))
+    order = cranio_caudal(results)
     for lab, v in graded.items():
-        near = [n for n in neighbours(lab, results) if n is not None]
+        # up to three levels on each side: one bad neighbour does not condemn a good vertebra
+        k = order.index(lab)
+        near = [n for n in order[max(0, k - NEIGHBOUR_LEVELS): k + NEIGHBOUR_LEVELS + 1] if n != lab]
         reasons: list[str] = []
         if has_ct:
             reasons += bone_check(image, labelmap, lab, limits)

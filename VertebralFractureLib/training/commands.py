@@ -119,7 +119,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="which stage to evaluate, or 'real': the whole pipeline on real CT with known truth")
     p.add_argument("inputs", nargs="*", type=Path, metavar="PATH",
                    help="real: folders of real cases (CT + vertebra mask + genant_grades.json, or CT + "
-                        "*_bodies.json annotation), masks or annotation files; put them before --threshold")
+                        "*_bodies.json annotation), masks or annotation files")
     p.add_argument("--data", type=Path, default=None,
                    help="localize/segment/grade: held-out VerSe-layout folder with true centroids")
     p.add_argument("--centroids-from-masks", action="store_true",
@@ -138,7 +138,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                         "real_vertebrae.csv, real_summary.json and real_cases.png")
     p.add_argument("--threshold", type=float, nargs="*", default=None,
                    help="heatmap peak threshold(s) to evaluate (default: the model card's); grade: the "
-                        "keypoint network's minimum peak; real: one stage-1 threshold")
+                        "keypoint network's minimum peak (not for real: stage 1 runs as in analyze)")
     p.add_argument("--masks", default="true", choices=["true", "stage2"],
                    help="grade: grade the true vertebra masks, or stage 2's segmentation at the true centroids")
     p.add_argument("--segmentation-weights", type=Path, default=None,
@@ -207,10 +207,9 @@ def _evaluate_real(args: argparse.Namespace, progress: Any) -> int:
     paths = list(args.inputs) + ([args.data] if args.data is not None else [])
     if not paths:
         raise InputError("evaluate real needs at least one folder or file")
-    if args.threshold is not None and (len(args.threshold) != 1 or args.centroids_from_masks):
-        raise InputError("evaluate real takes one --threshold, and none with --centroids-from-masks")
+    if args.threshold is not None:
+        raise InputError("evaluate real runs stage 1 as analyze does, at its model card's threshold: no --threshold")
     result = evaluate_real(paths, args.output, centroids_from_truth=args.centroids_from_masks,
-                           threshold=args.threshold[0] if args.threshold else None,
                            config=AnalysisConfig(device=args.device), progress=progress)
     progress.close()
     print(format_table(result))

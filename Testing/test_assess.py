@@ -1,0 +1,108 @@
+"""The checks before a call (:mod:`VertebralFractureLib.assess`): known answers on small cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from VertebralFractureLib.analysis import VertebraResult
+from VertebralFractureLib.assess import AssessmentLimits, assess, bone_check, decide, neighbour_checks
+from VertebralFractureLib.genant import grade
+from VertebralFractureLib.pipeline import AnalysisConfig, Context
+from VertebralFractureLib.volume import Volume
+
+
+@pytest.mark.parametrize(
+    ("grade_", "p", "status", "reason", "note"),
+    [
+        (2, 0.9, "fractured", False, False),
+        (1, 0.6, "fractured", False, False),
+        (3, 0.1, "not assessable", True, False),  # heights say fractured, the image does not
+        (1, 0.2, "normal", False, True),  # mild height loss without a fracture appearance
+        (0, 0.8, "normal", False, True),  # a fracture impression without height loss
+        (0, 0.1, "normal", False, False),
+    ],
+)
+def test_decide_combines_probability_and_morphometry(grade_, p, status, reason, note):
+    got_status, got_reason, got_note = decide(grade_, p, 0.5)
+    assert got_status == status
+    assert (got_reason is not None) == reason
+    assert (got_note is not None) == note
+
+
+def test_decide_without_a_classifier_follows_the_grade():
+    assert decide(2, None, 0.5)[0] == "fractured"
+    assert decide(0, None, 0.5)[0] == "normal"
+
+
+def test_neighbour_check_flags_only_outliers():
+    depths = {19: 30.0, 20: 15.0, 21: 31.0, 22: 32.0}
+    assert neighbour_checks(depths, 21, [20, 22], (0.7, 1.4), "body depth", "mm") == []  # median 23.5
+    (msg,) = neighbour_checks(depths, 20, [19, 21], (0.7, 1.4), "body depth", "mm")
+    assert "15 mm" in msg and "×0.49" in msg
+    assert neighbour_checks(depths, 20, [], (0.7, 1.4), "body depth", "mm") == []  # nothing to compare with
+
+
+def test_bone_check_refuses_a_mask_on_soft_tissue():
+    ct = np.full((10, 10, 10), 40, np.int16)
+    ct[:, :5] = 300
+    lab = np.zeros(ct.shape, np.uint8)
+    lab[2:8, 1:4, 2:8] = 20  # on bone
+    lab[2:8, 6:9, 2:8] = 21  # on soft tissue
+    image, labels = Volume(ct), Volume(lab)
+    limits = AssessmentLimits()
+    assert bone_check(image, labels, 20, limits) == []
+    (msg,) = bone_check(image, labels, 21, limits)
+    assert "does not lie on bone" in msg and "40 HU" in msg
+
+
+def _stack_context(depths: dict[int, float], methods: dict[int, str], probability: float,
+                   from_stage2: bool = True, keypoints: str = "auto") -> Context:
+    """Three box vertebrae of the given body depths (mm) on bone, with keypoints and grades."""
+    labels = sorted(depths)
+    ct = np.full((20 * len(labels), 60, 60), 300, np.int16)
+    lab = np.zeros(ct.shape, np.uint8)
+    image = Volume(ct)
+    ctx = Context(image=image, config=AnalysisConfig(keypoints=keypoints))
+    for k, label in enumerate(labels):
+        z0 = ct.shape[0] - 20 * (k + 1)  # cranial label at the top (superior = +z)
+        d = int(depths[label])
+        lab[z0 + 2: z0 + 18, 5: 5 + d, 10:50] = label
+        c = image.zyx_to_lps(np.array([z0 + 9.5, 5 + d / 2, 29.5]))
+        kp = {}
+        for col, y in (("A", 5 + 1), ("M", 5 + d / 2), ("P", 5 + d - 1)):
+            for end, z in (("sup", z0 + 17), ("inf", z0 + 2)):
+                kp[f"{col}_{end}"] = tuple(image.zyx_to_lps(np.array([z, y, 29.5])))
+        v = VertebraResult(label=label, centroid_lps_mm=tuple(c), keypoints_lps_mm=kp,
+                           fracture_probability=probability, keypoint_method=methods.get(label, "learned"))
+        v.heights_mm = {"anterior": 15.0, "middle": 15.0, "posterior": 15.0}
+        v.genant = grade(v.heights_mm, [15.0])
+        ctx.vertebrae[label] = v
+    ctx.labelmap = image.with_array(lab)
+    ctx.masks_from_stage2 = from_stage2
+    return ctx
+
+
+def test_assess_marks_weak_evidence_not_assessable():
+    ctx = _stack_context({19: 30, 20: 30, 21: 14, 22: 31}, {20: "geometric"}, probability=0.1)
+    assess(ctx)
+    v = ctx.vertebrae
+    assert v[19].status == "normal" and v[19].genant is not None
+    assert v[20].status == "not assessable" and "keypoint network" in v[20].status_reason
+    assert v[20].genant is None  # never a grade without evidence
+    assert v[21].status == "not assessable" and "body depth" in v[21].status_reason
+    assert v[22].status == "normal"
+
+
+def test_user_masks_are_measured_as_given():
+    ctx = _stack_context({19: 30, 20: 30, 21: 31}, {20: "geometric"}, probability=0.1, from_stage2=False)
+    assess(ctx)
+    assert ctx.vertebrae[20].status == "normal" and ctx.vertebrae[20].genant is not None
+
+
+def test_no_grade_on_an_image_without_bone():
+    ctx = _stack_context({19: 30, 20: 30, 21: 31}, {}, probability=0.9)
+    ctx.image = ctx.image.with_array(np.full(ctx.image.array.shape, 30, np.int16))  # water, no bone
+    assess(ctx)
+    for v in ctx.vertebrae.values():
+        assert v.status == "not assessable" and "bone" in v.status_reason and v.genant is None
