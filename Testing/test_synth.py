@@ -21,7 +21,7 @@ from VertebralFractureLib.synth import (
     label_centroids,
     write_verse_case,
 )
-from VertebralFractureLib.synth.spine import measured_grade, plan_spine
+from VertebralFractureLib.synth.spine import draw_variants, measured_grade, plan_spine, variant_rng
 from VertebralFractureLib.volume import Volume
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,12 +243,211 @@ def test_config_and_fracture_specs_are_validated():
         FractureSpec(2, "burst")
     with pytest.raises(ValueError, match="orientation"):
         SynthConfig(orientation="LPX")
+    with pytest.raises(ValueError, match="p_11_ribs"):
+        SynthConfig(p_11_ribs=1.2)
+    with pytest.raises(ValueError, match="exclude each other"):
+        SynthConfig(p_sacralisation=1.0)  # + the default lumbarisation rate
+    with pytest.raises(ValueError, match="castellvi_weights"):
+        SynthConfig(castellvi_weights=(1.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="rib_stump_mm"):
+        SynthConfig(rib_stump_mm=(30.0, 20.0))
     with pytest.raises(ValueError, match="neighbours"):
         generate_case(1, SynthConfig(levels=("L1", "L3"), fractures={"L3": FractureSpec(2, "crush")}, body=False,
                                      spacing=(2.0, 2.0, 2.0), fov=120.0))
     with pytest.raises(ValueError, match="outside the imaged range"):
         generate_case(1, SynthConfig(levels=("L1", "L3"), fractures={"T5": FractureSpec(2)}, body=False,
                                      spacing=(2.0, 2.0, 2.0), fov=120.0))
+
+
+# ------------------------------------------------------------------------------------------- variants
+#: No variant unless a test forces one.
+NO_VARIANTS = {"p_t13": 0.0, "p_l6": 0.0, "p_11_ribs": 0.0, "p_lumbar_rib": 0.0, "p_sacralisation": 0.0,
+               "p_lumbarisation": 0.0}
+#: A small body case at the thoracolumbar junction: spine field of view, no rotation, offset or curve.
+RIBS = SynthConfig(levels=("T12", "L1"), spacing=(2.0, 2.0, 2.5), fov=240.0, p_cut=0.0, rotation_deg=(0.0, 0.0, 0.0),
+                   offset_mm=0.0, p_scoliosis=0.0, noise_hu=(5.0, 5.0), **NO_VARIANTS)
+#: A small spine-only case at the lumbosacral junction (dense bone, so marrow is brighter than muscle).
+LUMBOSACRAL = SynthConfig(levels=("L4", "L5"), spacing=(1.25, 1.25, 1.25), fov=160.0, p_cut=0.0,
+                          rotation_deg=(0.0, 0.0, 0.0), offset_mm=0.0, p_scoliosis=0.0, p_osteoporotic=0.0,
+                          body=False, noise_hu=(5.0, 5.0), **NO_VARIANTS)
+LABEL = {name: vertebra(name).label for name in ("T11", "T12", "T13", "L1", "L5", "L6")}
+
+
+def _bone_outside_labels(case) -> np.ndarray:
+    """Bone that no vertebra label covers (ribs, sacrum, pelvis)."""
+    return (case.ct.array > 250) & (case.labelmap.array == 0)
+
+
+def _lateral_reach(case, mask: np.ndarray, label: int) -> float:
+    """How far (mm, left–right) the voxels of ``mask`` reach beyond the lateral extent of vertebra ``label``."""
+    cx = case.centroids_lps[label][0]
+    own = np.abs(case.labelmap.index_to_lps(np.argwhere(case.labelmap.array == label)[:, ::-1])[:, 0] - cx).max()
+    idx = np.argwhere(mask)[:, ::-1]
+    if idx.size == 0:
+        return float("-inf")
+    return float(np.abs(case.ct.index_to_lps(idx)[:, 0] - cx).max() - own)
+
+
+@pytest.fixture(scope="module")
+def ribs_normal():
+    return generate_case(2, RIBS)
+
+
+@pytest.fixture(scope="module")
+def ribs_eleven():
+    """11 rib pairs: T12 without ribs."""
+    return generate_case(2, RIBS.replace(p_11_ribs=1.0, p_rib_stump=0.0))
+
+
+def test_rib_variants_change_only_the_ribs(ribs_normal, ribs_eleven):
+    """The variants have their own random stream: the labels, truth and acquisition stay the same."""
+    assert np.array_equal(ribs_normal.labelmap.array, ribs_eleven.labelmap.array)
+    assert ribs_normal.truth == ribs_eleven.truth
+    drop = ("variants", "timings_s")
+    assert {k: v for k, v in ribs_normal.meta.items() if k not in drop} == \
+        {k: v for k, v in ribs_eleven.meta.items() if k not in drop}
+    assert ribs_normal.meta["variants"]["ribs"] == {"variant": None, "pairs": 12, "full_pairs": 12, "last_level": "T12",
+                                                    "last": "full", "last_mm": None, "stumps": []}
+
+
+def test_eleven_rib_pairs_leave_t12_without_rib_or_with_a_stump(ribs_normal, ribs_eleven):
+    assert ribs_eleven.meta["variants"]["ribs"] == {"variant": "11", "pairs": 11, "full_pairs": 11,
+                                                    "last_level": "T11", "last": "full", "last_mm": None, "stumps": []}
+    # the vertebra below T11 is still labelled T12 (labels count from C1)
+    assert LABEL["T12"] in ribs_eleven.centroids_lps and LABEL["T13"] not in ribs_eleven.centroids_lps
+    normal, eleven = _bone_outside_labels(ribs_normal), _bone_outside_labels(ribs_eleven)
+    assert not (eleven & ~normal).any()  # no bone appears
+    t12_rib = normal & ~eleven  # the rib T12 bears in the normal spine, gone with 11 pairs
+    assert t12_rib.sum() > 300 and _lateral_reach(ribs_normal, t12_rib, LABEL["T12"]) > 70
+    stumped = generate_case(2, RIBS.replace(p_11_ribs=1.0, p_rib_stump=1.0))
+    ribs = stumped.meta["variants"]["ribs"]
+    assert (ribs["variant"], ribs["pairs"], ribs["full_pairs"], ribs["last_level"], ribs["last"]) == \
+        ("11", 12, 11, "T12", "stump")
+    assert RIBS.rib_stump_mm[0] <= ribs["last_mm"] <= RIBS.rib_stump_mm[1] and ribs["stumps"] == ["T12"]
+    stump = _bone_outside_labels(stumped) & ~eleven
+    assert stump.sum() > 20  # a stump is there ...
+    assert (stump & ~normal).sum() <= 5  # ... on the course of the normal rib ...
+    # ... and reaches no further than its length beyond the transverse process (+ radius and a voxel)
+    assert _lateral_reach(stumped, stump, LABEL["T12"]) <= ribs["last_mm"] + 8.0
+
+
+@pytest.mark.parametrize("stump", [False, True])
+def test_a_lumbar_rib_gives_13_pairs_full_or_stump(ribs_normal, stump):
+    case = generate_case(2, RIBS.replace(p_lumbar_rib=1.0, p_rib_stump=float(stump)))
+    ribs = case.meta["variants"]["ribs"]
+    assert (ribs["variant"], ribs["pairs"], ribs["last_level"], ribs["last"]) == \
+        ("13-L1", 13, "L1", "stump" if stump else "full")
+    assert ribs["full_pairs"] == (12 if stump else 13)
+    assert np.array_equal(case.labelmap.array, ribs_normal.labelmap.array)  # no T13: L1 keeps its label
+    rib = _bone_outside_labels(case) & ~_bone_outside_labels(ribs_normal)
+    assert rib.sum() > 100
+    reach = _lateral_reach(case, rib, LABEL["L1"])
+    if stump:
+        assert reach <= ribs["last_mm"] + 8.0
+    else:
+        assert reach > 60.0
+
+
+def test_a_t13_bears_the_13th_pair_full_or_stump():
+    config = RIBS.replace(levels=("T13", "L1"), p_t13=1.0)
+    full = generate_case(3, config.replace(p_rib_stump=0.0))
+    stumped = generate_case(3, config.replace(p_rib_stump=1.0))
+    for case, kind in ((full, "full"), (stumped, "stump")):
+        ribs = case.meta["variants"]["ribs"]
+        assert (ribs["variant"], ribs["pairs"], ribs["last_level"], ribs["last"]) == ("13-T13", 13, "T13", kind)
+        assert case.meta["variants"]["t13"] and case.meta["variants"]["presacral"] == 25
+        assert LABEL["T13"] in case.centroids_lps
+    assert np.array_equal(full.labelmap.array, stumped.labelmap.array)
+    a, b = _bone_outside_labels(full), _bone_outside_labels(stumped)
+    assert (b & ~a).sum() <= 5  # the stump is the start of the full rib's course
+    beyond = a & ~b
+    assert beyond.sum() > 300 and _lateral_reach(full, beyond, LABEL["T13"]) > 60.0
+
+
+def test_six_lumbar_vertebrae_label_l6_25():
+    case = generate_case(1, LUMBOSACRAL.replace(levels=("L4", "L6"), p_l6=1.0))
+    assert [e["name"] for e in case.truth][-2:] == ["L5", "L6"]
+    assert LABEL["L6"] == 25 and 25 in case.centroids_lps and (case.labelmap.array == 25).sum() > 1000
+    v = case.meta["variants"]
+    assert v["l6"] and v["presacral"] == 25 and v["lstv"] is None
+
+
+def _distance_within(vol: Volume, p: np.ndarray, label: int, radius_mm: float = 15.0) -> float:
+    """Distance (mm) from ``p`` to the nearest voxel centre of ``label`` within ``radius_mm`` (inf if none)."""
+    r = int(np.ceil(radius_mm / min(vol.spacing)))
+    ijk = np.rint(vol.lps_to_index(p)).astype(int)
+    lo, hi = np.maximum(ijk - r, 0), np.minimum(ijk + r + 1, np.array(vol.shape_xyz))
+    idx = np.argwhere(vol.array[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] == label)[:, ::-1] + lo
+    d = np.linalg.norm(vol.index_to_lps(idx) - p, axis=1) if idx.size else np.array([np.inf])
+    return float(d.min())
+
+
+@pytest.fixture(scope="module")
+def lumbosacral_normal():
+    return generate_case(2, LUMBOSACRAL)
+
+
+@pytest.mark.parametrize(("weights", "contact", "lo", "hi"), [
+    ((0, 0, 1, 0), "fused", 0.0, 1.5),
+    ((0, 1, 0, 0), "joint", 1.0, 4.0),
+    ((1, 0, 0, 0), "dysplastic", 5.0, 12.0),
+])
+def test_sacralisation_draws_the_l5_wing_down_to_the_sacrum(lumbosacral_normal, weights, contact, lo, hi):
+    normal = lumbosacral_normal
+    case = generate_case(2, LUMBOSACRAL.replace(p_sacralisation=1.0, castellvi_weights=weights))
+    lstv = case.meta["variants"]["lstv"]
+    assert (lstv["kind"], lstv["level"]) == ("sacralisation", "L5")
+    assert lstv["castellvi"] == {"fused": "IIIb", "joint": "IIb", "dysplastic": "Ib"}[contact]  # bilateral here
+    assert lstv["sides"] == {"left": contact, "right": contact}
+    assert set(case.centroids_lps) == set(normal.centroids_lps)  # the wing is part of L5: no new label
+    for side, point in lstv["contact_lps_mm"].items():
+        p = np.asarray(point)
+        # the wing (labelled L5) comes down to the ala: touching, a joint space, or a gap
+        assert lo <= _distance_within(case.labelmap, p, LABEL["L5"]) <= hi, side
+        # without the variant, L5 stays far from there
+        assert _distance_within(normal.labelmap, p, LABEL["L5"]) > 12.0, side
+        # under the contact point lies the sacral ala: bone, not labelled as a vertebra
+        below = p - np.array([0.0, 0.0, 4.0])
+        assert _label_at(case.labelmap, below) == 0
+        ijk = np.rint(case.ct.lps_to_index(below)).astype(int)
+        assert case.ct.array[ijk[2], ijk[1], ijk[0]] > 120, side
+
+
+def test_lumbarisation_is_drawn_as_l6_above_a_shorter_sacrum(tmp_path):
+    config = LUMBOSACRAL.replace(levels=("L5", "L6"), p_lumbarisation=1.0, castellvi_weights=(0, 0, 1, 0))
+    case = generate_case(1, config)
+    write_verse_case(case, tmp_path, "sub-synth0000")
+    check_written_case(tmp_path, "sub-synth0000")  # the wing does not disturb the truth
+    assert [e["name"] for e in case.truth][-1] == "L6" and 25 in case.centroids_lps
+    lstv = case.meta["variants"]["lstv"]
+    assert (lstv["kind"], lstv["level"]) == ("lumbarisation", "L6") and lstv["castellvi"].startswith("III")
+    for point in lstv["contact_lps_mm"].values():
+        assert _distance_within(case.labelmap, np.asarray(point), LABEL["L6"]) <= 1.5
+    seq = np.random.SeedSequence([1, 0x5E5E])
+    assert plan_spine(np.random.default_rng(seq), config).sacrum.segments == 4
+    assert plan_spine(np.random.default_rng(seq), LUMBOSACRAL.replace(levels=("L5", "L6"), p_l6=1.0)).sacrum.segments == 5
+
+
+def test_variant_rates_follow_the_config():
+    config = SynthConfig()
+    n = 4000
+    draws = [draw_variants(variant_rng(np.random.default_rng(seed)), config, False) for seed in range(n)]
+    rib = [d[0] for d in draws]
+    lstv = [d[2].kind if d[2] else None for d in draws]
+
+    def close(count: int, p: float, total: int = n) -> bool:  # within 4 binomial standard errors
+        return abs(count / total - p) <= 4 * np.sqrt(p * (1 - p) / total)
+
+    assert close(rib.count("11"), config.p_11_ribs) and close(rib.count("13-L1"), config.p_lumbar_rib)
+    assert close(lstv.count("sacralisation"), config.p_sacralisation)
+    assert close(lstv.count("lumbarisation"), config.p_lumbarisation)
+    stumps = [d[1] for d in draws if d[0] is not None]
+    assert close(sum(s is not None for s in stumps), config.p_rib_stump, len(stumps))
+    assert all(config.rib_stump_mm[0] <= s <= config.rib_stump_mm[1] for s in stumps if s is not None)
+    types = [d[2].castellvi for d in draws if d[2]]
+    assert {t.rstrip("ab") for t in types} == {"I", "II", "III", "IV"}
+    # a T13 is the 13th rib-bearing vertebra: no other rib variant with it
+    assert {draw_variants(variant_rng(np.random.default_rng(s)), config, True)[0] for s in range(50)} == {"13-T13"}
 
 
 def _cli_args(*argv: str) -> argparse.Namespace:

@@ -54,8 +54,35 @@ class SynthConfig:
     Attributes:
         levels: a fixed level range ``("T10", "L4")``; ``None`` draws a contiguous range.
         n_vertebrae: number of vertebrae of a drawn range (inclusive bounds).
-        p_t13: probability of a supernumerary T13 when the range spans T12–L1.
-        p_l6: probability of a sixth lumbar vertebra when the range reaches L5.
+        p_t13: probability of a supernumerary, rib-bearing T13 (13 rib pairs, 25 presacral vertebrae).
+            Its ribs are full or stumps (``p_rib_stump``).
+        p_l6: probability of a sixth lumbar vertebra L6 (VerSe label 25) above a normal sacrum.
+            Together with ``p_lumbarisation`` (also drawn as L6) about 5.5 % of adults have six
+            lumbar vertebrae (Yan et al. 2018: 16 of 293).
+        p_11_ribs: probability of 11 rib pairs when there is no T13: T12 bears no full rib, only a
+            short stump (``p_rib_stump``) or nothing. Labels still count from C1, so the vertebra
+            below T11 is T12 (Yan et al. 2018: 11 thoracic vertebrae in 5.8 %).
+        p_lumbar_rib: probability of a lumbar rib when there is no T13: ribs on L1 (13 rib pairs
+            without a supernumerary vertebra), full or stumps (``p_rib_stump``). ``p_11_ribs +
+            p_lumbar_rib`` must not exceed 1.
+        p_rib_stump: probability that the last pair of a rib variant is a short stump (length drawn
+            from ``rib_stump_mm``) instead of nothing (11 pairs) or a full rib (T13, lumbar rib).
+            Stumps break the rule "the last rib is T12" differently from full ribs (Möller et al. 2025).
+        rib_stump_mm: stump length range, centreline from the rib's proximal end (the head, or the
+            transverse process for a lumbar rib); full ribs are longer than about 40 mm (Yun et al.
+            2018 call ribs under 38 mm short).
+        p_sacralisation: probability of a lumbosacral transitional vertebra by sacralisation: the
+            last lumbar vertebra (L5, or L6 where there is one) has an enlarged transverse process on
+            one or both sides, dysplastic, articulating with or fused to the sacral ala (Castellvi
+            types I–IV, ``castellvi_weights``), and a narrower disc below. It keeps its label.
+        p_lumbarisation: probability of a lumbosacral transitional vertebra by lumbarisation: the
+            first sacral segment is free and drawn as L6 (label 25) with the same transverse-process
+            variants, above a four-segment sacrum. ``p_sacralisation + p_lumbarisation`` must not
+            exceed 1. An LSTV is seen on 18 % of radiographs (Nardo et al. 2012), sacralisation far
+            more often than lumbarisation in most series.
+        castellvi_weights: relative frequency of Castellvi types I (dysplastic, ≥ 19 mm tall, no
+            contact), II (pseudo-articulation), III (fusion) and IV (II on one side, III on the
+            other); Nardo et al. 2012: 42, 41, 12, 5 %. Types I–III are uni- or bilateral (a/b).
         fractures: fixed fractures by level name (``{"L1": FractureSpec(2, "wedge")}``); when given,
             no random fractures are drawn.
         p_fractured_case: probability that a case has at least one (random) fracture.
@@ -87,8 +114,15 @@ class SynthConfig:
 
     levels: tuple[str, str] | None = None
     n_vertebrae: tuple[int, int] = (5, 17)
-    p_t13: float = 0.03
-    p_l6: float = 0.03
+    p_t13: float = 0.01
+    p_l6: float = 0.04
+    p_11_ribs: float = 0.05
+    p_lumbar_rib: float = 0.01
+    p_rib_stump: float = 0.5
+    rib_stump_mm: tuple[float, float] = (22.0, 38.0)
+    p_sacralisation: float = 0.15
+    p_lumbarisation: float = 0.015
+    castellvi_weights: tuple[float, float, float, float] = (0.42, 0.41, 0.12, 0.05)
     fractures: Mapping[str, FractureSpec] | None = None
     p_fractured_case: float = 0.6
     max_fractures: int = 3
@@ -147,10 +181,21 @@ class SynthConfig:
         for code in (*self.orientations, *([] if self.orientation == "random" else [self.orientation])):
             if len(code) != 3 or set(code) - valid or len({_AXIS[c] for c in code}) != 3:
                 raise ValueError(f"orientation must be 3 axis codes like 'LPS' or 'PIR', got {code!r}")
-        for name in ("p_t13", "p_l6", "p_fractured_case", "p_osteoporotic", "p_scoliosis", "p_cut", "p_contrast"):
+        for name in ("p_t13", "p_l6", "p_11_ribs", "p_lumbar_rib", "p_rib_stump", "p_sacralisation",
+                     "p_lumbarisation", "p_fractured_case", "p_osteoporotic", "p_scoliosis", "p_cut", "p_contrast"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        for a, b in (("p_11_ribs", "p_lumbar_rib"), ("p_sacralisation", "p_lumbarisation")):
+            if getattr(self, a) + getattr(self, b) > 1.0:
+                raise ValueError(f"{a} + {b} must not exceed 1 (they exclude each other), got "
+                                 f"{getattr(self, a)} + {getattr(self, b)}")
+        lo, hi = self.rib_stump_mm
+        if not 0 < lo <= hi:
+            raise ValueError(f"rib_stump_mm must be a positive range (low <= high), got {self.rib_stump_mm}")
+        w = self.castellvi_weights
+        if len(w) != 4 or min(w) < 0 or sum(w) <= 0:
+            raise ValueError(f"castellvi_weights must be 4 non-negative weights (types I–IV), got {w}")
 
     def replace(self, **changes: Any) -> SynthConfig:
         """A copy with some fields changed."""

@@ -65,7 +65,8 @@ class SynthCase:
         fracture_map: 0 background, 1 normal vertebra, 2 fractured vertebra, same geometry.
         truth: per visible vertebra (cranial → caudal), the ``_genant.json`` objects.
         centroids_lps: VerSe label → centroid (LPS mm), centre of mass of the label in ``labelmap``.
-        meta: generation details (seed, acquisition, subject, planned fractures, timings).
+        meta: generation details (seed, acquisition, subject, planned fractures, drawn numbering
+            variants (``variants``: rib pairs, T13/L6, lumbosacral transitional vertebra), timings).
     """
 
     ct: Volume
@@ -269,11 +270,21 @@ def generate_case(seed: int, config: SynthConfig | None = None, threads: int = 2
         "trabecular_hu": round(float(psf.mean[Tissue.TRABECULAR]), 1),
         "age": round(plan.age, 1),
         "fractures_planned": {v.name: [v.fracture.grade, v.fracture.type] for v in plan.vertebrae if v.fracture},
+        "variants": _variant_meta(plan, pose, t),
         "working_grid": {"shape": list(grid.shape), "spacing": list(grid.spacing)},
         "timings_s": {"plan": round(t1 - t0, 3), "paint": round(t2 - t1, 3), "render": round(t3 - t2, 3),
                       "resample_noise": round(t4 - t3, 3), "truth": round(t5 - t4, 3), "total": round(t5 - t0, 3)},
     }
     return SynthCase(ct, labelmap, fracture_map, truth, centroids, meta)
+
+
+def _variant_meta(plan: SpinePlan, pose: np.ndarray, t: np.ndarray) -> dict[str, Any]:
+    """The drawn numeric and transitional variants; LSTV contact points in LPS mm (output frame)."""
+    facts = plan.variant_facts()
+    if plan.lstv is not None:
+        facts["lstv"]["contact_lps_mm"] = {side: [round(float(c), 2) for c in pose @ p + t]
+                                           for side, p in plan.lstv.contacts.items()}
+    return facts
 
 
 def _resample_to_output(hu: np.ndarray, instance: np.ndarray, grid: Grid, pose: np.ndarray, t: np.ndarray,

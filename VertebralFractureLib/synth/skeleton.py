@@ -18,16 +18,35 @@ from VertebralFractureLib.synth.spine import SpinePlan
 from VertebralFractureLib.synth.tissues import Canvas, Tissue
 
 
+def _truncate(pts: list[np.ndarray], length: float) -> list[np.ndarray]:
+    """The first ``length`` mm of a polyline."""
+    out = [pts[0]]
+    left = float(length)
+    for a, b in zip(pts, pts[1:]):
+        d = float(np.linalg.norm(b - a))
+        if d >= left:
+            out.append(a + (b - a) * (left / max(d, 1e-9)))
+            return out
+        out.append(b)
+        left -= d
+    return out
+
+
 def paint_ribs(canvas: Canvas, o: Outline, plan: SpinePlan, subject: Subject) -> None:
-    """Ribs of T1–T12 (and T13): head at the body, tubercle at the transverse process, then around the
-    inner chest wall, descending anteriorly; costal cartilage to the sternum (ribs 1–10)."""
+    """Ribs of every rib-bearing vertebra (``Vertebra.rib``): T1–T12, a T13, a lumbar rib on L1.
+
+    A full rib has its head at the body, the tubercle at the transverse process, then runs around the
+    inner chest wall, descending anteriorly; costal cartilage to the sternum (ribs 1–10). A stump is
+    the first ``rib_mm`` mm of the same course. A lumbar rib starts at the tip of the transverse
+    process (no head on the body)."""
     g = canvas.grid
     zmin, zmax = g.origin[2] - 40, g.origin[2] + g.spacing[2] * g.shape[0] + 120
     s = subject.scale
     thoracic = [v for v in plan.vertebrae if v.kind == "thoracic"]
     n = len(thoracic)
-    for i, vt in enumerate(thoracic):
-        if not (zmin < vt.centre[2] < zmax):
+    ribbed = thoracic + [v for v in plan.vertebrae if v.kind == "lumbar" and v.rib]
+    for i, vt in enumerate(ribbed):
+        if vt.rib is None or not (zmin < vt.centre[2] < zmax):
             continue
         k = i + 1
         floating = k >= n - 1
@@ -66,7 +85,12 @@ def paint_ribs(canvas: Canvas, o: Outline, plan: SpinePlan, subject: Subject) ->
                 pts.append(p)
             cart_from = len(pts) - (3 if not floating else 0)
             height = (10.0 if k > 1 else 8.0) * s
+            j0 = 1 if vt.kind == "lumbar" else 0  # a lumbar rib articulates with the transverse process
+            if vt.rib == "stump":
+                pts = pts[:j0] + _truncate(pts[j0:], float(vt.rib_mm or 0.0))
             for j, (a, b) in enumerate(zip(pts, pts[1:])):
+                if j < j0:
+                    continue
                 radii = (height / 2, 3.0 * s) if j > 0 else (4.5 * s, 4.5 * s)
                 if j + 1 >= cart_from and k <= 10:
                     paint_capsule_world(canvas, a, b, (radii[0] * 0.9, radii[1] * 1.2), Tissue.CARTILAGE)
@@ -120,7 +144,7 @@ def paint_pelvis(canvas: Canvas, ref: SpineRef, plan: SpinePlan, subject: Subjec
     c = sc.centre.copy()
     rot = sc.rot.copy()
     w, d, h = sc.width, sc.depth, sc.height
-    for _ in range(5):
+    for _ in range(sc.segments):
         box = g.box_of_points(c + corners([-w / 2 - 2, -d / 2 - 2, -h / 2 - 2], [w / 2 + 2, d / 2 + 2, h / 2 + 2]) @ rot.T)
         if box is not None:
             u, v, ww = box.local(c, rot)

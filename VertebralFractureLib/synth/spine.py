@@ -10,6 +10,11 @@ The spine is built by stacking: vertebral body, disc, vertebral body, …; the d
 chosen so that the normal spine has the sampled segmental lordosis/kyphosis (VerSe priors), and a
 fracture's height loss then adds its own local kyphosis, as in a real spine.
 
+Numeric variants change the spine: a T13 or an L6 adds a vertebra. Rib variants (11 or 13 rib pairs,
+the last pair full or a stump) and lumbosacral transitional vertebrae are drawn from a random stream
+of their own (:func:`variant_rng`), so a case that draws none of them is identical whatever their
+probabilities, and forcing a rib variant (probability 1) changes only the ribs.
+
 The Genant keypoints lie on the mid-sagittal plane ``u = 0`` on the endplate surfaces, at the
 anterior and posterior corners (inset from the rounded rim) and in the middle, so the heights are
 exact functions of the shape; a fracture deformation is solved (bisection) so the measured heights
@@ -83,6 +88,9 @@ class Vertebra:
     rot: np.ndarray = field(default_factory=lambda: np.eye(3))
     fracture: Fracture | None = None
     osteophyte: float = 0.0
+    rib: str | None = None  # "full", "stump" or None: the rib pair this vertebra bears
+    rib_mm: float | None = None  # stump length (centreline from the rib's proximal end)
+    wings: dict = field(default_factory=dict)  # side (-1 right, +1 left) → (tip, "dysplastic"|"joint"|"fused")
 
     # ------------------------------------------------------------------ shape
     @property
@@ -203,6 +211,31 @@ class Sacrum:
     curvature: float
     ala_span: float
     scale: float
+    segments: int = 5  # four where the first sacral segment is lumbarised (drawn as L6)
+
+
+@dataclass
+class Lstv:
+    """A lumbosacral transitional vertebra.
+
+    Attributes:
+        kind: "sacralisation" (of the last lumbar vertebra) or "lumbarisation" (of S1, drawn as L6).
+        level: name of the transitional vertebra (L5, or L6).
+        castellvi: Castellvi type: "Ia", "Ib", "IIa", "IIb", "IIIa", "IIIb" or "IV" (a unilateral,
+            b bilateral).
+        sides: "left"/"right" → "dysplastic" (enlarged, no contact), "joint" (pseudo-articulation
+            with the sacral ala) or "fused" (bony fusion with the ala).
+        disc_factor: the disc below is this fraction of its normal thickness.
+        contacts: side → the point (anatomical frame, mm) on the upper surface of the sacral ala
+            under the wing's tip.
+    """
+
+    kind: str
+    level: str
+    castellvi: str
+    sides: dict[str, str]
+    disc_factor: float
+    contacts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -216,6 +249,34 @@ class SpinePlan:
     osteoporotic: bool
     age: float
     discs: list[tuple[int, float]]  # (index of the vertebra above, central thickness mm)
+    rib_variant: str | None = None  # None, "11", "13-T13" or "13-L1"
+    lstv: Lstv | None = None
+
+    def rib_facts(self) -> dict:
+        """The rib pairs of this spine, for the case metadata.
+
+        ``pairs`` counts the rib-bearing vertebrae (stumps included), ``full_pairs`` only those with
+        full ribs; ``last_level`` is the lowest rib-bearing vertebra, ``last`` whether its ribs are
+        "full" or a "stump" and ``last_mm`` the stump length (``None`` for full ribs);
+        ``stumps`` lists the vertebrae with stumps; ``variant`` is the drawn rib variant.
+        """
+        ribbed = [v for v in self.vertebrae if v.rib]
+        last = ribbed[-1]
+        return {"variant": self.rib_variant, "pairs": len(ribbed),
+                "full_pairs": sum(v.rib == "full" for v in ribbed), "last_level": last.name, "last": last.rib,
+                "last_mm": None if last.rib_mm is None else round(float(last.rib_mm), 1),
+                "stumps": [v.name for v in ribbed if v.rib == "stump"]}
+
+    def variant_facts(self) -> dict:
+        """Every drawn numeric or transitional variant, for the case metadata."""
+        names = {v.name for v in self.vertebrae}
+        lstv = None
+        if self.lstv is not None:
+            x = self.lstv
+            lstv = {"kind": x.kind, "level": x.level, "castellvi": x.castellvi, "sides": dict(x.sides),
+                    "disc_factor": round(x.disc_factor, 2)}
+        return {"t13": "T13" in names, "l6": "L6" in names,
+                "presacral": len(self.vertebrae), "ribs": self.rib_facts(), "lstv": lstv}
 
     def by_name(self, name: str) -> Vertebra:
         for v in self.vertebrae:
@@ -432,11 +493,12 @@ def plan_spine(rng: np.random.Generator, config: SynthConfig) -> SpinePlan:
     scale = float(np.clip(rng.normal(1.0, config.size_sd), 1 - 2.5 * config.size_sd, 1 + 2.5 * config.size_sd))
     t13 = bool(rng.random() < config.p_t13)
     l6 = bool(rng.random() < config.p_l6)
-    names = _names(t13, l6)
     if config.levels is not None:
         t13 = t13 or "T13" in config.levels
         l6 = l6 or "L6" in config.levels
-        names = _names(t13, l6)
+    rib_variant, stump_mm, lstv = draw_variants(variant_rng(rng), config, t13)
+    l6 = l6 or (lstv is not None and lstv.kind == "lumbarisation")
+    names = _names(t13, l6)
     range_names = _choose_range(rng, names, config)
 
     icd = {n: priors.LEVELS[n].icd * scale * float(np.clip(rng.normal(1, config.level_sd), 0.9, 1.1)) for n in names}
@@ -447,6 +509,7 @@ def plan_spine(rng: np.random.Generator, config: SynthConfig) -> SpinePlan:
         prev = icd[names[k - 1]] if k > 0 else icd[n]
         icd_local[n] = 0.5 * (prev + icd[n])
     verts = [_sample_vertebra(rng, n, scale, config, icd_local[n]) for n in names]
+    _set_ribs(verts, rib_variant, stump_mm)
     i0, i1 = names.index(range_names[0]), names.index(range_names[1])
     visible = set(range(i0, i1 + 1))
 
@@ -463,11 +526,127 @@ def plan_spine(rng: np.random.Generator, config: SynthConfig) -> SpinePlan:
             v.osteophyte = float(rng.uniform(1.0, 4.0))
 
     discs = _stack(rng, verts, planes0, icd, config, age, osteoporotic)
-    sacrum = _place_sacrum(rng, verts, scale, config)
+    sacrum = _place_sacrum(rng, verts, scale, config, lstv)
     _align(verts, sacrum, rng)
     if rng.random() < config.p_scoliosis:
         _scoliosis(rng, verts, sacrum, config)
-    return SpinePlan(verts, sacrum, range_names, scale, osteoporotic, age, discs)
+    if lstv is not None:
+        lstv.level = verts[-1].name
+        _place_wings(verts[-1], sacrum, lstv)
+    return SpinePlan(verts, sacrum, range_names, scale, osteoporotic, age, discs, rib_variant, lstv)
+
+
+# ============================================================================== variants
+_VARIANT_KEY = 0x7A41
+
+
+def variant_rng(rng: np.random.Generator) -> np.random.Generator:
+    """The random stream of the rib and lumbosacral variants of a case.
+
+    It is derived from the seed sequence of ``rng`` without drawing from ``rng``, so these variants
+    leave every other random choice of the case as it was.
+    """
+    bg = rng.bit_generator
+    seq = getattr(bg, "seed_seq", None) or getattr(bg, "_seed_seq", None)
+    if isinstance(seq, np.random.SeedSequence):
+        return np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, _VARIANT_KEY)))
+    return np.random.default_rng(rng.integers(2**63))  # pragma: no cover - generators without a seed sequence
+
+
+_CASTELLVI = ("I", "II", "III", "IV")
+#: Radii (mm, × the subject's scale; u, v, w) of the broad tip of a transitional vertebra's wing.
+WING_TIP = (13.0, 10.0, 6.0)
+_CONTACT = {"I": "dysplastic", "II": "joint", "III": "fused"}
+
+
+def draw_variants(vrng: np.random.Generator, config: SynthConfig,
+                  t13: bool) -> tuple[str | None, float | None, Lstv | None]:
+    """Draw the rib variant and the lumbosacral transitional vertebra of one spine.
+
+    Args:
+        vrng: the case's variant stream (:func:`variant_rng`); always the same number of draws.
+        config: the probabilities.
+        t13: whether the spine has a T13 (then it is the 13th rib-bearing vertebra and no other rib
+            variant is drawn).
+
+    Returns:
+        ``(rib_variant, stump_mm, lstv)``: "11", "13-T13", "13-L1" or ``None``; the length of the
+        variant's last rib pair when it is a stump, else ``None``; the :class:`Lstv` (its ``level``
+        is set once the spine is built) or ``None``.
+    """
+    u_rib, u_stump, stump_mm = vrng.random(), vrng.random(), float(vrng.uniform(*config.rib_stump_mm))
+    u_lstv, u_type, u_bilateral, u_side, u_fused, disc = (vrng.random(), vrng.random(), vrng.random(),
+                                                         vrng.random(), vrng.random(), vrng.uniform(0.4, 0.8))
+    if t13:
+        rib_variant: str | None = "13-T13"
+    elif u_rib < config.p_11_ribs:
+        rib_variant = "11"
+    elif u_rib < config.p_11_ribs + config.p_lumbar_rib:
+        rib_variant = "13-L1"
+    else:
+        rib_variant = None
+    stump = rib_variant is not None and u_stump < config.p_rib_stump
+    if u_lstv < config.p_sacralisation:
+        kind = "sacralisation"
+    elif u_lstv < config.p_sacralisation + config.p_lumbarisation:
+        kind = "lumbarisation"
+    else:
+        return rib_variant, stump_mm if stump else None, None
+    w = np.asarray(config.castellvi_weights, float)
+    ctype = _CASTELLVI[int(np.searchsorted(np.cumsum(w / w.sum()), u_type, side="right").clip(0, 3))]
+    if ctype == "IV":
+        fused_left = u_fused < 0.5
+        sides = {"left": "fused" if fused_left else "joint", "right": "joint" if fused_left else "fused"}
+        label = "IV"
+    elif u_bilateral < 0.5:
+        sides = {"left": _CONTACT[ctype], "right": _CONTACT[ctype]}
+        label = ctype + "b"
+    else:
+        sides = {"left" if u_side < 0.5 else "right": _CONTACT[ctype]}
+        label = ctype + "a"
+    lstv = Lstv(kind=kind, level="", castellvi=label, sides=sides, disc_factor=float(disc))
+    return rib_variant, stump_mm if stump else None, lstv
+
+
+def _set_ribs(verts: list[Vertebra], rib_variant: str | None, stump_mm: float | None) -> None:
+    """Full ribs on every thoracic vertebra, then the rib variant's last pair."""
+    for v in verts:
+        if v.kind == "thoracic":
+            v.rib = "full"
+    level = {"11": "T12", "13-T13": "T13", "13-L1": "L1"}.get(rib_variant or "")
+    if level is None:
+        return
+    v = next(v for v in verts if v.name == level)
+    if stump_mm is not None:
+        v.rib, v.rib_mm = "stump", stump_mm
+    else:
+        v.rib = None if rib_variant == "11" else "full"
+
+
+def _place_wings(tv: Vertebra, sacrum: Sacrum, lstv: Lstv) -> None:
+    """Enlarged transverse processes of the transitional vertebra, reaching down to the sacral ala.
+
+    The tip of each wing lies over the upper surface of the ala (the ala as painted by
+    :func:`~VertebralFractureLib.synth.skeleton.paint_pelvis`): ~8 mm above it when dysplastic, a
+    1.5 mm joint space above it when articulating, sunk 3 mm into it when fused.
+    """
+    s = sacrum.scale
+    rot, c = sacrum.rot, sacrum.centre
+    up = rot[:, 2]
+    # half-extent of the wing's tip (an ellipsoid in the vertebra's frame) along the sacral axis
+    foot = float(np.sqrt(np.sum((tv.rot.T @ up) ** 2 * (np.array(WING_TIP) * tv.scale) ** 2)))
+    for name, contact in lstv.sides.items():
+        side = 1.0 if name == "left" else -1.0
+        p0 = c + rot @ np.array([side * sacrum.width * 0.35, 4 * s, 2 * s])
+        p1 = c + rot @ np.array([side * sacrum.ala_span / 2, 10 * s, -6 * s])
+        axis = (p1 - p0) / np.linalg.norm(p1 - p0)
+        e1 = up - axis * (up @ axis)
+        e1 /= np.linalg.norm(e1)
+        top = p0 + 0.55 * (p1 - p0) + e1 * 20 * s  # the ala's radius along the sacral axis is 20 s
+        gap = {"dysplastic": 8.0, "joint": 1.5, "fused": -3.0}[contact]
+        tip = top + up * (foot + gap)
+        tv.wings[side] = (tv.rot.T @ (tip - tv.centre), contact)
+        lstv.contacts[name] = top
 
 
 def _check_grade(verts: list[Vertebra], i: int, visible: set[int], spec: FractureSpec | None) -> None:
@@ -525,12 +704,15 @@ def _stack(rng: np.random.Generator, verts: list[Vertebra], planes0: list, icd: 
     return discs
 
 
-def _place_sacrum(rng: np.random.Generator, verts: list[Vertebra], scale: float, config: SynthConfig) -> Sacrum:
+def _place_sacrum(rng: np.random.Generator, verts: list[Vertebra], scale: float, config: SynthConfig,
+                  lstv: Lstv | None = None) -> Sacrum:
     last = verts[-1]
     sp = priors.SACRUM
     lordosis = rng.normal(15.0, 5.0) * _DEG
     hi, ti = last.planes()[2], last.planes()[3]
     t = rng.uniform(8.0, 12.0) * scale
+    if lstv is not None:  # the disc below a transitional vertebra is rudimentary
+        t *= lstv.disc_factor
     r_inf = last.rot @ rotation("x", -ti)
     delta = -lordosis - ti
     mid = r_inf @ rotation("x", -delta / 2)
@@ -541,7 +723,8 @@ def _place_sacrum(rng: np.random.Generator, verts: list[Vertebra], scale: float,
     centre = s - rot @ np.array([0.0, 0.0, h / 2])
     return Sacrum(centre=centre, rot=rot, width=sp["width"] * scale, depth=sp["depth"] * scale, height=h,
                   length=sp["length"] * scale, curvature=rng.normal(sp["curvature"], 8.0) * _DEG,
-                  ala_span=sp["ala_span"] * scale, scale=scale)
+                  ala_span=sp["ala_span"] * scale, scale=scale,
+                  segments=4 if lstv is not None and lstv.kind == "lumbarisation" else 5)
 
 
 def _align(verts: list[Vertebra], sacrum: Sacrum, rng: np.random.Generator) -> None:

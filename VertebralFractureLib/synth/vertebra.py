@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from VertebralFractureLib.synth.shapes import F32, Box, capsule, capsule_box_points, corners, ellipsoid
-from VertebralFractureLib.synth.spine import Vertebra
+from VertebralFractureLib.synth.spine import WING_TIP, Vertebra
 from VertebralFractureLib.synth.tissues import Canvas, Tissue
 
 _SHELL = 1.3  # mm, cortical shell of the posterior elements
@@ -130,6 +130,12 @@ def posterior_parts(vt: Vertebra) -> list[Part]:
             p1 = p0 + d / np.linalg.norm(d) * max(8.0 * s, span - u_f2)
             parts.append(_cap(p0, p1, (5.0 * s, 4.5 * s), (4.5 * s, 4.0 * s)))
             parts.append(_ell(p1, (5.0 * s, 5.0 * s, 5.5 * s)))
+        elif side in vt.wings:  # transitional vertebra: a tall wing down to the sacral ala
+            p0 = np.array([side * u_f, v_f - 2 * s, 0.4 * w_p])
+            tip = np.asarray(vt.wings[side][0], float)
+            # the plate ends above the tip, so the tip's ellipsoid alone faces the ala
+            parts.append(_cap(p0, tip + np.array([0.0, 0.0, 7.0 * s]), (9.0 * s, 5.0 * s), (8.0 * s, 6.0 * s)))
+            parts.append(_ell(tip, np.array(WING_TIP) * s))
         else:
             p0 = np.array([side * u_f, v_f - 2 * s, 0.4 * w_p])
             d = np.array([side * np.cos(ang), np.sin(ang), 0.0])
