@@ -225,7 +225,11 @@ def test_training_installs_and_analyze_runs_all_three_stages(tmp_path, monkeypat
     assert set(np.unique(frac)) <= {0, 1, 2}
     for v in result["vertebrae"]:  # an untrained net: whatever it segments must be consistent
         if v["fracture_probability"] is not None:
-            assert 0.0 <= v["fracture_probability"] <= 1.0 and v["status"] in ("normal", "fractured")
+            assert 0.0 <= v["fracture_probability"] <= 1.0
+            assert v["status"] in ("normal", "fractured", "not assessable")
+            assert (v["status"] == "not assessable") == (v["status_reason"] is not None)
+            if v["status"] == "not assessable":
+                assert v["genant"] is None  # never a grade without the evidence for it
     # stage 1 replaced by the user's centroids (the case's VerSe _ctd.json)
     from VertebralFractureLib.io.verse import list_cases, read_centroids
 

@@ -72,6 +72,13 @@ _REGION_RGB = {
 NORMAL_COLOR: tuple[float, float, float] = (0.95, 0.93, 0.88)
 #: Display colour of a fractured vertebra in the fracture view (red).
 FRACTURED_COLOR: tuple[float, float, float] = (0.90, 0.10, 0.10)
+#: Display colour of a vertebra that is not assessable (ochre: neither a normal nor a fracture call).
+NOT_ASSESSABLE_COLOR: tuple[float, float, float] = (0.80, 0.68, 0.30)
+
+
+def status_color(status: str | None) -> tuple[float, float, float]:
+    """Display colour of a vertebra by its status (red fractured, ochre not assessable, else white)."""
+    return {"fractured": FRACTURED_COLOR, "not assessable": NOT_ASSESSABLE_COLOR}.get(status or "", NORMAL_COLOR)
 
 
 def _build_table() -> dict[int, Vertebra]:

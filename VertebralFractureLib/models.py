@@ -54,6 +54,8 @@ class ModelCard:
     training_data: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     postprocess: dict[str, Any] = field(default_factory=dict)
+    #: the measured accuracy in plain words, for the reader (report, Slicer panel, warnings)
+    accuracy: str = ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
@@ -70,6 +72,7 @@ class ModelCard:
                 training_data=str(d.get("training_data", "")),
                 metrics=dict(d.get("metrics", {})),
                 postprocess=dict(d.get("postprocess", {})),
+                accuracy=str(d.get("accuracy", "")),
             )
         except KeyError as err:
             raise ValueError(f"models.json entry misses the key {err}: {d!r}") from err

@@ -288,6 +288,15 @@ def required_models(stages: Sequence[Stage]) -> list[str]:
     return out
 
 
+def accuracy_statements(used: Mapping[str, Any]) -> list[str]:
+    """``"accuracy: …"`` lines, in plain words from the model cards, for the models that ran."""
+    try:
+        cards = model_registry.registry()
+    except Exception:  # noqa: BLE001 - a broken registry was reported when the models were loaded
+        return []
+    return [f"accuracy: {cards[name].accuracy}" for name in used if name in cards and cards[name].accuracy]
+
+
 def analyze(
     image: Volume,
     config: AnalysisConfig | None = None,
@@ -335,6 +344,7 @@ def analyze(
         stage.run(context)
         timings[stage.name] = time.perf_counter() - t0
         context.report(stage.name, 1.0, f"{stage.name} done in {timings[stage.name]:.1f} s")
+    context.warnings.extend(accuracy_statements(context.models))
     return Analysis(
         vertebrae=list(context.vertebrae.values()),
         input_geometry=image.geometry_dict(),

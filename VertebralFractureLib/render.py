@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from VertebralFractureLib.anatomy import FRACTURED_COLOR, NORMAL_COLOR
+from VertebralFractureLib.anatomy import status_color
 
 if TYPE_CHECKING:  # pragma: no cover
     from VertebralFractureLib.analysis import Analysis, VertebraResult
@@ -42,7 +42,7 @@ _SPINE_WIDTH_FRACTION = 0.55
 
 def vertebra_color(v: VertebraResult | None) -> tuple[float, float, float]:
     """Red for fractured, bone white for normal or unknown status."""
-    return FRACTURED_COLOR if v is not None and v.status == "fractured" else NORMAL_COLOR
+    return status_color(None if v is None else v.status)
 
 
 def annotation(v: VertebraResult) -> str:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Columns of ``report.csv``, in order.
 CSV_COLUMNS: tuple[str, ...] = (
-    "label", "name", "complete", "status", "fracture_probability", "localization_score",
+    "label", "name", "complete", "status", "status_reason", "naming_anchor", "naming_confidence",
+    "fracture_probability", "fracture_probability_spread", "localization_score",
     "centroid_x_lps_mm", "centroid_y_lps_mm", "centroid_z_lps_mm",
     "height_anterior_mm", "height_middle_mm", "height_posterior_mm",
     "genant_ratio", "genant_grade", "genant_type", "seed_ratio", "seed_class", "keypoint_method",
@@ -50,7 +51,11 @@ def csv_row(v: VertebraResult) -> dict[str, Any]:
         "name": v.name,
         "complete": int(bool(v.complete)),
         "status": v.status,
+        "status_reason": v.status_reason,
+        "naming_anchor": None if v.naming is None else v.naming["anchor"],
+        "naming_confidence": None if v.naming is None else _r(v.naming["confidence"], 3),
         "fracture_probability": _r(v.fracture_probability),
+        "fracture_probability_spread": _r(v.fracture_probability_spread),
         "localization_score": _r(v.localization_score),
         "centroid_x_lps_mm": _r(c[0], 3),
         "centroid_y_lps_mm": _r(c[1], 3),
@@ -93,10 +98,15 @@ def summary(analysis: Analysis) -> str:
     if fractured:
         items = [f"{v.name} ({_grade_words(v)})" for v in fractured]
         text += f" Fractured: {', '.join(items)}."
-    elif any(v.status is not None for v in vs):
+    elif any(v.status in ("normal", "fractured") for v in vs):
         text += " No fracture found."
     else:
         text += " Fracture status was not assessed."
+    weak = [v.name for v in vs if v.status == "not assessable"]
+    if weak:
+        text += f" Not assessable (evidence too weak, see the reasons): {', '.join(weak)}."
+    if vs and all(v.naming is not None and v.naming.get("anchor") is None for v in vs):
+        text += " Level names are not anchored to a rib, the sacrum or C2 and may be off by one or more levels."
     cut = [v.name for v in vs if not v.complete]
     if cut:
         text += f" Cut by the field of view, not graded: {', '.join(cut)}."
@@ -123,6 +133,8 @@ th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
 th { background: #f0f0f0; }
 td.name, th.name { text-align: left; font-weight: 600; }
 tr.fractured td { background: #fbd9d9; color: #8b0000; font-weight: 600; }
+tr.weak td { background: #f6edd4; color: #6b5300; }
+.accuracy { background: #eef4fb; border: 1px solid #8fb3d9; padding: 6px 10px; border-radius: 4px; }
 .figure3d img { max-width: 420px; width: 100%; }
 .grid { display: flex; flex-wrap: wrap; gap: 10px; }
 .grid figure { margin: 0; width: 250px; }
@@ -158,6 +170,9 @@ def write_html(path: str | Path, analysis: Analysis, images: Mapping[str, bytes 
         f'<p class="summary">{_e(summary(analysis))}</p>',
         f'<p class="disclaimer">{_e(DISCLAIMER)}</p>',
     ]
+    accuracy = [w.split(":", 1)[1].strip() for w in analysis.warnings if w.startswith("accuracy:")]
+    if accuracy:
+        parts.append('<div class="accuracy"><b>How accurate is this?</b> ' + " ".join(_e(a) for a in accuracy) + "</div>")
     if SPINE3D_KEY in images:
         text = "Lateral view from the patient's left (anterior left, superior up); red = fractured, white = normal."
         if analysis.labelmap is None:
@@ -195,8 +210,8 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 
 def _table(analysis: Analysis) -> str:
-    head = ["Vertebra", "Status", "P(fracture)", "Genant grade", "Type", "Height ratio",
-            "Ha / Hm / Hp (mm)", "Seed G (class)", "Complete", "Keypoints"]
+    head = ["Vertebra", "Name from", "Status", "P(fracture) ± spread", "Genant grade", "Type", "Height ratio",
+            "Ha / Hm / Hp (mm)", "Seed G (class)", "Complete", "Keypoints", "Why not assessable"]
     radiomics = any(v.radiomics_fracture_probability is not None for v in analysis.vertebrae)
     if radiomics:
         head.append("P(fracture), radiomics")
@@ -206,10 +221,15 @@ def _table(analysis: Analysis) -> str:
         g, h = v.genant, v.heights_mm
         heights = "–" if h is None else " / ".join(f"{h[k]:.1f}" for k in ("anterior", "middle", "posterior"))
         seed = "–" if g is None or g.seed_ratio is None else f"{g.seed_ratio:.2f} ({g.seed_class})"
+        anchor = None if v.naming is None else (v.naming["anchor"] or "not anchored")
+        p = _fmt(v.fracture_probability, ".2f")
+        if v.fracture_probability is not None and v.fracture_probability_spread is not None:
+            p += f" ± {v.fracture_probability_spread / 2:.2f}"
         cells = [
             v.name,
+            _fmt(anchor),
             _fmt(v.status),
-            _fmt(v.fracture_probability, ".2f"),
+            p,
             _fmt(None if g is None else g.grade),
             _fmt(None if g is None else g.type),
             _fmt(None if g is None else g.ratio, ".2f"),
@@ -217,10 +237,11 @@ def _table(analysis: Analysis) -> str:
             seed,
             _fmt(v.complete),
             _fmt(v.keypoint_method),
+            _fmt(v.status_reason),
         ]
         if radiomics:
             cells.append(_fmt(v.radiomics_fracture_probability, ".2f"))
-        cls = ' class="fractured"' if v.status == "fractured" else ""
+        cls = {"fractured": ' class="fractured"', "not assessable": ' class="weak"'}.get(v.status or "", "")
         tds = "".join(f'<td{" class=name" if i == 0 else ""}>{_e(c)}</td>' for i, c in enumerate(cells))
         rows.append(f"<tr{cls}>{tds}</tr>")
     rows.append("</tbody></table>")
@@ -242,6 +263,8 @@ def _sagittal_grid(analysis: Analysis, images: dict[str, Any]) -> str:
         text = f"{v.name}: {v.status or 'status not assessed'}"
         if v.genant is not None:
             text += f", {_grade_words(v)}, height ratio {v.genant.ratio:.2f}"
+        elif v.status_reason:
+            text += f" ({v.status_reason})"
         elif not v.complete:
             text += ", cut by the field of view (not graded)"
         body = _img(png, f"sagittal image of {v.name}") if png is not None else "<p>(no image)</p>"

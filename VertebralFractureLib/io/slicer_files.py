@@ -24,7 +24,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from VertebralFractureLib.analysis import KEYPOINT_NAMES, VertebraResult
-from VertebralFractureLib.anatomy import FRACTURED_COLOR, NORMAL_COLOR, is_vertebra_label, vertebra
+from VertebralFractureLib.anatomy import (
+    is_vertebra_label,
+    status_color,
+    vertebra,
+)
 from VertebralFractureLib.volume import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,7 +63,7 @@ def terminology_entry(label: int) -> str:
 
 def segment_color(result: VertebraResult | None) -> tuple[float, float, float]:
     """Red for a fractured vertebra, bone white for a normal one or one of unknown status."""
-    return FRACTURED_COLOR if result is not None and result.status == "fractured" else NORMAL_COLOR
+    return status_color(None if result is None else result.status)
 
 
 def write_segmentation_nrrd(path: str | Path, labelmap: Volume, vertebrae: Sequence[VertebraResult]) -> None:
