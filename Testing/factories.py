@@ -70,13 +70,15 @@ def make_analysis(
 
 
 def tiny_verse_folder(root, n_cases: int = 2):
-    """Bright boxes for T12–L2 in a soft-tissue block, in the VerSe layout, with true centroids,
-    vertebra masks and fracture maps (L1 fractured)."""
+    """Bright boxes for T12–L2 in a soft-tissue block with fat at its left and right sides (a CT's
+    Hounsfield scale, as the input check asks), in the VerSe layout, with true centroids, vertebra
+    masks and fracture maps (L1 fractured)."""
     from VertebralFractureLib.io.readers import write_volume
     from VertebralFractureLib.io.verse import VerseCase, write_centroids
 
     for k in range(n_cases):
         arr = np.full((60, 40, 40), 40, np.int16)  # z, y, x at 2 mm: 80 × 80 × 120 mm
+        arr[:, :, :2] = arr[:, :, -2:] = -100
         vol = Volume(arr, (2.0, 2.0, 2.0), (-40.0, -40.0, -60.0 + 4 * k))
         cents = {}
         mask = np.zeros(arr.shape, np.uint8)

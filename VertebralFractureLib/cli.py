@@ -1,8 +1,14 @@
 """``vertebral-fracture``: the command line (thin: parse, call the library, report).
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad command line, 3 unusable input,
-4 model not available or damaged, 5 output folder exists, 130 cancelled.
-Errors are one line on stderr (``--debug`` shows the traceback).
+4 model not available or damaged, 5 output cannot be written there (exists, is or holds the input,
+not writable, disk full), 130 cancelled.
+Errors are one line on stderr (``--debug`` shows the traceback); warnings, including those of
+third-party libraries, one line each.
+
+Before any work, ``analyze``, ``grade``, ``radiomics`` and ``demo`` check the output path
+(:func:`VertebralFractureLib.io.output.check_destination`) and, once the input is read, that it is a
+CT they can analyse (:mod:`VertebralFractureLib.sanity`).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,11 +27,16 @@ from VertebralFractureLib.errors import (
     InputError,
     ModelIntegrityError,
     ModelNotAvailableError,
+    OutputError,
     OutputExistsError,
     VertebralFractureError,
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_EXISTS, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
+#: Exit code of every output problem (the folder exists, is the input, cannot be written).
+EXIT_OUTPUT = EXIT_EXISTS
+#: Python warnings printed at the end of a command, at most.
+MAX_PYTHON_WARNINGS = 5
 
 #: The demo CT shipped in ``Resources/SampleData`` (a SynthSpine case with known truth).
 SAMPLE_NAME = "synthspine-demo"
@@ -101,9 +113,27 @@ def _probability(text: str) -> float:
     return value
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"output folder {path} already exists (use --overwrite to replace it)")
+def _check_output(path: Path, overwrite: bool, *inputs: Path | None) -> None:
+    """The output path is safe and writable (see ``check_destination``); raises ``OutputError``."""
+    from VertebralFractureLib.io.output import check_destination
+
+    check_destination(path, overwrite, inputs, overwrite_hint="--overwrite")
+
+
+def _gate(image: Any, path: Path) -> None:
+    """Refuse an image no analysis can use before any stage runs (see ``sanity``)."""
+    from VertebralFractureLib.sanity import check_ct
+
+    check_ct(image.volume, Path(path).name or str(path))
+
+
+def _has_labels(seg: Any, path: Path, what: str = "label") -> None:
+    import numpy as np
+
+    if not np.any(seg.array):
+        raise InputError(
+            f"the segmentation '{Path(path).name}' holds no {what} (every voxel is 0): no vertebra to work on"
+        )
 
 
 def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: Progress) -> Any:
@@ -123,8 +153,13 @@ def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: 
                        input_description=image.description)
     analysis.warnings[:0] = [*image.warnings, *skipped]
     progress("write", 0.0, "writing results")
-    out = write_outputs(analysis, args.output, overwrite=args.overwrite,
-                        progress=lambda f, m: progress("write", f, m))
+    try:
+        out = write_outputs(analysis, args.output, overwrite=args.overwrite,
+                            progress=lambda f, m: progress("write", f, m))
+    except OutputError:
+        raise
+    except OSError as err:  # disk full, permissions changed meanwhile: nothing was left behind
+        raise OutputError(f"could not write the results to {args.output}: {err.strerror or err}") from err
     progress.close()
     if progress.mode != "json":
         print(summary_table(analysis))
@@ -139,7 +174,7 @@ def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: 
 def cmd_analyze(args: argparse.Namespace, progress: Progress) -> int:
     from VertebralFractureLib.io.readers import read_image
 
-    _check_output(args.output, args.overwrite)
+    _check_output(args.output, args.overwrite, args.input, args.centroids)
     progress("read", 0.0, "reading input")
     image = read_image(args.input)
     progress("read", 1.0, image.description)
@@ -149,6 +184,7 @@ def cmd_analyze(args: argparse.Namespace, progress: Progress) -> int:
         from VertebralFractureLib.pipeline import given_centroid_stages
 
         stages = given_centroid_stages(read_centroid_file(args.centroids, image.volume))
+    _gate(image, args.input)
     _run_and_write(image, stages, args, progress)
     return EXIT_OK
 
@@ -159,14 +195,17 @@ def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
     from VertebralFractureLib.anatomy import convert_totalsegmentator, vertebra
     from VertebralFractureLib.io.readers import LoadedImage, read_image, read_labelmap
     from VertebralFractureLib.pipeline import GivenSegmentation, grading_stage
+    from VertebralFractureLib.sanity import check_geometry
 
-    _check_output(args.output, args.overwrite)
+    _check_output(args.output, args.overwrite, args.input, args.segmentation)
     progress("read", 0.0, "reading segmentation")
     if args.input is not None:
         image = read_image(args.input)
+        _gate(image, args.input)
         seg = read_labelmap(args.segmentation, reference=image.volume)
     else:
         seg = read_labelmap(args.segmentation)
+        check_geometry(seg, args.segmentation.name)
         image = LoadedImage(volume=seg.with_array(seg.array.astype("int16") * 0), warnings=[
             "no CT given: grading from the segmentation alone"], description="segmentation only",
             source_format="segmentation")
@@ -180,6 +219,7 @@ def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
         seg = seg.with_array((inside * label).astype("uint8"))
     elif args.labels == "totalsegmentator":
         seg = seg.with_array(convert_totalsegmentator(seg.array))
+    _has_labels(seg, args.segmentation, "vertebra label" if args.labels == "totalsegmentator" else "label")
     stages = [GivenSegmentation(seg), grading_stage()]
     _run_and_write(image, stages, args, progress)
     return EXIT_OK
@@ -195,14 +235,17 @@ def cmd_radiomics(args: argparse.Namespace, progress: Progress) -> int:
         load_classifier,
         write_features_csv,
     )
+    from VertebralFractureLib.thirdparty import native_messages, summary
 
-    _check_output(args.output, args.overwrite)
+    _check_output(args.output, args.overwrite, args.input, args.segmentation, args.params)
     if args.wiener < 0 or (args.wiener and args.wiener % 2 == 0):
         raise InputError(f"--wiener must be 0 (no filter) or an odd window size, got {args.wiener}")
     progress("read", 0.0, "reading input")
     image = read_image(args.input)
+    _gate(image, args.input)
     seg = read_labelmap(args.segmentation, reference=image.volume)
-    warnings = list(image.warnings)
+    _has_labels(seg, args.segmentation)
+    notes = list(image.warnings)
     if args.label_components is not None:
         try:
             seg = label_components(seg, first_vertebra=args.label_components, split_mm=args.split_mm)
@@ -213,31 +256,45 @@ def cmd_radiomics(args: argparse.Namespace, progress: Progress) -> int:
     if args.classify:
         classifier = load_classifier()
         if args.params is not None or args.wiener:
-            warnings.append("--classify extracts features with the classifier's own parameters and Wiener window")
+            notes.append("--classify extracts features with the classifier's own parameters and Wiener window")
         params, wiener = classifier.radiomics_params, classifier.wiener_window
-    rows = extract_features(image.volume, seg, params=params, image_types=args.image_types, wiener_window=wiener,
-                            progress=lambda f, m: progress("radiomics", f, m), warnings=warnings)
+    printed: list[str] = []
+    with native_messages(printed):
+        rows = extract_features(image.volume, seg, params=params, image_types=args.image_types,
+                                wiener_window=wiener, progress=lambda f, m: progress("radiomics", f, m),
+                                warnings=notes)
+    line = summary(printed, "while extracting features")
+    if line is not None:
+        notes.append(line)
     extra = None
     if classifier is not None and rows:
         extra = {r.label: {"radiomics_fracture_probability": round(float(p), 4)}
                  for r, p in zip(rows, classifier.predict_proba(rows))}
     if args.output.exists() and not args.output.is_dir():
         raise OutputExistsError(f"{args.output} exists and is not a folder")
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_features_csv(args.output / "features.csv", rows, extra)
-    if args.label_components is not None:
-        from VertebralFractureLib.io.readers import write_volume
+    created = not args.output.exists()
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+        write_features_csv(args.output / "features.csv", rows, extra)
+        if args.label_components is not None:
+            from VertebralFractureLib.io.readers import write_volume
 
-        write_volume(seg, args.output / "vertebrae.nii.gz")
+            write_volume(seg, args.output / "vertebrae.nii.gz")
+    except OSError as err:
+        if created:  # leave nothing half-written behind
+            import shutil
+
+            shutil.rmtree(args.output, ignore_errors=True)
+        raise OutputError(f"could not write the results to {args.output}: {err.strerror or err}") from err
     progress.close()
     seconds = [r.seconds for r in rows]
     n_features = len(rows[0].features) if rows else 0
     time_text = f"{statistics.median(seconds):.2f} s per vertebra (median)" if seconds else "no vertebra"
     result = {"stage": "done", "fraction": 1.0, "message": "radiomics complete", "output": str(args.output),
-              "vertebrae": len(rows), "features": n_features, "warnings": warnings}
+              "vertebrae": len(rows), "features": n_features, "warnings": notes}
     if progress.mode != "json":
         print(f"{len(rows)} vertebrae, {n_features} features each, {time_text}: {args.output / 'features.csv'}")
-        for w in warnings:
+        for w in notes:
             print(f"vertebral-fracture: warning: {w}", file=sys.stderr)
     progress.emit(result)
     return EXIT_OK
@@ -256,6 +313,7 @@ def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
     ct = sample_path("ct")
     if not ct.exists():
         raise InputError(f"the demo sample {ct} is missing (regenerate it with 'vertebral-fracture synth --sample')")
+    _check_output(args.output, args.overwrite, ct)
     args.input = ct
     # demo takes only the common output options: the analyze-only ones at their defaults
     for name, default in (("centroids", None), ("fracture_threshold", 0.5), ("radiomics", False),
@@ -442,8 +500,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     progress = Progress(getattr(args, "progress", "none"))
     code = EXIT_FAILURE
+    caught: list[warnings.WarningMessage] = []
     try:
-        code = args.func(args, progress)
+        with warnings.catch_warnings(record=True) as caught:
+            code = args.func(args, progress)
     except KeyboardInterrupt:
         _fail(progress, "cancelled")
         code = EXIT_CANCELLED
@@ -453,9 +513,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelNotAvailableError, ModelIntegrityError) as err:
         _fail(progress, str(err))
         code = EXIT_MODEL
-    except OutputExistsError as err:
+    except OutputError as err:  # the folder exists, is the input, cannot be written
         _fail(progress, str(err))
-        code = EXIT_EXISTS
+        code = EXIT_OUTPUT
     except (InputError, FileNotFoundError) as err:
         _fail(progress, str(err))
         code = EXIT_INPUT
@@ -469,13 +529,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_FAILURE
     finally:
         progress.close()
+        _print_python_warnings(caught)
     return code
 
 
+def _one_line(text: str) -> str:
+    from VertebralFractureLib.thirdparty import strip_ansi
+
+    return " ".join(strip_ansi(text).split())
+
+
 def _fail(progress: Progress, message: str) -> None:
+    message = _one_line(message)
     progress.close()
     progress.emit({"stage": "error", "fraction": 1.0, "message": message})
     print(f"vertebral-fracture: error: {message}", file=sys.stderr)
+
+
+def _print_python_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
+    """Python warnings raised by the libraries during the command: one line each, repeats once.
+
+    Deprecation warnings are meant for developers, not for the user of a command, and are left out.
+    """
+    seen: list[str] = []
+    for w in caught:
+        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
+            continue
+        module = Path(w.filename).stem if w.filename else "?"
+        text = _one_line(f"{w.category.__name__} in {module}: {w.message}")
+        if text not in seen:
+            seen.append(text)
+    for text in seen[:MAX_PYTHON_WARNINGS]:
+        print(f"vertebral-fracture: warning: {text}", file=sys.stderr)
+    if len(seen) > MAX_PYTHON_WARNINGS:
+        print(f"vertebral-fracture: warning: and {len(seen) - MAX_PYTHON_WARNINGS} more Python warnings",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,12 @@ class ModelIntegrityError(VertebralFractureError):
     """A weights file does not match the sha256 recorded in ``models.json``."""
 
 
-class OutputExistsError(VertebralFractureError, FileExistsError):
+class OutputError(VertebralFractureError, OSError):
+    """The results cannot be written where asked: the path is or holds the input, its folder is not
+    writable or is a file, the disk is (nearly) full."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
     """The output folder exists and ``overwrite`` was not requested."""
 
 

@@ -2,8 +2,10 @@
 
 Headers are read first with pydicom (``stop_before_pixels``), grouped into series, one CT series is
 chosen, and only its pixel data are decoded (any transfer syntax pydicom has a decoder for:
-uncompressed, RLE, JPEG 2000 through pylibjpeg-openjpeg, …). Slice placement, gaps, uneven spacing
-and gantry tilt are handled by :mod:`VertebralFractureLib.io.dicom_geometry`.
+uncompressed, RLE, JPEG 2000 through pylibjpeg-openjpeg, …) by
+:mod:`VertebralFractureLib.io.dicom_decode`, so that a decoder crash on a corrupt slice costs the
+slice, not the process. Slice placement, gaps, uneven spacing and gantry tilt are handled by
+:mod:`VertebralFractureLib.io.dicom_geometry`.
 
 Nothing that identifies the patient (name, ID, birth date, dates) is read into messages: series
 are named by series number, description, modality and slice count; files by their base name.
@@ -12,7 +14,6 @@ are named by series number, description, modality and slice count; files by thei
 from __future__ import annotations
 
 import tempfile
-import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Iterable
@@ -23,12 +24,13 @@ import numpy as np
 
 from VertebralFractureLib.errors import InputError
 from VertebralFractureLib.io.dicom_geometry import (
+    GridPlan,
     plan_grid,
     resample_stack,
     slice_frame,
     sort_and_deduplicate,
 )
-from VertebralFractureLib.io.dicom_headers import SliceHeader, error_text, scan_headers
+from VertebralFractureLib.io.dicom_headers import SliceHeader, scan_headers
 from VertebralFractureLib.io.readers import LoadedImage
 from VertebralFractureLib.volume import Volume
 
@@ -52,12 +54,14 @@ def read_dicom(path: str | Path) -> LoadedImage:
 
     * errors (:class:`InputError`): path missing; no DICOM file; DICOM files but no image; images
       without position/orientation; no CT series (the message names the modalities found); a single
-      slice (2D); RGB pixels; no slice decodable (the decoder's reason is given); a series that
+      slice (2D); RGB pixels; a pixel spacing of zero or less; more voxels than
+      ``sanity.MAX_VOXELS`` (checked before decoding); fewer than 2 slices decodable (the
+      decoders' reasons are given, a decoder crash included); a series that
       mixes orientations or image sizes in equal numbers (no majority to keep); a gap missing more
       than ``dicom_geometry.MAX_GAP_MM`` (20 mm — interpolation would invent most of a vertebra);
       an unsafe or oversized zip.
-    * warnings (the volume is still returned): unreadable or corrupt files (skipped, named by file
-      name); slices whose orientation or size differs from the rest of their series (dropped);
+    * warnings (the volume is still returned): unreadable or corrupt files and slices that cannot
+      be decoded (skipped, named by file name, with the decoder's reason); slices whose orientation or size differs from the rest of their series (dropped);
       duplicate positions (one kept); missing slices (gap position and size named; filled by linear
       interpolation along the normal); non-uniform spacing (resampled to a uniform grid); gantry
       tilt (angle named; resampled onto an orthogonal grid that keeps world positions); other series
@@ -245,7 +249,10 @@ def _read_folder(
         raise InputError(
             f"{series.label} has a single slice (a 2D image); a 3D CT series with at least 2 slices is needed"
         )
-    stack, kept, failed = _decode([series.slices[i] for i in order])
+    _check_size(series, len(order))
+    stack, kept, failed, printed = _decode([series.slices[i] for i in order])
+    if printed and not failed:
+        warn.append(f"the decoder said while decoding {series.label}: {'; '.join(printed[:2])}")
     if failed:
         if len(kept) < 2:
             raise InputError(
@@ -260,6 +267,7 @@ def _read_folder(
     sy, sx = first.pixel_spacing  # type: ignore[misc]
     plan = plan_grid(positions, frame, (sx, sy), (first.cols, first.rows))
     warn += plan.warnings
+    _check_planned_grid(series, plan)
     if plan.needs_resampling:
         fill = float(stack.min())
         resampled = resample_stack(stack, plan, fill)
@@ -269,34 +277,35 @@ def _read_folder(
                        source_format="dicom")
 
 
-def _decode(slices: list[SliceHeader]) -> tuple[np.ndarray, list[SliceHeader], list[tuple[str, str]]]:
-    """Pixel data in HU, ``(N, rows, cols)``: ``int16`` while every value fits, else ``float32``."""
-    import pydicom
+def _decode(slices: list[SliceHeader]) -> tuple[np.ndarray, list[SliceHeader], list[tuple[str, str]], list[str]]:
+    """Pixel data in HU, ``(N, rows, cols)``: ``int16`` while every value fits, else ``float32``.
+
+    Decoding goes through :mod:`VertebralFractureLib.io.dicom_decode`: a slice the decoders refuse
+    (or crash on) is left out and named. Returns the stack, the slices kept, ``(file name, reason)``
+    of those left out, and what the decoders printed meanwhile (cleaned lines).
+    """
+    from VertebralFractureLib.io.dicom_decode import Frame, decode_frames
+    from VertebralFractureLib.thirdparty import native_messages
 
     rows, cols = slices[0].rows, slices[0].cols
+    printed: list[str] = []
+    with native_messages(printed):
+        decoded = decode_frames([Frame(s.path, s.frame, s.forced) for s in slices])
     out = np.empty((len(slices), rows, cols), dtype=np.int16)
     kept: list[SliceHeader] = []
     failed: list[tuple[str, str]] = []
-    cache: dict[Path, np.ndarray] = {}
-    for s in slices:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if s.path not in cache:
-                    cache.clear()
-                    cache[s.path] = pydicom.dcmread(s.path, force=s.forced).pixel_array
-                raw = cache[s.path] if s.frame is None else cache[s.path][s.frame]
-            if raw.shape != (rows, cols):
-                raise ValueError(f"pixel data of shape {raw.shape}, expected {(rows, cols)}")
-        except Exception as err:  # noqa: BLE001 — decoders fail in many ways on corrupt data
-            failed.append((s.path.name, error_text(err)))
+    for s, raw in zip(slices, decoded):
+        if isinstance(raw, np.ndarray) and raw.shape != (rows, cols):
+            raw = f"pixel data of shape {raw.shape}, expected {(rows, cols)}"
+        if isinstance(raw, str):
+            failed.append((s.path.name, raw))
             continue
         hu = _rescale(raw, s.slope, s.intercept)
         if out.dtype == np.int16 and hu.dtype != np.int16:
             out = out.astype(np.float32)
         out[len(kept)] = hu
         kept.append(s)
-    return out[: len(kept)], kept, failed
+    return out[: len(kept)], kept, failed, printed
 
 
 def _rescale(raw: np.ndarray, slope: float, intercept: float) -> np.ndarray:
@@ -307,6 +316,36 @@ def _rescale(raw: np.ndarray, slope: float, intercept: float) -> np.ndarray:
             return hu.astype(np.int16)
         return hu.astype(np.float32)
     return (raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+
+
+def _check_size(series: _Series, n_slices: int) -> None:
+    """Refuse before decoding: a spacing of zero or less, or more voxels than are supported."""
+    from VertebralFractureLib.sanity import MAX_VOXELS
+
+    first = series.slices[0]
+    spacing = first.pixel_spacing or (1.0, 1.0)
+    if min(spacing) <= 0:
+        raise InputError(
+            f"{series.label} declares a pixel spacing of {spacing[1]:g}×{spacing[0]:g} mm (PixelSpacing); "
+            "a positive spacing is needed"
+        )
+    voxels = first.rows * first.cols * n_slices
+    if voxels > MAX_VOXELS:
+        raise InputError(
+            f"{series.label} has {n_slices} slices of {first.cols}×{first.rows} pixels ({voxels:,} voxels), more "
+            f"than the {MAX_VOXELS:,} supported; it was not decoded"
+        )
+
+
+def _check_planned_grid(series: _Series, plan: GridPlan) -> None:
+    """Refuse a resampling grid over the voxel limit (e.g. slices far apart on a fine spacing)."""
+    from VertebralFractureLib.sanity import MAX_VOXELS
+
+    voxels = int(np.prod(plan.size_xyz, dtype=np.int64))
+    if voxels > MAX_VOXELS:
+        raise InputError(
+            f"{series.label} would need a grid of {voxels:,} voxels, more than the {MAX_VOXELS:,} supported"
+        )
 
 
 # ---------------------------------------------------------------------------------------- small helpers

@@ -5,12 +5,17 @@ written is the folder renamed into place. A failure removes the temporary folder
 an error never leaves half a result behind. An existing destination is an
 :class:`~VertebralFractureLib.errors.OutputExistsError` unless ``overwrite`` is asked for; then the
 old folder is replaced only after the new one is complete.
+
+:func:`check_destination` is the check a command runs before any work: the destination is not,
+does not hold and does not lie inside an input (an ``--overwrite`` there would delete the input),
+its folder is a folder one can write in, and the disk has :data:`MIN_FREE_BYTES` free.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from VertebralFractureLib.analysis import Analysis
-from VertebralFractureLib.errors import OutputExistsError
+from VertebralFractureLib.errors import OutputError, OutputExistsError
 from VertebralFractureLib.volume import Volume
 
 ProgressCallback = Callable[[float, str], None]
@@ -37,6 +42,67 @@ SPINE3D_PNG = "spine3d.png"
 
 #: Size of ``spine3d.png`` (width, height).
 SPINE3D_SIZE = (800, 1000)
+#: Free space the destination's disk must have before an analysis starts (bytes).
+MIN_FREE_BYTES = 100 * 1024**2
+
+
+def check_destination(out_dir: str | Path, overwrite: bool = False, inputs: tuple[str | Path | None, ...] = (),
+                      overwrite_hint: str = "overwrite") -> Path:
+    """Check, before any work, that results can be written to ``out_dir`` without harm.
+
+    Args:
+        out_dir: the output folder.
+        overwrite: an existing folder may be replaced.
+        inputs: the paths the command reads (files or folders; None entries are ignored).
+        overwrite_hint: how the caller names the overwrite option in messages (``--overwrite``).
+
+    Returns:
+        The absolute output path.
+
+    Raises:
+        OutputError: the output is an input, lies inside one or holds one (symbolic links
+            followed); the nearest existing folder above it is a file or cannot be written in;
+            fewer than :data:`MIN_FREE_BYTES` are free there.
+        OutputExistsError: it exists and ``overwrite`` is False, or it is a file.
+    """
+    out = Path(out_dir).expanduser().absolute()
+    real_out = out.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        real_in = Path(given).expanduser().resolve()
+        if real_out == real_in:
+            raise OutputError(f"the output {out} is the input itself; choose a new folder for the results")
+        if real_out.is_relative_to(real_in):
+            raise OutputError(f"the output {out} lies inside the input {given}; choose a folder outside it")
+        if real_in.is_relative_to(real_out):
+            raise OutputError(
+                f"the output {out} holds the input {given} (it would be replaced); choose a new folder for the results"
+            )
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise OutputExistsError(f"output path {out} exists and is not a folder")
+        if not overwrite:
+            raise OutputExistsError(f"output folder {out} already exists (use {overwrite_hint} to replace it)")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create {out}: {parent} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
+    except OSError as err:
+        raise OutputError(f"cannot write in {parent}: {err.strerror or err}") from err
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        free = None
+    if free is not None and free < MIN_FREE_BYTES:
+        raise OutputError(
+            f"only {free / 1024**2:.0f} MiB free on the disk of {parent}; the results need at least "
+            f"{MIN_FREE_BYTES / 1024**2:.0f} MiB"
+        )
+    return out
 
 
 def write_outputs(analysis: Analysis, out_dir: str | Path, overwrite: bool = False,
@@ -56,6 +122,9 @@ def write_outputs(analysis: Analysis, out_dir: str | Path, overwrite: bool = Fal
 
     Returns:
         The absolute path of the written folder.
+
+    What VTK or ITK print while the files are written is not passed on raw: it becomes one line
+    appended to ``analysis.warnings`` (and ``analysis.json``).
 
     Raises:
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is False, or it is not a folder.
@@ -121,7 +190,9 @@ def _write_all(analysis: Analysis, folder: Path, report: ProgressCallback) -> No
     from VertebralFractureLib.io import slicer_files
     from VertebralFractureLib.io.verse import write_centroids
     from VertebralFractureLib.render import render_spine_3d
+    from VertebralFractureLib.thirdparty import native_messages, summary
 
+    printed: list[str] = []  # what VTK/ITK print while writing, as cleaned lines
     steps = 10
     step = iter(range(steps))
 
@@ -139,7 +210,8 @@ def _write_all(analysis: Analysis, folder: Path, report: ProgressCallback) -> No
 
     tick("writing the Slicer segmentation")
     if analysis.labelmap is not None:
-        slicer_files.write_segmentation_nrrd(folder / SEGMENTATION, analysis.labelmap, analysis.vertebrae)
+        with native_messages(printed):
+            slicer_files.write_segmentation_nrrd(folder / SEGMENTATION, analysis.labelmap, analysis.vertebrae)
 
     tick("writing markups")
     slicer_files.write_centroid_markups(folder / CENTROIDS_MRK, analysis)
@@ -154,7 +226,8 @@ def _write_all(analysis: Analysis, folder: Path, report: ProgressCallback) -> No
     report_files.write_csv(folder / REPORT_CSV, analysis)
 
     tick("rendering the 3D view")
-    render_spine_3d(analysis, folder / SPINE3D_PNG, size=SPINE3D_SIZE)
+    with native_messages(printed):
+        render_spine_3d(analysis, folder / SPINE3D_PNG, size=SPINE3D_SIZE)
 
     tick("rendering sagittal images")
     images: dict[str, bytes | Path] = {report_files.SPINE3D_KEY: folder / SPINE3D_PNG}
@@ -166,6 +239,10 @@ def _write_all(analysis: Analysis, folder: Path, report: ProgressCallback) -> No
     tick("writing report.html")
     report_files.write_html(folder / REPORT_HTML, analysis, images)
     tick("finishing")
+    line = summary(printed, "while the results were written")
+    if line is not None:  # one line of ours instead of the libraries' raw output
+        analysis.warnings.append(line)
+        analysis.to_json(folder / ANALYSIS_JSON)
 
 
 def _write_label_volume(volume: Volume, path: Path, what: str) -> None:

@@ -6,16 +6,18 @@ geometry (spacing, origin and an oblique direction too) is kept exactly as store
 
 Values are never rescaled: a CT stored as HU stays HU. Integer images become ``int16`` when their
 values fit (``int32`` otherwise), floating-point images become ``float32``.
+
+Before any voxel is read, the header is checked against the file
+(:mod:`VertebralFractureLib.io.volume_headers`: positive spacing, a supported size, a file that can
+hold the declared voxels), and what ITK prints while reading comes back as a warning of one line.
+Whether the image is a CT an analysis can use is a separate question: :mod:`VertebralFractureLib.sanity`.
 """
 
 from __future__ import annotations
 
-import gzip
 import shutil
-import struct
 import tempfile
 import zipfile
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,7 +81,9 @@ def read_image(path: str | Path) -> LoadedImage:
 
     Raises:
         InputError: when the path does not exist, its format is unknown, the file cannot be read,
-            or the image is not a scalar 3D volume (2D, single slice, RGB, 4D).
+            its header declares a spacing of zero or less, more voxels than supported or more data
+            than the file holds, a floating-point NIfTI holds NaN or infinite values, or the image
+            is not a scalar 3D volume (2D, single slice, RGB, 4D).
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -226,12 +230,19 @@ def _format_of(p: Path) -> str:
 
 
 def _read_sitk(p: Path, fmt: str):
-    """Read with SimpleITK after checking the header: scalar, 3D (a 4D image with one frame is taken)."""
+    """Read with SimpleITK after checking the header: scalar, 3D (a 4D image with one frame is taken).
+
+    What ITK prints meanwhile (e.g. "unexpected scales in sform") comes back as one note a message.
+    """
     import SimpleITK as sitk
 
-    name = _FORMAT_NAMES[fmt]
-    with _readable_path(p, fmt) as readable:
-        return _read_sitk_file(sitk, readable, p, name)
+    from VertebralFractureLib.thirdparty import native_messages
+
+    printed: list[str] = []
+    with _readable_path(p, fmt) as readable, native_messages(printed):
+        image, notes = _read_sitk_file(sitk, readable, p, fmt)
+    notes += [f"ITK, reading '{p.name}': {m}" for m in printed]
+    return image, notes
 
 
 _CANONICAL_SUFFIX = {"nifti": ".nii", "nrrd": ".nrrd", "mha": ".mha"}
@@ -262,7 +273,10 @@ def _readable_path(p: Path, fmt: str) -> Iterator[Path]:
         yield link
 
 
-def _read_sitk_file(sitk, readable: Path, p: Path, name: str):
+def _read_sitk_file(sitk, readable: Path, p: Path, fmt: str):
+    from VertebralFractureLib.io.volume_headers import check_declared
+
+    name = _FORMAT_NAMES[fmt]
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(readable))
     try:
@@ -285,6 +299,7 @@ def _read_sitk_file(sitk, readable: Path, p: Path, name: str):
         )
     if dim not in (3, 4):
         raise InputError(f"'{p.name}' is a {dim}D image; a 3D volume is needed")
+    check_declared(p, fmt, int(np.prod([int(n) for n in size[:3]], dtype=np.int64)))
     try:
         image = reader.Execute()
     except RuntimeError as err:
@@ -292,8 +307,10 @@ def _read_sitk_file(sitk, readable: Path, p: Path, name: str):
             f"cannot read the voxel data of '{p.name}' ({name}), the file is damaged or incomplete: "
             f"{_first_line(err, readable)}"
         ) from err
-    if name == "NIfTI":
-        _check_nifti_complete(p)
+    if fmt == "nifti" and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        from VertebralFractureLib.io.volume_headers import check_nifti_finite
+
+        check_nifti_finite(p)
     if dim == 4:
         image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
         notes.append(f"'{p.name}' is stored as 4D with a single time point; read as 3D")
@@ -360,57 +377,6 @@ def _first_line(err: BaseException, path: Path | None = None) -> str:
     if lines and "Unable to determine ImageIO reader" in lines[-1]:
         return "not a valid image file of this type (damaged, truncated or misnamed)"
     return lines[-1] if lines else type(err).__name__
-
-
-def _nifti_data_end(header: bytes) -> int | None:
-    """Bytes a NIfTI-1/2 file must hold (``vox_offset`` + voxel data), from its header; None if unknown."""
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-        elif len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            dims = struct.unpack(endian + "8q", header[16:80])
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-        else:
-            continue
-        ndim = int(dims[0])
-        if not 1 <= ndim <= 7 or bitpix <= 0:
-            return None
-        return offset + int(np.prod([max(int(n), 1) for n in dims[1 : ndim + 1]])) * bitpix // 8
-    return None
-
-
-def _check_nifti_complete(p: Path) -> None:
-    """Refuse a truncated NIfTI: ITK reads one without complaint and fills the missing part with zeros.
-
-    ``.nii``: the file size; ``.nii.gz``: the gzip trailer's size field, and when that disagrees
-    (multi-member gzip, > 4 GiB) a full count of the decompressed bytes.
-    """
-    compressed = p.name.lower().endswith(".gz")
-    try:
-        with (gzip.open(p, "rb") if compressed else open(p, "rb")) as fh:
-            end = _nifti_data_end(fh.read(540))
-        if end is None:
-            return
-        if not compressed:
-            size = p.stat().st_size
-        else:
-            with open(p, "rb") as fh:
-                fh.seek(-4, 2)
-                size = struct.unpack("<I", fh.read(4))[0]
-            if size != end % 2**32:
-                size = 0
-                with gzip.open(p, "rb") as fh:
-                    while chunk := fh.read(1 << 22):
-                        size += len(chunk)
-    except (OSError, EOFError, zlib.error) as err:
-        raise InputError(f"'{p.name}' is damaged or truncated: {err}") from err
-    if size < end:
-        raise InputError(
-            f"'{p.name}' is truncated: its header needs {end} bytes (header and voxels), the file holds {size}"
-        )
 
 
 def _fmt3(values) -> str:
