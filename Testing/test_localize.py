@@ -11,8 +11,10 @@ from factories import oblique_direction, tiny_verse_folder
 from VertebralFractureLib import preprocess
 from VertebralFractureLib.localize import (
     CHANNEL_LABELS,
+    UNANCHORED_CONFIDENCE,
     detect_and_name,
     is_complete,
+    step_costs,
 )
 from VertebralFractureLib.training.metrics import localization_metrics
 from VertebralFractureLib.volume import Volume
@@ -170,3 +172,131 @@ def test_training_runs_resumes_installs_and_the_model_is_used(tmp_path, monkeypa
     result = json.loads((tmp_path / "out" / "analysis.json").read_text())
     assert "localize" in result["timings_s"] and "segment" not in result["timings_s"]
     assert any(w.startswith("not done: segment, grade (model not available") for w in result["warnings"])
+
+
+# ------------------------------------------------------------------ naming from anchors
+def _shifted_heatmaps(grid: Volume, truth: dict[int, np.ndarray], shift: int) -> np.ndarray:
+    """Heatmaps of a network that puts every vertebra ``shift`` channels away from its true label."""
+    wrong = {CHANNEL_LABELS[_channel(lab) + shift]: p for lab, p in truth.items()}
+    return _heatmaps(grid, wrong, sigma_vox=1.2)
+
+
+def _anchor(kind: str, index: int, confidence: float):
+    from VertebralFractureLib.anchors import ANCHOR_LABELS, Anchor
+
+    return Anchor(kind, index, confidence, ANCHOR_LABELS[kind])
+
+
+def _rib_anchor(kind: str, index: int, confidence: float) -> list:
+    """A rib anchor as :func:`~VertebralFractureLib.anchors.find_anchors` gives it: with its consequence
+    for the rib-free neighbour (above the first rib, below the last)."""
+    from VertebralFractureLib.anchors import rib_free_neighbour
+
+    a = _anchor(kind, index, confidence)
+    return [a, rib_free_neighbour(a, index + 1, (19,)) if kind == "last rib" else rib_free_neighbour(a, index - 1, (8,))]
+
+
+def test_without_anchors_naming_is_unchanged():
+    grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    truth = _spine(grid, [16, 17, 18, 19, 20, 21, 22])
+    heat = _shifted_heatmaps(grid, truth, -2)  # the network says T7 … L1 for T9 … L3
+    plain = detect_and_name(heat, grid, threshold=0.3)
+    assert len(plain) == 7 and plain[0].label == 14 and all(c.naming is None for c in plain)
+    empty = detect_and_name(heat, grid, threshold=0.3, anchors=[])  # looked for, none in view
+    assert [c.label for c in empty] == [c.label for c in plain]
+    assert all(c.naming == {"anchor": None, "confidence": UNANCHORED_CONFIDENCE} for c in empty)
+
+
+def test_an_anchor_corrects_a_network_two_levels_off():
+    grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    labels = [16, 17, 18, 19, 20, 21, 22]  # T9 … L3
+    truth = _spine(grid, labels)
+    heat = _shifted_heatmaps(grid, truth, -2)
+    found = detect_and_name(heat, grid, threshold=0.3, anchors=_rib_anchor("last rib", 3, 0.75))
+    assert [c.label for c in found] == labels
+    assert all(c.naming["anchor"] == "last rib" for c in found)
+    conf = [c.naming["confidence"] for c in found]
+    assert conf[3] == pytest.approx(0.75) and conf[0] < conf[3] and min(conf) > UNANCHORED_CONFIDENCE
+    # counted up from the sacrum; a callable gets the chain's centroids, cranial to caudal
+    labels = [18, 19, 20, 21, 22, 23, 24]  # T11 … L5
+    heat = _shifted_heatmaps(grid, _spine(grid, labels), -2)
+    seen = []
+    found = detect_and_name(heat, grid, threshold=0.3, anchors=lambda p: seen.append(p) or [_anchor("sacrum", 6, 0.8)])
+    assert seen[0].shape == (7, 3) and np.all(np.diff(seen[0][:, 2]) < 0)
+    assert [c.label for c in found] == labels and found[0].naming["anchor"] == "sacrum"
+
+
+def test_naming_variants_from_two_anchors():
+    grid = Volume(np.zeros((90, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    # 13 rib-bearing vertebrae (T1 … T13): the last one is named T13
+    labels = [7] + list(range(8, 20)) + [28, 20]  # C7, T1 … T12, T13, L1
+    truth = _spine(grid, labels, z_top=420.0)
+    heat = _shifted_heatmaps(grid, {k: v for k, v in truth.items() if k != 28}, 0)
+    # the network misses the T13 channel; there is a detection (peak) at T13 labelled "L1", L1 labelled "L2"
+    heat += _heatmaps(grid, {20: truth[28]}, sigma_vox=1.2)
+    heat[_channel(20)] -= _heatmaps(grid, {20: truth[20]}, sigma_vox=1.2)[_channel(20)]
+    heat += _heatmaps(grid, {21: truth[20]}, sigma_vox=1.2)
+    found = detect_and_name(heat, grid, threshold=0.3,
+                            anchors=[*_rib_anchor("first rib", 1, 0.9), *_rib_anchor("last rib", 13, 0.75)])
+    assert [c.label for c in found] == labels
+    assert all(c.naming["anchor"] == "first rib" for c in found)  # exact; the last rib is met as a variant (T13)
+    assert found[13].naming["confidence"] < found[1].naming["confidence"]
+    # 11 rib-bearing vertebrae (first rib on T1, last on T11): names count from the first rib, the
+    # last rib is met as a variant (11 pairs) and the confidence says so
+    labels = [7] + list(range(8, 21))  # C7, T1 … T12, L1
+    truth = _spine(grid, labels, z_top=420.0)
+    heat = _shifted_heatmaps(grid, truth, 0)
+    consistent = detect_and_name(heat, grid, threshold=0.3,
+                                 anchors=[*_rib_anchor("first rib", 1, 0.9), *_rib_anchor("last rib", 12, 0.75)])
+    eleven = detect_and_name(heat, grid, threshold=0.3,
+                             anchors=[*_rib_anchor("first rib", 1, 0.9), *_rib_anchor("last rib", 11, 0.75)])
+    assert [c.label for c in consistent] == [c.label for c in eleven] == labels
+    assert all(e.naming["confidence"] < c.naming["confidence"] for e, c in zip(eleven, consistent))
+
+
+def test_six_lumbar_vertebrae_between_the_last_rib_and_the_sacrum():
+    grid = Volume(np.zeros((80, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    labels = [18, 19, 20, 21, 22, 23, 24, 25]  # T11, T12, L1 … L6
+    truth = _spine(grid, labels, z_top=380.0)
+    heat = _shifted_heatmaps(grid, {k: v for k, v in truth.items() if k != 25}, 0)
+    heat += _heatmaps(grid, {24: truth[25]}, sigma_vox=1.2)  # the network calls L6 "L5" a second time
+    found = detect_and_name(heat, grid, threshold=0.3, anchors=[*_rib_anchor("last rib", 1, 0.75), _anchor("sacrum", 7, 0.8)])
+    assert [c.label for c in found] == labels
+    assert all(c.naming["anchor"] == "last rib" for c in found)  # exact; the sacrum is met as a variant (L6) …
+    assert max(c.naming["confidence"] for c in found) < 0.7  # … which makes every name less sure
+
+
+def test_contradicted_anchor_is_reported():
+    from VertebralFractureLib.anchors import AnchorReport, VertebraEvidence
+
+    grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    labels = [22, 23, 24]  # L3, L4, L5; a (wrong) last rib on L3, the sacrum below L5
+    truth = _spine(grid, labels)
+    report = AnchorReport([VertebraEvidence() for _ in labels], [_anchor("last rib", 0, 0.7), _anchor("sacrum", 2, 0.85)])
+    found = detect_and_name(_shifted_heatmaps(grid, truth, 0), grid, threshold=0.3, anchors=report)
+    assert [c.label for c in found] == labels  # the surer anchor wins; the chain stays consecutive
+    assert len(report.conflicts) == 1 and report.conflicts[0].startswith("the last rib anchor")
+    assert all(c.naming["anchor"] == "sacrum" for c in found)
+
+
+def test_detections_in_the_sacrum_are_dropped():
+    from VertebralFractureLib.anchors import AnchorReport, VertebraEvidence
+
+    grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    labels = [20, 21, 22, 23, 24]
+    truth = _spine(grid, labels)
+    heat = _shifted_heatmaps(grid, truth, 0) + _heatmaps(grid, {25: truth[24] + [0.0, 8.0, -34.0]}, 1.2)
+    evidence = [VertebraEvidence() for _ in range(6)]
+    evidence[5].in_sacrum = True  # S1, detected as "L6"
+    found = detect_and_name(heat, grid, threshold=0.3, anchors=AnchorReport(evidence, [_anchor("sacrum", 4, 0.8)]))
+    assert [c.label for c in found] == labels
+
+
+def test_variant_steps_only_with_anchors():
+    t11, l1 = _channel(18), _channel(20)
+    plain, anchored = step_costs(27.0), step_costs(27.0, variants=True)
+    assert anchored[t11, l1] < plain[t11, l1]  # T11 → L1 is one step (11 thoracic vertebrae), not a skip
+    assert anchored[t11, l1] > anchored[t11, _channel(19)]  # … but a variant costs a little
+    keep = np.ones_like(plain, bool)
+    keep[t11, l1] = False
+    assert np.array_equal(plain[keep], anchored[keep])

@@ -12,6 +12,12 @@
    weak is still found and named, duplicates cannot occur, and a missed vertebra leaves a gap in
    the names. ``localization_score`` is the named label's heatmap value (1.0 = the training
    target's peak).
+   In the pipeline the chain is named from anchors, as a reader names a spine (:mod:`.anchors`:
+   the first and last rib-bearing vertebrae, the vertebra above the sacrum, C2 below the skull
+   base, measured in the CT): names that contradict an anchor cost its confidence, with 11 or 13
+   rib pairs, 4 or 6 lumbar vertebrae as cheaper variants, and the network's evidence decides what
+   the anchors leave open. Each vertebra gets ``naming`` {anchor, confidence}; with no anchor in
+   view the names are marked unanchored.
 5. A vertebra whose centroid lies closer than about half a body height to the cranial or caudal
    end of the field of view is flagged ``complete: false``.
 
@@ -22,7 +28,7 @@ the body's own centre on the real sub-sample001 masks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -42,11 +48,16 @@ EDGE_MM = 10.0
 
 @dataclass(frozen=True)
 class Candidate:
-    """A found vertebra: its label, centroid (LPS mm) and score."""
+    """A found vertebra: its label, centroid (LPS mm) and score.
+
+    ``naming`` (when anchors were looked for): ``{"anchor": "first rib" | "last rib" | "sacrum" | "C2"
+    | None, "confidence": 0–1}`` — the landmark its name was counted from, or None.
+    """
 
     label: int
     position_lps: np.ndarray
     score: float
+    naming: dict[str, Any] | None = None
 
 
 #: Detection: local maxima of the summed heatmaps at least this far apart (mm).
@@ -61,6 +72,27 @@ SKIP_COST = 0.2
 SPACING_WEIGHT = 0.5
 #: Variants that a normal spine does not have: skipping them costs nothing.
 VARIANT_LABELS = frozenset({25, 28})  # L6, T13
+#: Successors allowed as variants when naming with anchors (Payer et al. 2020; VERIDAH, Möller et al.
+#: 2026): T11 → L1 (11 thoracic vertebrae) is one step, not a skipped T12. T12 → T13 → L1 and L5 → L6
+#: come from :data:`VARIANT_LABELS`.
+VARIANT_STEPS = frozenset({(18, 20)})
+#: Naming with anchors: cost of each variant (a T13 or L6 name, a T11 → L1 step), so that normal anatomy
+#: wins where the anchors leave the choice open; an anchor's variant cost (~0.3) outweighs it.
+VARIANT_COST = 0.05
+#: Naming with anchors: the network's label evidence of the whole chain counts as much as this share of
+#: one fully confident anchor (the network has no global reference: its names can all be shifted).
+NETWORK_SHARE = 0.2
+#: Naming with anchors: the subject's size, as a factor on the VerSe median spacings, is chosen among
+#: these (a small or tall subject's spacings would otherwise pull the names a level against an anchor),
+#: each costing :data:`SIZE_COST` × |log factor|.
+SIZE_FACTORS = (0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2)
+SIZE_COST = 0.5
+#: Naming: confidence of names that no anchor fixes (counted from the network's appearance only).
+UNANCHORED_CONFIDENCE = 0.2
+#: Naming: an anchor's confidence decays by this factor per vertebra counted away from it …
+COUNT_DECAY = 0.97
+#: … and by this factor per vertebra missed in between (a skipped label).
+GAP_DECAY = 0.8
 
 
 def _subvoxel(h: np.ndarray, zyx: np.ndarray) -> np.ndarray:
@@ -79,21 +111,28 @@ def _subvoxel(h: np.ndarray, zyx: np.ndarray) -> np.ndarray:
     return sub
 
 
-def step_costs(dist_mm: float, labels: tuple[int, ...] = CHANNEL_LABELS) -> np.ndarray:
+def step_costs(dist_mm: float, labels: tuple[int, ...] = CHANNEL_LABELS, variants: bool = False,
+               scale: float = 1.0) -> np.ndarray:
     """(C, C) cost of naming two consecutive detections ``dist_mm`` apart with channels a then b.
 
     :data:`SKIP_COST` per non-variant label skipped between a and b, plus :data:`SPACING_WEIGHT` ×
     |log(dist / expected)|, expected = the median spacing of a plus that of every non-variant
-    level between (VerSe'19/'20 medians, :mod:`.synth.priors`); infinite where b ≤ a.
+    level between (VerSe'19/'20 medians, :mod:`.synth.priors`, times the subject's ``scale``);
+    infinite where b ≤ a. With ``variants``, the steps of :data:`VARIANT_STEPS` are single steps
+    (costing :data:`VARIANT_COST`).
     """
-    expected, skipped = _step_tables(labels)
+    expected, skipped = _step_tables(labels, variants)
     with np.errstate(invalid="ignore"):
-        cost = SKIP_COST * skipped + SPACING_WEIGHT * np.abs(np.log(dist_mm / expected))
+        cost = SKIP_COST * skipped + SPACING_WEIGHT * np.abs(np.log(dist_mm / (scale * expected)))
+    if variants:
+        for a, b in VARIANT_STEPS:
+            if a in labels and b in labels:
+                cost[labels.index(a), labels.index(b)] += VARIANT_COST
     return np.where(np.isfinite(expected), cost, np.inf)
 
 
-@lru_cache(maxsize=4)
-def _step_tables(labels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+@lru_cache(maxsize=8)
+def _step_tables(labels: tuple[int, ...], variants: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Expected distance (mm; NaN where b ≤ a) and number of skipped non-variant labels, (C, C) each."""
     from VertebralFractureLib.synth.priors import LEVELS
 
@@ -106,11 +145,13 @@ def _step_tables(labels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
             between = counted[a + 1: b]
             expected[a, b] = icd[a] + float(icd[a + 1: b][between].sum())
             skipped[a, b] = float(between.sum())
+            if variants and (labels[a], labels[b]) in VARIANT_STEPS:
+                expected[a, b], skipped[a, b] = icd[a], 0.0
     return expected, skipped
 
 
 def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAULT_THRESHOLD,
-                    labels: tuple[int, ...] = CHANNEL_LABELS) -> list[Candidate]:
+                    labels: tuple[int, ...] = CHANNEL_LABELS, anchors: Any = None) -> list[Candidate]:
     """Vertebrae found in the heatmaps (C, z, y, x), named as one consistent chain.
 
     1. Detection is label-free: local maxima of the sum of all channels (a vertebra whose own
@@ -119,11 +160,18 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
     2. The detections form a chain from cranial to caudal: the subset with the highest total peak
        whose consecutive members go caudally, lie 10–80 mm apart (one missed vertebra between two
        is allowed) and step along the body axis (≤ 60° off it) — dynamic programming.
-    3. Naming: the chain gets strictly increasing labels maximising the sum of each label's
-       heatmap at its detection, minus :data:`SKIP_COST` per label skipped and
+    3. Naming (:func:`name_chain`): the chain gets strictly increasing labels maximising the sum of
+       each label's heatmap at its detection, minus :data:`SKIP_COST` per label skipped and
        :data:`SPACING_WEIGHT` × |log(observed / expected distance)| per step (expected from the
        VerSe medians per level), again by dynamic programming. T13 and L6 are skipped for free,
        and named only where their channel wins.
+
+    ``anchors``: naming anchors (:class:`~.anchors.Anchor`, each naming a chain index), an
+    :class:`~.anchors.AnchorReport`, or a callable that takes the chain's centroids (n, 3, LPS mm,
+    cranial → caudal) and returns either — e.g. ``lambda p: find_anchors(ct, p)``. With anchors,
+    names that contradict an anchor cost its confidence (:func:`name_chain`), detections that lie in
+    the sacrum are dropped, and each result carries ``naming``; without (None), naming is unchanged
+    and ``naming`` is None.
 
     ``score`` of each result is its label's heatmap value at the detection (1.0 = the training
     target's peak).
@@ -167,26 +215,127 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
     chain = chain[::-1]
     while len(chain) > len(labels):  # more detections than labels: drop the weakest
         chain.remove(min(chain, key=lambda i: peak_val[i]))
+    found, anchor_list = None, None
+    if anchors is not None:
+        found = anchors(pos[chain]) if callable(anchors) else anchors
+        anchor_list = list(getattr(found, "anchors", found) or [])
+        evidence = getattr(found, "vertebrae", None)
+        if evidence is not None and len(evidence) == len(chain):  # detections in the sacrum are not vertebrae
+            keep = [k for k, e in enumerate(evidence) if not e.in_sacrum]
+            new = {old: k for k, old in enumerate(keep)}
+            chain = [chain[k] for k in keep]
+            anchor_list = [replace(a, index=new[a.index]) for a in anchor_list if a.index in new]
+    if not chain:
+        return []
     # 3. naming: evidence of each channel near each detection (3×3×3 neighbourhood maximum)
     n_c = len(labels)
     ev = np.zeros((len(chain), n_c))
     for k, i in enumerate(chain):
         sl = tuple(slice(max(0, c - 1), c + 2) for c in kept[i])
         ev[k] = heat[(slice(None),) + sl].reshape(n_c, -1).max(axis=1)
-    score = ev[0].copy()
-    back = np.zeros((len(chain), n_c), dtype=int)
-    for k in range(1, len(chain)):
-        dist = float(np.linalg.norm(pos[chain[k - 1]] - pos[chain[k]]))
-        total_ab = score[:, None] - step_costs(dist, labels)  # from channel a (rows) to b (columns)
+    names, naming, notes = name_chain(ev, pos[chain], labels, anchor_list)
+    if notes and hasattr(found, "conflicts"):
+        found.conflicts.extend(notes)
+    return [Candidate(labels[c], pos[i], float(ev[k, c]), None if naming is None else naming[k])
+            for k, (i, c) in enumerate(zip(chain, names))]
+
+
+def _decode(unary: np.ndarray, dists: list[float], labels: tuple[int, ...], variants: bool,
+            scale: float) -> tuple[float, list[int], float]:
+    """Viterbi: the strictly increasing channels maximising ``unary`` minus the step costs; returns the
+    objective, the channels and ``scale``."""
+    n, n_c = unary.shape
+    score = unary[0].copy()
+    back = np.zeros((n, n_c), dtype=int)
+    for k in range(1, n):
+        total_ab = score[:, None] - step_costs(dists[k - 1], labels, variants, scale)  # channel a (rows) to b
         back[k] = np.argmax(total_ab, axis=0)
-        score = total_ab[back[k], np.arange(n_c)] + ev[k]
+        score = total_ab[back[k], np.arange(n_c)] + unary[k]
     c = int(np.argmax(score))
+    best = float(score[c])
     names = [c]
-    for k in range(len(chain) - 1, 0, -1):
+    for k in range(n - 1, 0, -1):
         c = int(back[k, c])
         names.append(c)
-    names = names[::-1]
-    return [Candidate(labels[c], pos[i], float(ev[k, c])) for k, (i, c) in enumerate(zip(chain, names))]
+    return best, names[::-1], scale
+
+
+def name_chain(evidence: np.ndarray, positions: np.ndarray, labels: tuple[int, ...] = CHANNEL_LABELS,
+               anchors: list[Any] | None = None) -> tuple[list[int], list[dict[str, Any]] | None, list[str]]:
+    """Name a cranio-caudal chain of vertebrae: strictly increasing labels, by dynamic programming.
+
+    Args:
+        evidence: (n, C) the network's evidence for each label (channel) at each vertebra.
+        positions: (n, 3) the centroids (LPS mm), cranial to caudal.
+        labels: the VerSe label of each channel.
+        anchors: None (names from the network alone: unchanged behaviour), or landmarks that fix
+            names (objects with ``kind``, ``index`` into the chain, ``confidence`` and
+            ``cost(label)``, as :class:`~.anchors.Anchor`).
+
+    Without anchors the objective is the summed evidence minus the step costs (:func:`step_costs`).
+    With anchors it is, as a reader names a spine: the anchors first — each name that contradicts an
+    anchor costs ``confidence × cost(label)`` (1 for a wrong name, less for a common variant such as
+    11 or 13 rib pairs) —, the spacing and skip costs of each step for the subject's size that fits
+    best (:data:`SIZE_FACTORS`), with the variant successors of :data:`VARIANT_STEPS` (each variant
+    costing :data:`VARIANT_COST`), and the network's evidence
+    scaled so that the whole chain's counts as :data:`NETWORK_SHARE` of one confident anchor (it
+    decides only what the anchors leave open). An empty list of anchors (none in view) names as
+    without anchors and marks every name unanchored.
+
+    Returns:
+        The channel index of each vertebra; with anchors, per vertebra ``{"anchor": kind or None,
+        "confidence"}`` — the anchor its name agrees with (confidence decaying with the levels counted
+        from it, :data:`COUNT_DECAY`, :data:`GAP_DECAY`; several agreeing anchors combine) or None and
+        :data:`UNANCHORED_CONFIDENCE`; and notes on anchors the names had to contradict. An anchor met
+        only as a variant (e.g. the last rib on a vertebra named T11) lowers the confidence by its cost.
+    """
+    n, n_c = evidence.shape
+    looked = anchors is not None
+    anchors = [a for a in anchors or [] if 0 <= a.index < n]
+    anchored = any(getattr(a, "names", True) for a in anchors)  # none in view: the network's names, unanchored
+    if anchored:
+        net_w = NETWORK_SHARE / max(1.0, float(evidence.max(axis=1).sum()))
+        unary = net_w * evidence.astype(float)
+        unary[:, [lab in VARIANT_LABELS for lab in labels]] -= VARIANT_COST
+        for a in anchors:
+            unary[a.index] -= a.confidence * np.array([a.cost(lab) for lab in labels])
+    else:
+        unary = evidence.astype(float)
+    dists = [float(np.linalg.norm(positions[k - 1] - positions[k])) for k in range(1, n)]
+    if anchored:
+        best = max((_decode(unary, dists, labels, True, f) for f in SIZE_FACTORS),
+                   key=lambda r: r[0] - SIZE_COST * abs(np.log(r[2])))
+        names = best[1]
+    else:
+        names = _decode(unary, dists, labels, False, 1.0)[1]
+    if not looked:
+        return names, None, []
+    _, skipped = _step_tables(labels, True)
+    gaps = np.concatenate([[0.0], np.cumsum([skipped[names[k - 1], names[k]] for k in range(1, n)])])
+    notes: list[str] = []
+    support: list[list[tuple[float, float, str]]] = [[] for _ in range(n)]
+    for a in anchors:
+        if not getattr(a, "names", True):  # a constraint on a neighbour, not what named it
+            continue
+        cost = a.cost(labels[names[a.index]])
+        if cost >= 1.0:
+            notes.append(f"the {a.kind} anchor ({a.detail or 'seen'}) says {a.expected_name}, but the names "
+                         f"follow the other evidence and call that vertebra {vertebra(labels[names[a.index]]).name}")
+            continue
+        for k in range(n):
+            eff = a.confidence * COUNT_DECAY ** abs(k - a.index) * GAP_DECAY ** abs(gaps[k] - gaps[a.index])
+            support[k].append((eff, cost, a.kind))
+    naming = []
+    for k in range(n):
+        if not support[k]:
+            naming.append({"anchor": None, "confidence": UNANCHORED_CONFIDENCE})
+            continue
+        # anchors agree: their confidences combine; one met only as a variant lowers the result
+        combined = 1.0 - float(np.prod([1.0 - e for e, _, _ in support[k]]))
+        conf = combined * (1.0 - max(c for _, c, _ in support[k]))
+        naming.append({"anchor": max(support[k], key=lambda t: t[0] * (1.0 - t[1]))[2],
+                       "confidence": round(min(0.99, conf), 3)})
+    return names, naming, notes
 
 
 def is_complete(position_lps: np.ndarray, volume: Volume, edge_mm: float = EDGE_MM) -> bool:
@@ -249,7 +398,7 @@ def card_threshold(card: Any) -> float:
 
 
 def localize(volume: Volume, device: str = "cpu", threshold: float | None = None,
-             model: tuple[Any, Any] | None = None) -> list[Candidate]:
+             model: tuple[Any, Any] | None = None, anchors: Any = None) -> list[Candidate]:
     """Centroids and names of the vertebrae in a CT (cranial → caudal).
 
     Args:
@@ -258,27 +407,48 @@ def localize(volume: Volume, device: str = "cpu", threshold: float | None = None
         threshold: minimum summed heatmap peak of a detection (default: the model card's
             ``postprocess.threshold``, chosen on the validation set, else :data:`DEFAULT_THRESHOLD`).
         model: ``(card, network)`` to use instead of the installed ``localization`` model.
+        anchors: naming anchors or a callable computing them from the chain (see :func:`detect_and_name`).
     """
     from VertebralFractureLib import models
 
     card, net = model if model is not None else models.load_network("localization", build_network)
     heat, grid = heatmaps(volume, card, net, device)
-    return detect_and_name(heat, grid, card_threshold(card) if threshold is None else threshold)
+    return detect_and_name(heat, grid, card_threshold(card) if threshold is None else threshold, anchors=anchors)
+
+
+#: The warning when no anchor fixes the names.
+UNANCHORED_WARNING = ("vertebra names are not anchored: no first or last rib, sacrum or skull base was recognised "
+                      "in the field of view, so the levels are counted from the network's appearance alone and may "
+                      "be off by one or more levels")
 
 
 def run_stage(context: Any) -> None:
-    """Pipeline stage 1: fill ``context.vertebrae`` with centroids, names, scores, completeness."""
+    """Pipeline stage 1: fill ``context.vertebrae`` with centroids, names, scores, completeness and
+    ``naming`` (the anchor each name was counted from, :mod:`.anchors`)."""
     from VertebralFractureLib.analysis import VertebraResult
+    from VertebralFractureLib.anchors import find_anchors
     from VertebralFractureLib.models import select_device
 
     context.report("localize", 0.05, "heatmaps")
-    found = localize(context.image, device=select_device(context.config.device))
+    reports = []
+
+    def anchors_of(positions: np.ndarray) -> Any:
+        context.report("localize", 0.8, "naming anchors (ribs, sacrum, skull base)")
+        reports.append(find_anchors(context.image, positions))
+        return reports[-1]
+
+    found = localize(context.image, device=select_device(context.config.device), anchors=anchors_of)
     for c in found:
         complete = is_complete(c.position_lps, context.image)
         res = VertebraResult(label=c.label, centroid_lps_mm=tuple(c.position_lps), localization_score=c.score,
-                             complete=complete)
+                             complete=complete, naming=c.naming)
         if not complete:
             res.notes.append("near the end of the field of view: probably cut, not graded")
         context.vertebrae[c.label] = res
     if not found:
         context.warnings.append("no vertebra found")
+        return
+    if all(c.naming is None or c.naming["anchor"] is None for c in found):
+        context.warnings.append(UNANCHORED_WARNING)
+    for note in reports[-1].conflicts if reports else []:  # anchors the names had to contradict
+        context.warnings.append("naming: " + note)

@@ -1,0 +1,254 @@
+"""Naming anchors from the CT (first and last rib, sacrum, skull base) on SynthSpine cases with known levels,
+and the whole naming step (anchors + the chain decoding) in stage 1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from factories import oblique_direction
+
+from VertebralFractureLib import anchors
+from VertebralFractureLib.anatomy import cranio_caudal, name_of, vertebra
+from VertebralFractureLib.synth import SynthConfig, generate_case
+from VertebralFractureLib.synth.generator import reorient
+from VertebralFractureLib.volume import Volume
+
+#: Anatomical variants SynthSpine may draw, all switched off unless a test asks for one (only those
+#: this SynthSpine version knows).
+_NO_VARIANTS = ("p_t13", "p_l6", "p_11_ribs", "p_lumbar_rib", "p_sacralisation", "p_lumbarisation")
+
+
+def _case(seed: int, levels: tuple[str, str], spacing=(2.0, 2.0, 2.0), **kw):
+    fields = SynthConfig.__dataclass_fields__
+    cfg = {name: 0.0 for name in _NO_VARIANTS if name in fields}
+    cfg.update(levels=levels, fractures={}, spacing=spacing, p_cut=0.0, p_scoliosis=0.0, noise_hu=(10.0, 15.0))
+    cfg.update(kw)
+    return generate_case(seed, SynthConfig(**cfg))
+
+
+def _chain(case, complete: bool = True) -> tuple[list[int], np.ndarray]:
+    """True labels and centroids, cranial to caudal, as stage 1 would detect them: the complete
+    vertebrae, or (``complete=False``) all of the requested range, cut by the field of view or not."""
+    first, last = (vertebra(n).order for n in case.meta["levels"])
+    labels = cranio_caudal([e["label"] for e in case.truth
+                            if (e["complete"] if complete else first <= vertebra(e["label"]).order <= last)])
+    return labels, np.array([case.centroids_lps[lab] for lab in labels])
+
+
+def _anchored(report: anchors.AnchorReport, labels: list[int]) -> dict[str, int]:
+    """Anchor kind → the true label of the vertebra it names."""
+    return {a.kind: labels[a.index] for a in report.anchors if a.names}
+
+
+@pytest.fixture(scope="module")
+def thoracolumbar():
+    """T9–L3 in a body field of view with intravenous contrast (aorta, kidneys enhance)."""
+    case = _case(11, ("T9", "L3"), fov=340.0, p_contrast=1.0)
+    labels, c = _chain(case)
+    return case, labels, c, anchors.find_anchors(case.ct, c)
+
+
+@pytest.fixture(scope="module")
+def lumbar():
+    """L1–L5 down to the top of the sacrum, with contrast."""
+    case = _case(2, ("L1", "L5"), fov=350.0, p_contrast=1.0)
+    labels, c = _chain(case)
+    return case, labels, c, anchors.find_anchors(case.ct, c)
+
+
+def test_last_rib_is_found_on_t12(thoracolumbar):
+    case, labels, c, report = thoracolumbar
+    assert case.meta["contrast"] and {17, 18, 19, 20, 21} <= set(labels)  # T10 … L2 in view
+    assert _anchored(report, labels) == {"last rib": 19}
+    last, below = report.anchors  # the last rib, and what it implies for the rib-free vertebra below
+    assert last.confidence >= 0.6 and last.cost(19) == 0.0 and 0 < last.cost(18) < 1 and last.cost(20) > last.cost(18)
+    assert not below.names and labels[below.index] == 20 and below.cost(20) == below.cost(19) == 0 == 1 - below.cost(28)
+    ribs = {name_of(lab): e.ribs for lab, e in zip(labels, report.vertebrae)}
+    assert ribs["T10"] == ribs["T11"] == ribs["T12"] == "full", ribs
+    # neither the lumbar transverse processes nor the enhancing aorta and kidneys count as ribs
+    assert ribs["L1"] == ribs["L2"] == "none"
+    assert not any(e.sacrum_below or e.in_sacrum or e.skull_above for e in report.vertebrae)
+
+
+def test_last_rib_on_a_t13():
+    case = _case(3, ("T10", "L2"), fov=340.0, p_t13=1.0)
+    labels, c = _chain(case)
+    assert 28 in labels
+    report = anchors.find_anchors(case.ct, c)
+    assert _anchored(report, labels) == {"last rib": 28}  # the last rib-bearing vertebra is the 13th
+    ribs = {name_of(lab): e.ribs for lab, e in zip(labels, report.vertebrae)}
+    assert ribs["T12"] == ribs["T13"] == "full" and ribs["L1"] == "none"
+
+
+def test_sacrum_below_l5(lumbar):
+    case, labels, c, report = lumbar
+    assert labels[-1] == 24 and case.meta["contrast"]
+    assert _anchored(report, labels) == {"sacrum": 24}
+    sacrum = report.anchors[0]
+    assert sacrum.cost(24) == 0 and sacrum.cost(25) == sacrum.cost(23) < 1  # L6 / L4: transitional variants
+    assert [e.sacrum_below for e in report.vertebrae] == [lab == 24 for lab in labels]
+    assert not any(e.in_sacrum for e in report.vertebrae)
+    assert all(e.ribs == "none" for e in report.vertebrae[1:])  # lumbar transverse processes are no ribs
+
+
+def test_first_rib_on_t1():
+    case = _case(4, ("C4", "T3"), fov=300.0)
+    labels, c = _chain(case)
+    report = anchors.find_anchors(case.ct, c)
+    assert _anchored(report, labels) == {"first rib": 8}
+    ribs = {name_of(lab): e.ribs for lab, e in zip(labels, report.vertebrae)}
+    assert ribs["C6"] == ribs["C7"] == "none" and ribs["T1"] == ribs["T2"] == "full"
+
+
+def test_c2_below_the_skull_base():
+    case = _case(5, ("C1", "C5"), fov=250.0)
+    labels, c = _chain(case)
+    assert labels[:2] == [1, 2]
+    report = anchors.find_anchors(case.ct, c)
+    assert _anchored(report, labels) == {"C2": 2}
+    assert report.vertebrae[0].skull_above
+    # C1 not detected: the first vertebra below the skull base is then C2 itself, with less confidence
+    report = anchors.find_anchors(case.ct, c[1:])
+    assert _anchored(report, labels[1:]) == {"C2": 2} and report.anchors[0].confidence < 0.7
+
+
+def test_a_spine_only_field_of_view_gives_no_anchor():
+    """~100 mm wide: ribs are cut short, so nothing is said about them (rather than a guess)."""
+    case = _case(6, ("T10", "L3"), fov=100.0)
+    labels, c = _chain(case, complete=False)
+    assert labels == [17, 18, 19, 20, 21, 22]
+    report = anchors.find_anchors(case.ct, c)
+    assert report.anchors == []
+    assert all(e.ribs == "unknown" and e.rib_length_mm == (None, None) for e in report.vertebrae)
+
+
+def test_anchors_do_not_depend_on_the_file_orientation(thoracolumbar):
+    case, labels, c, report = thoracolumbar
+    for codes in ("PIR", "RAS"):
+        other = anchors.find_anchors(reorient(case.ct, codes), c)
+        assert [(a.kind, a.index) for a in other.anchors] == [(a.kind, a.index) for a in report.anchors]
+        assert [e.ribs for e in other.vertebrae] == [e.ribs for e in report.vertebrae]
+
+
+def test_anchors_with_5_mm_slices():
+    case = _case(11, ("T9", "L3"), spacing=(1.5, 1.5, 5.0), fov=340.0)
+    labels, c = _chain(case)
+    report = anchors.find_anchors(case.ct, c)
+    assert _anchored(report, labels) == {"last rib": 19}
+
+
+def test_block_mean_keeps_the_geometry():
+    rng = np.random.default_rng(0)
+    a = rng.integers(-1000, 2000, (30, 41, 52)).astype(np.int16)
+    vol = Volume(a, (0.7, 1.0, 0.5), (1.0, 2.0, 3.0), oblique_direction(25.0))
+    out = anchors.block_mean(vol, 2.0)  # blocks of 3 (x) × 2 (y) × 4 (z) voxels
+    expected = a[:28, :40, :51].astype(float).reshape(7, 4, 20, 2, 17, 3).mean(axis=(1, 3, 5))
+    assert out.array.shape == (7, 20, 17) and np.allclose(out.array, expected, atol=1e-3)
+    assert out.spacing == pytest.approx((2.1, 2.0, 2.0))
+    # each coarse voxel sits at the centre of its block
+    assert np.allclose(out.zyx_to_lps([1, 2, 3]), vol.zyx_to_lps([1 * 4 + 1.5, 2 * 2 + 0.5, 3 * 3 + 1.0]))
+
+
+def test_spine_frame_follows_the_axis():
+    """A bright voxel at a known offset from the spine axis lands at that (u, v) in the frame, also for
+    an oblique acquisition."""
+    arr = np.full((60, 60, 60), -1000, np.int16)
+    vol = Volume(arr, (2.0, 2.0, 2.0), (-60.0, -60.0, -60.0), oblique_direction(20.0))
+    centre = vol.zyx_to_lps([30, 30, 30])
+    c = np.array([centre + [0, 0, 20.0], centre + [4.0, 2.0, -20.0]])
+    target = centre + [2.0 + 24.0, 1.0 + 10.0, 0.0]  # axis at z=0 is (+2, +1); u=24 (left), v=10 (posterior)
+    ijk = np.rint(vol.lps_to_index(target)).astype(int)
+    arr[ijk[2], ijk[1], ijk[0]] = 3000
+    frame = anchors.spine_frame(anchors.working_grid(vol), c)
+    k, j, i = np.unravel_index(np.argmax(frame.hu), frame.hu.shape)
+    assert abs(frame.z[k] - target[2]) <= 3.0 and abs(frame.u[i] - 24.0) <= 3.0 and abs(frame.v[j] - 10.0) <= 3.0
+    assert frame.inside[k, j, i] and not frame.inside.all()
+
+
+def test_find_anchors_checks_its_input(thoracolumbar):
+    case, labels, c, report = thoracolumbar
+    with pytest.raises(ValueError):
+        anchors.find_anchors(case.ct, c[::-1])  # caudal first
+    assert anchors.find_anchors(case.ct, np.zeros((0, 3))).anchors == []
+
+
+def test_stage_1_names_from_the_last_rib_when_the_network_is_two_levels_off(thoracolumbar, monkeypatch):
+    """Stage 1 end to end: heatmaps that name every vertebra two levels too cranial (as on real CT) are
+    renamed from the last rib; each vertebra says which anchor named it."""
+    from VertebralFractureLib import localize
+    from VertebralFractureLib.analysis import VertebraResult
+    from VertebralFractureLib.pipeline import AnalysisConfig, Context
+    from VertebralFractureLib.preprocess import aligned_grid
+    from VertebralFractureLib.training.localization import gaussian_targets
+
+    case, labels, c, _ = thoracolumbar
+    grid = aligned_grid(case.ct, 4.0)
+    wrong = {localize.CHANNEL_LABELS[localize.CHANNEL_LABELS.index(lab) - 2]: p for lab, p in zip(labels, c)}
+    heat = gaussian_targets(grid.array.shape, {k: grid.lps_to_index(p)[::-1] for k, p in wrong.items()}, 1.5)
+
+    def fake_localize(volume, device="cpu", threshold=None, model=None, anchors=None):
+        return localize.detect_and_name(heat, grid, 0.3, anchors=anchors)
+
+    monkeypatch.setattr(localize, "localize", fake_localize)
+    ctx = Context(image=case.ct, config=AnalysisConfig(device="cpu"))
+    localize.run_stage(ctx)
+    assert sorted(ctx.vertebrae, key=lambda lab: vertebra(lab).order) == labels  # not two levels up
+    t12: VertebraResult = ctx.vertebrae[19]
+    assert t12.naming["anchor"] == "last rib" and t12.naming["confidence"] >= 0.6
+    assert all(v.naming["anchor"] == "last rib" for v in ctx.vertebrae.values())
+    assert not any("not anchored" in w for w in ctx.warnings)
+    # the same network output without anchors keeps its (wrong) names
+    assert [f.label for f in localize.detect_and_name(heat, grid, 0.3)] == cranio_caudal(wrong)
+
+
+def test_stage_1_says_when_names_are_not_anchored(monkeypatch):
+    from VertebralFractureLib import localize
+    from VertebralFractureLib.pipeline import AnalysisConfig, Context
+    from VertebralFractureLib.preprocess import aligned_grid
+    from VertebralFractureLib.training.localization import gaussian_targets
+
+    case = _case(6, ("T10", "L3"), fov=100.0)  # spine-only field of view: no anchor can be seen
+    labels, c = _chain(case, complete=False)
+    grid = aligned_grid(case.ct, 4.0)
+    heat = gaussian_targets(grid.array.shape, {k: grid.lps_to_index(p)[::-1] for k, p in zip(labels, c)}, 1.5)
+    monkeypatch.setattr(localize, "localize",
+                        lambda volume, device="cpu", threshold=None, model=None, anchors=None:
+                        localize.detect_and_name(heat, grid, 0.3, anchors=anchors))
+    ctx = Context(image=case.ct, config=AnalysisConfig(device="cpu"))
+    localize.run_stage(ctx)
+    assert cranio_caudal(ctx.vertebrae) == labels  # the network's names, unchanged
+    assert all(v.naming == {"anchor": None, "confidence": localize.UNANCHORED_CONFIDENCE}
+               for v in ctx.vertebrae.values())
+    assert ctx.warnings.count(localize.UNANCHORED_WARNING) == 1
+
+
+def test_vessels_and_transverse_processes_are_no_ribs():
+    """A phantom: bone boxes for five lumbar vertebrae with transverse processes reaching 48 mm from the
+    midline, a contrast-filled aorta (400 HU) against the left side of the bodies and an enhancing
+    kidney (250 HU) with a dense renal pelvis (900 HU) beside them — none of it is a rib, and there is
+    no sacrum: no anchor."""
+    shape = (120, 150, 150)  # z, y, x at 2 mm: 300 × 300 × 240 mm
+    arr = np.full(shape, 40, np.int16)
+    vol = Volume(arr, (2.0, 2.0, 2.0), (-150.0, -150.0, -120.0))
+    zyx = np.indices(shape, dtype=np.float32)
+    x, y, z = (vol.origin[0] + 2 * zyx[2], vol.origin[1] + 2 * zyx[1], vol.origin[2] + 2 * zyx[0])
+    centroids = []
+    for k in range(5):
+        zc = 80.0 - 34.0 * k
+        centroids.append([0.0, 10.0, zc])
+        arr[(np.abs(x) < 22) & (y > -25) & (y < 10) & (np.abs(z - zc) < 13)] = 450  # body
+        arr[(np.abs(x) < 48) & (y > 12) & (y < 22) & (np.abs(z - zc - 4) < 5)] = 700  # transverse processes
+        arr[(np.abs(x) < 6) & (y > 10) & (y < 60) & (np.abs(z - zc) < 8)] = 700  # arch, spinous process
+    arr[((x - 34) ** 2 + (y + 2) ** 2 < 12**2)] = 400  # aorta along the whole spine
+    arr[((x + 62) / 30) ** 2 + ((y + 5) / 25) ** 2 + ((z - 10) / 55) ** 2 < 1] = 250  # kidney
+    arr[((x + 45) ** 2 + (y + 5) ** 2 + (z - 10) ** 2 < 9**2)] = 900  # renal pelvis with excreted contrast
+    report = anchors.find_anchors(vol, np.array(centroids))
+    assert report.anchors == []
+    assert [e.ribs for e in report.vertebrae] == ["none"] * 5
+    assert not any(e.sacrum_below or e.in_sacrum for e in report.vertebrae)
+    # the same phantom with a rib pair on the first vertebra (running out to 120 mm, descending)
+    rib = (np.abs(x) > 20) & (np.abs(x) < 120) & (y > 14) & (y < 24) & (np.abs(z - 84 + 0.2 * np.abs(x)) < 5)
+    arr[rib] = 650
+    report = anchors.find_anchors(vol, np.array(centroids))
+    assert [e.ribs for e in report.vertebrae] == ["full"] + ["none"] * 4
+    assert [(a.kind, a.index) for a in report.anchors if a.names] == [("last rib", 0)]
