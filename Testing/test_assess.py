@@ -106,3 +106,11 @@ def test_no_grade_on_an_image_without_bone():
     assess(ctx)
     for v in ctx.vertebrae.values():
         assert v.status == "not assessable" and "bone" in v.status_reason and v.genant is None
+
+
+def test_grading_an_empty_result_is_not_an_error():
+    from VertebralFractureLib.genant import run_stage
+
+    ctx = Context(image=Volume(np.zeros((8, 8, 8), np.int16)), config=AnalysisConfig())
+    run_stage(ctx)  # stage 1 found nothing and stage 2 skipped: nothing to grade, no exception
+    assert ctx.vertebrae == {} and ctx.labelmap is None

@@ -165,6 +165,8 @@ def run_stage(context: Any, keypoint_model: tuple[Any, Any] | None = None) -> No
     from VertebralFractureLib.sagittal import local_spine_axis
 
     if context.labelmap is None:
+        if not context.vertebrae:  # nothing was found: stage 2 said so, nothing to grade
+            return
         raise ValueError("grading needs a vertebra labelmap (run segmentation or give one)")
     results = context.vertebrae
     centroids = {lab: np.asarray(v.centroid_lps_mm) for lab, v in results.items()}
