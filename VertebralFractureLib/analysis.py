@@ -129,6 +129,7 @@ class VertebraResult:
         self.status = "not assessable"
         self.status_reason = reason
         self.genant = None
+        self.notes.append("not assessable: " + reason)
 
     def to_dict(self) -> dict[str, Any]:
         kp = None

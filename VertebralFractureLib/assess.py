@@ -152,12 +152,10 @@ def assess(context: Any, limits: AssessmentLimits | None = None, threshold: floa
         reasons += neighbour_checks(volumes, lab, near, limits.volume_ratio, "mask volume", "ml")
         if reasons:
             v.mark_not_assessable("; ".join(reasons))
-            v.notes.append("not assessable: " + v.status_reason)
             continue
         status, reason, note = decide(v.genant.grade, v.fracture_probability, threshold)
         if status == "not assessable":
             v.mark_not_assessable(reason)
-            v.notes.append("not assessable: " + reason)
         else:
             v.status = status
         if note:
@@ -165,8 +163,6 @@ def assess(context: Any, limits: AssessmentLimits | None = None, threshold: floa
     if not has_ct:
         context.warnings.append("no CT given: the masks could not be checked against the bone in the image")
     if context.fracture_map is not None:
-        lut = np.zeros(256, dtype=np.uint8)
-        for lab, v in results.items():
-            if lab < 256:
-                lut[lab] = 2 if v.status == "fractured" else 1
-        context.fracture_map = context.labelmap.with_array(lut[np.asarray(context.labelmap.array)])
+        from VertebralFractureLib.segment import fracture_map_of
+
+        context.fracture_map = fracture_map_of(context.labelmap, results)

@@ -87,12 +87,26 @@ def central_component(mask: np.ndarray) -> np.ndarray:
     return lab == lab[iz[centre], iy[centre], ix[centre]]
 
 
+def fracture_ratio(fractured: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """P(fractured) / P(vertebra) per voxel, in [0, 1]: a vertebra's fracture probability is its mean."""
+    return np.clip(fractured / np.maximum(foreground, 1e-6), 0.0, 1.0)
+
+
+def fracture_map_of(labelmap: Volume, vertebrae: dict[int, Any]) -> Volume:
+    """The per-vertebra fracture map of a labelmap: 2 where the vertebra is fractured, else 1, 0 outside."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for label, v in vertebrae.items():
+        if label < 256:
+            lut[label] = 2 if v.status == "fractured" else 1
+    return labelmap.with_array(lut[np.asarray(labelmap.array)])
+
+
 def _crop_probability(foreground: np.ndarray, fractured: np.ndarray) -> float | None:
     """Mean P(fractured) / P(vertebra) over the central vertebra of one crop (None when empty)."""
     keep = central_component(foreground >= FOREGROUND)
     if not keep.any():
         return None
-    return float(np.clip(fractured[keep] / np.maximum(foreground[keep], 1e-6), 0.0, 1.0).mean())
+    return float(fracture_ratio(fractured[keep], foreground[keep]).mean())
 
 
 def segment_crops(net: Any, grid: Volume, image: np.ndarray, centroids_lps: dict[int, np.ndarray],
@@ -192,12 +206,12 @@ def assemble(segs: list[VertebraSegmentation], reference: Volume, spacing_mm: fl
         win = (score_zyx > best[sl]) & (fg_zyx >= FOREGROUND)
         best[sl] = np.where(win, score_zyx, best[sl])
         labels[sl] = np.where(win, seg.label, labels[sl])
-        ratios.append((seg.label, sl, (fr / np.maximum(fg, 1e-6)).reshape(gi.shape).transpose(2, 1, 0)))
+        ratios.append((seg.label, sl, fracture_ratio(fr, fg).reshape(gi.shape).transpose(2, 1, 0)))
     probs: dict[int, float] = {}
     for label, sl, ratio in ratios:  # over the voxels the vertebra kept after all crops were pasted
         mine = labels[sl] == label
         if mine.any():
-            probs[label] = float(np.clip(ratio[mine], 0.0, 1.0).mean())
+            probs[label] = float(ratio[mine].mean())
     return labels, probs
 
 
@@ -248,7 +262,6 @@ def run_stage(context: Any) -> None:
                                       progress=lambda f, m: context.report("segment", 0.1 + 0.8 * f, m),
                                       tta=context.config.test_time_augmentation)
     context.report("segment", 0.95, "fracture map")
-    lut = np.zeros(256, dtype=np.uint8)  # label → 1 normal, 2 fractured
     for label, v in context.vertebrae.items():
         p = probs.get(label)
         if p is None:
@@ -257,7 +270,6 @@ def run_stage(context: Any) -> None:
         v.fracture_probability = p
         v.fracture_probability_spread = spread.get(label)
         v.status = "fractured" if p >= context.config.fracture_threshold else "normal"
-        lut[label] = 2 if v.status == "fractured" else 1
     context.labelmap = labelmap
     context.masks_from_stage2 = True
-    context.fracture_map = labelmap.with_array(lut[labelmap.array])
+    context.fracture_map = fracture_map_of(labelmap, context.vertebrae)

@@ -94,7 +94,7 @@ KEYPOINTS_COLOR: tuple[float, float, float] = (1.0, 0.85, 0.2)
 #: Colour of the height lines of a normal vertebra (green); the others take their vertebra's colour.
 NORMAL_LINE_COLOR: tuple[float, float, float] = (0.3, 0.85, 0.3)
 #: Colour of a vertebra that is not assessable (muted ochre: neither the fracture red nor bone white).
-NOT_ASSESSABLE_COLOR: tuple[float, float, float] = getattr(anatomy, "NOT_ASSESSABLE_COLOR", (0.80, 0.68, 0.30))
+NOT_ASSESSABLE_COLOR: tuple[float, float, float] = anatomy.NOT_ASSESSABLE_COLOR
 #: Status of a vertebra without a call (``VertebraResult.status``).
 NOT_ASSESSABLE = "not assessable"
 #: Table text of a vertebra whose level name no landmark fixed (``naming.anchor`` None).
@@ -490,8 +490,6 @@ def add_analysis_to_scene(
 
 def vertebra_color(v: VertebraResult | None) -> tuple[float, float, float]:
     """Display colour of a vertebra: red when fractured, ochre when not assessable, else bone white."""
-    if v is not None and v.status == NOT_ASSESSABLE:
-        return NOT_ASSESSABLE_COLOR
     return segment_color(v)
 
 
