@@ -300,3 +300,30 @@ def test_variant_steps_only_with_anchors():
     keep = np.ones_like(plain, bool)
     keep[t11, l1] = False
     assert np.array_equal(plain[keep], anchored[keep])
+
+
+def test_field_of_view_crop_blanks_outside_and_drops_cut_vertebrae():
+    from VertebralFractureLib.training.localization import crop_field_of_view
+
+    patch = np.zeros((64, 40, 40), np.float32) + 0.2
+    # ten vertebrae 5 voxels (25 mm at 5 mm) apart down the middle of the patch
+    cents = {8 + k: np.array([5.0 + 5 * k, 20.0, 20.0]) for k in range(10)}
+    seen_fewer = False
+    for seed in range(20):
+        out, kept = crop_field_of_view(patch, cents, 5.0, np.random.default_rng(seed), -1.0)
+        assert out.shape == patch.shape and out.dtype == np.float32
+        blank = out == -1.0
+        assert blank.any() and (~blank).any()
+        # every kept vertebra lies in the kept field of view, and at least the chosen run is kept
+        assert 2 <= len(kept) <= len(cents)
+        for p in kept.values():
+            assert out[tuple(np.round(p).astype(int))] == np.float32(0.2)
+        # a vertebra whose centroid level is blanked has no target any more
+        for k, p in cents.items():
+            if k not in kept:
+                assert blank[int(round(p[0]))].all()
+        # the in-plane box is tight: 80–160 mm, i.e. 16–32 voxels of the 40
+        row = ~blank[int(round(next(iter(kept.values()))[0])), :, 20]
+        assert 14 <= row.sum() <= 34
+        seen_fewer |= len(kept) < len(cents)
+    assert seen_fewer

@@ -30,6 +30,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-attention", action="store_true")
     p.add_argument("--no-residual", action="store_true")
     p.add_argument("--no-multiple-filtering", action="store_true")
+    p.add_argument("--fov-crop", type=float, default=None, metavar="SHARE",
+                   help="localize: share of patches cut to a tight spine-only field of view (default 0.3)")
     p.add_argument("--workers", type=int, default=1, help="keypoints: processes extracting the sagittal planes")
     p.add_argument("--deformed-share", type=float, default=None,
                    help="keypoints: share of each batch drawn from deformed (fracture-shaped) vertebrae")
@@ -58,6 +60,12 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
         if args.stage != "keypoints":
             raise SystemExit("--deformed-share applies to 'train keypoints' only")
         overrides["deformed_share"] = args.deformed_share
+    if args.fov_crop is not None:
+        if args.stage != "localize":
+            raise SystemExit("--fov-crop applies to 'train localize' only")
+        if not 0.0 <= args.fov_crop <= 1.0:
+            raise SystemExit("--fov-crop is a share between 0 and 1")
+        overrides["fov_crop"] = args.fov_crop
     if args.stage == "keypoints":
         from VertebralFractureLib.analysis import KEYPOINT_NAMES
         from VertebralFractureLib.training.keypoints import KeypointTraining, train_keypoints

@@ -58,6 +58,7 @@ class LocalizationTraining:
     rotation_deg: float = 10.0
     scale_range: tuple[float, float] = (0.9, 1.1)
     vertebra_centred: float = 0.7  # share of patches centred on a random vertebra (else on the spine)
+    fov_crop: float = 0.3  # share of patches cut to a tight field of view around a few vertebrae
     seed: int = 0
     validate_every: int = 250
     threads: int = 0
@@ -164,9 +165,41 @@ def augment(case: CachedCase, patch: tuple[int, int, int], cfg: LocalizationTrai
                                    mode="constant", cval=float(img.min()))
     inv = np.linalg.inv(m)
     cents = {k: inv @ (p - centre_in) + centre_out for k, p in pts.items()}
+    if train and cents and rng.random() < cfg.fov_crop:
+        out, cents = crop_field_of_view(out, cents, cfg.spacing_mm, rng, float(img.min()))
     if train:
         out = augment_intensity(out, rng)
     return out.astype(np.float32), cents
+
+
+def crop_field_of_view(patch: np.ndarray, cents: dict[int, np.ndarray], spacing_mm: float,
+                       rng: np.random.Generator, fill: float) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Blank everything outside a tight box around a run of 2–8 vertebrae, as in a spine-only
+    reconstruction (a lumbar crop of 100 × 110 mm in plane): what lies outside the box becomes
+    ``fill`` (the padding value), and only the vertebrae whose centroids stay inside keep targets.
+    """
+    labels = sorted(cents)
+    n = int(rng.integers(2, 9))
+    first = int(rng.integers(0, max(1, len(labels) - n + 1)))
+    chosen = labels[first: first + n]
+    pts = np.array([cents[k] for k in chosen])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    vox = 1.0 / spacing_mm
+    # cranio-caudal: cut between a half and one-and-a-half vertebra heights (≈ 12–40 mm) beyond the run
+    z0 = lo[0] - rng.uniform(12, 40) * vox
+    z1 = hi[0] + rng.uniform(12, 40) * vox
+    centre = pts.mean(axis=0)
+    # in plane: a box of 80–160 mm about the spine, the spine not always in the middle
+    half = rng.uniform(40, 80, 2) * vox
+    shift = rng.uniform(-0.3, 0.3, 2) * half
+    y0, y1 = centre[1] + shift[0] - half[0], centre[1] + shift[0] + half[0]
+    x0, x1 = centre[2] + shift[1] - half[1], centre[2] + shift[1] + half[1]
+    zz, yy, xx = (np.arange(s, dtype=np.float32) for s in patch.shape)
+    inside = ((zz >= z0) & (zz <= z1))[:, None, None] & ((yy >= y0) & (yy <= y1))[None, :, None] \
+        & ((xx >= x0) & (xx <= x1))[None, None, :]
+    out = np.where(inside, patch, np.float32(fill)).astype(np.float32)
+    kept = {k: p for k, p in cents.items() if z0 <= p[0] <= z1}
+    return out, kept
 
 
 def _batch(cases: list[CachedCase], idx: list[int], cfg: LocalizationTraining, rng: np.random.Generator,
