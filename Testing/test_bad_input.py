@@ -768,3 +768,54 @@ def test_reader_refusal_raises_input_error_for_library_users(tmp_path):
                    "ElementDataFile = LOCAL\n")
     with pytest.raises(InputError, match="truncated or its header is wrong"):
         read_image(bad)
+
+
+# ======================================================================================== 8. point lists, 9. radiomics
+@pytest.mark.parametrize(("points", "match"), [
+    ([("L1", (0, 0, 130)), ("L2", (0.1, 0, 130))], r"c.mrk.json: L1 and L2 are 0.1 mm apart — one vertebra named twice"),
+    ([("L2", (0, 0, 148)), ("L1", (0, 0, 124))], r"c.mrk.json: L2 lies 24 mm above L1: names out of cranio-caudal order"),
+])
+def test_implausible_point_lists_are_refused_before_any_work(case, capfd, points, match):
+    from VertebralFractureLib.io.slicer_files import write_markups_json
+
+    ct, _, outs = case
+    pts = outs.parent / "in" / "c.mrk.json"
+    write_markups_json(pts, points, "Vertebra centroids")
+    refused(capfd, ["analyze", ct, "--centroids", pts, "-o", outs / "r"], 3, match, (ct, pts), outs)
+
+
+def test_radiomics_refuses_a_labelmap_without_vertebra_labels(case, capfd):
+    ct, seg, outs = case
+    vol = read_image(seg).volume
+    arr = vol.array.copy()
+    arr[arr > 0] = 40
+    other = outs.parent / "in" / "organs.nii.gz"
+    write_volume(vol.with_array(arr.astype(np.uint8)), other)
+    refused(capfd, ["radiomics", ct, "-s", other, "-o", outs / "r"], 3,
+            r"'organs.nii.gz' holds no vertebra label \(VerSe 1–25 or 28\)", (ct, other), outs)
+
+
+def test_radiomics_write_failure_keeps_the_earlier_result(case, capfd, monkeypatch):
+    """With --overwrite the earlier folder is replaced only by a complete new one."""
+    from VertebralFractureLib import radiomics
+
+    ct, seg, outs = case
+    old = outs / "r"
+    old.mkdir()
+    (old / "features.csv").write_text("label,name\n20,L1\n")
+
+    def full(path, *args, **kwargs):
+        Path(path).write_text("label,na")  # a truncated file, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(radiomics, "write_features_csv", full)
+    refused(capfd, ["radiomics", ct, "-s", seg, "-o", old, "--overwrite"], 5,
+            r"could not write the results .*No space left on device", (ct, seg, old), outs)
+    assert (old / "features.csv").read_text() == "label,name\n20,L1\n"
+
+
+def test_bench_refuses_what_analyze_refuses(case, capfd):
+    _, _, outs = case
+    flat = outs.parent / "in" / "flat.nii.gz"
+    write_volume(Volume(np.full((20, 32, 32), -1000, np.int16), (1.0, 1.0, 2.0)), flat)
+    refused(capfd, ["bench", flat], 3, r"flat.nii.gz.*constant image", (flat,), outs)

@@ -49,11 +49,21 @@ def test_verse_centroid_file_round_trip_on_an_oblique_image(tmp_path):
     ([("L1", (0, 0, 0)), ("l1", (0, 0, -20))], "twice"),
     ([("L1", (0, 0, 500))], "outside the image"),
     ([], "no centroid"),
+    ([("L1", (0, 0, -20)), ("L2", (0, 0.1, -20))], r"L1 and L2 are 0.1 mm apart — one vertebra named twice"),
+    ([("T12", (0, 0, -40)), ("L1", (0, 0, -10))], r"L1 lies 30 mm above T12: names out of cranio-caudal order"),
+    ([("T12", (0, 0, -60)), ("L1", (0, 0, -30)), ("L2", (0, 0, 0))], r"names are upside down"),
 ])
 def test_bad_point_lists_are_refused_with_the_reason(tmp_path, points, message):
     write_markups_json(tmp_path / "c.mrk.json", points, "Vertebra centroids")
     with pytest.raises(ValueError, match=message):
         read_centroid_file(tmp_path / "c.mrk.json", _ct())
+
+
+def test_a_curved_spine_within_the_tolerance_is_accepted(tmp_path):
+    # scoliosis: L2 beside L1, 3 mm higher, 25 mm to the side
+    points = [("T12", (0, 0, -10)), ("L1", (0, 0, -40)), ("L2", (-20, 0, -37))]
+    write_markups_json(tmp_path / "s.mrk.json", points, "Vertebra centroids")
+    assert set(read_centroid_file(tmp_path / "s.mrk.json", _ct())) == {19, 20, 21}
 
 
 def test_unreadable_file_is_a_value_error(tmp_path):

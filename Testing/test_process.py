@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
 import threading
@@ -205,3 +206,44 @@ def test_a_failing_progress_display_does_not_stop_the_run():
                      stage_order=FULL, progress_callback=broken)
     run.start()
     assert run.wait(timeout=60) and run.error is None and run.output_folder == "/x"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_cancel_lets_the_child_clean_up_first(tmp_path):
+    """The command removes its half-written folder on SIGTERM: cancel asks before it kills."""
+    marker = tmp_path / "cleaned"
+    run, progress = _python(f"""
+        import json, signal, sys, time
+        def stop(signum, frame):
+            open({str(marker)!r}, "w").write("cleaned")
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, stop)
+        print(json.dumps({{"stage": "localize", "fraction": 0.1, "message": "working"}}), flush=True)
+        time.sleep(120)
+    """, stage_order=FULL)
+    run.start()
+    deadline = time.monotonic() + 20
+    while not progress and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.cancel()
+    assert run.wait(timeout=30) and run.cancelled
+    assert marker.read_text() == "cleaned" and run.returncode == 143
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_a_child_that_ignores_the_request_is_killed_after_the_grace(monkeypatch):
+    from VertebralFractureLib import process
+
+    monkeypatch.setattr(process, "CANCEL_GRACE_S", 0.5)
+    run, _ = _python("""
+        import json, signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(json.dumps({"stage": "localize", "fraction": 0.1, "message": "working"}), flush=True)
+        time.sleep(120)
+    """, stage_order=FULL)
+    run.start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    run.cancel()
+    assert run.wait(timeout=30) and run.cancelled
+    assert time.monotonic() - t0 < 10 and run.returncode == -signal.SIGKILL

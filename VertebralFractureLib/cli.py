@@ -28,9 +28,9 @@ from VertebralFractureLib.errors import (
     ModelIntegrityError,
     ModelNotAvailableError,
     OutputError,
-    OutputExistsError,
     VertebralFractureError,
 )
+from VertebralFractureLib.interrupts import Interrupted, exit_code, signals_as_interrupts
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_EXISTS, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
 #: Exit code of every output problem (the folder exists, is the input, cannot be written).
@@ -136,6 +136,26 @@ def _has_labels(seg: Any, path: Path, what: str = "label") -> None:
         )
 
 
+def _vertebra_labels(seg: Any, path: Path, notes: list[str]) -> list[int]:
+    """The vertebra labels of a labelmap (as ``grade`` takes them): others are named in ``notes``
+    and left out; none at all is refused."""
+    import numpy as np
+
+    from VertebralFractureLib.anatomy import is_vertebra_label
+
+    arr = np.asarray(seg.array)
+    if not np.issubdtype(arr.dtype, np.integer) and not np.allclose(arr, np.round(arr)):
+        raise InputError(f"the segmentation '{Path(path).name}' must hold integer labels")
+    present = [int(v) for v in np.unique(np.round(arr)) if v != 0]
+    labels = [v for v in present if is_vertebra_label(v)]
+    if not labels:
+        raise InputError(f"the segmentation '{Path(path).name}' holds no vertebra label (VerSe 1–25 or 28)")
+    unknown = [v for v in present if not is_vertebra_label(v)]
+    if unknown:
+        notes.append(f"labels {unknown} are not vertebrae (VerSe 1–25, 28) and were ignored")
+    return labels
+
+
 def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: Progress) -> Any:
     from VertebralFractureLib.io.output import write_outputs
     from VertebralFractureLib.pipeline import AnalysisConfig, analyze, available_default_stages
@@ -228,6 +248,7 @@ def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_radiomics(args: argparse.Namespace, progress: Progress) -> int:
     import statistics
 
+    from VertebralFractureLib.io.output import write_folder
     from VertebralFractureLib.io.readers import read_image, read_labelmap
     from VertebralFractureLib.radiomics import (
         extract_features,
@@ -251,6 +272,7 @@ def cmd_radiomics(args: argparse.Namespace, progress: Progress) -> int:
             seg = label_components(seg, first_vertebra=args.label_components, split_mm=args.split_mm)
         except KeyError as err:
             raise InputError(str(err).strip('"')) from err
+    labels = _vertebra_labels(seg, args.segmentation, notes)
     params, wiener = args.params, (args.wiener or None)
     classifier = None
     if args.classify:
@@ -260,7 +282,7 @@ def cmd_radiomics(args: argparse.Namespace, progress: Progress) -> int:
         params, wiener = classifier.radiomics_params, classifier.wiener_window
     printed: list[str] = []
     with native_messages(printed):
-        rows = extract_features(image.volume, seg, params=params, image_types=args.image_types,
+        rows = extract_features(image.volume, seg, labels=labels, params=params, image_types=args.image_types,
                                 wiener_window=wiener, progress=lambda f, m: progress("radiomics", f, m),
                                 warnings=notes)
     line = summary(printed, "while extracting features")
@@ -270,21 +292,18 @@ def cmd_radiomics(args: argparse.Namespace, progress: Progress) -> int:
     if classifier is not None and rows:
         extra = {r.label: {"radiomics_fracture_probability": round(float(p), 4)}
                  for r, p in zip(rows, classifier.predict_proba(rows))}
-    if args.output.exists() and not args.output.is_dir():
-        raise OutputExistsError(f"{args.output} exists and is not a folder")
-    created = not args.output.exists()
-    try:
-        args.output.mkdir(parents=True, exist_ok=True)
-        write_features_csv(args.output / "features.csv", rows, extra)
+    def fill(folder: Path) -> None:
+        write_features_csv(folder / "features.csv", rows, extra)
         if args.label_components is not None:
             from VertebralFractureLib.io.readers import write_volume
 
-            write_volume(seg, args.output / "vertebrae.nii.gz")
-    except OSError as err:
-        if created:  # leave nothing half-written behind
-            import shutil
+            write_volume(seg, folder / "vertebrae.nii.gz")
 
-            shutil.rmtree(args.output, ignore_errors=True)
+    try:
+        write_folder(args.output, fill, overwrite=args.overwrite)
+    except OutputError:
+        raise
+    except OSError as err:  # nothing was left behind
         raise OutputError(f"could not write the results to {args.output}: {err.strerror or err}") from err
     progress.close()
     seconds = [r.seconds for r in rows]
@@ -502,11 +521,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = EXIT_FAILURE
     caught: list[warnings.WarningMessage] = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with signals_as_interrupts(), warnings.catch_warnings(record=True) as caught:
             code = args.func(args, progress)
-    except KeyboardInterrupt:
-        _fail(progress, "cancelled")
-        code = EXIT_CANCELLED
+    except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM, SIGHUP: what was half written is gone
+        code = exit_code(err)
+        _fail(progress, "cancelled" + (f" by {err.args[0]}" if isinstance(err, Interrupted) else "")
+              + "; nothing was written" * _writes_output(args))
     except CancelledError as err:
         _fail(progress, str(err))
         code = EXIT_CANCELLED
@@ -531,6 +551,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.close()
         _print_python_warnings(caught)
     return code
+
+
+def _writes_output(args: argparse.Namespace) -> bool:
+    return isinstance(getattr(args, "output", None), Path) and not Path(args.output).exists()
 
 
 def _one_line(text: str) -> str:

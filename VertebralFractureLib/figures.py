@@ -162,7 +162,7 @@ def lateral_projection_png(analysis: Analysis, size: tuple[int, int] = (800, 100
     Voxels (or centroids, without a labelmap) are projected onto the patient's sagittal plane:
     anterior left, superior up, fractured red, normal white.
     """
-    from VertebralFractureLib.render import BACKGROUND, annotation, caption, vertebra_color
+    from VertebralFractureLib.picture import BACKGROUND, annotation, caption, vertebra_color
 
     w, h = size
     fig, ax = new_figure(w / 100.0, h / 100.0)

@@ -259,31 +259,55 @@ class ProcessRun:
         return end - self._start_time
 
     def cancel(self) -> None:
-        """Kill the child and all its children; the run then finishes with ``cancelled`` set."""
+        """Stop the child and all its children; the run then finishes with ``cancelled`` set.
+
+        The child is asked first (SIGTERM: the command removes what it had half written and exits
+        143) and killed :data:`CANCEL_GRACE_S` seconds later if it is still there.
+        """
         if self.process is None or self.finished:
             return
         self.cancelled = True
-        kill_process_tree(self.process)
+        kill_process_tree(self.process, grace_s=CANCEL_GRACE_S)
 
 
-def kill_process_tree(process: subprocess.Popen[Any]) -> None:
-    """Kill a child started in its own process group (POSIX) or process group (Windows), and its children.
+#: Seconds a cancelled child has to end itself before it is killed.
+CANCEL_GRACE_S = 5.0
 
-    On POSIX the whole process group is sent SIGKILL; on Windows ``taskkill /T`` ends the tree.
+
+def kill_process_tree(process: subprocess.Popen[Any], grace_s: float = 0.0) -> None:
+    """End a child started in its own process group (POSIX) or process group (Windows), and its children.
+
+    On POSIX the whole process group is sent SIGTERM when ``grace_s`` > 0 and SIGKILL ``grace_s``
+    seconds later (from a timer thread, so the caller does not wait); SIGKILL at once otherwise.
+    On Windows ``taskkill /T`` ends the tree.
     """
     if process.poll() is not None:
         return
     if os.name == "nt":
         subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
-    else:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        return
+    if grace_s > 0:
+        _signal_group(process.pid, signal.SIGTERM)
+        timer = threading.Timer(grace_s, _kill_group, args=(process,))
+        timer.daemon = True
+        timer.start()
+        return
+    _kill_group(process)
+
+
+def _kill_group(process: subprocess.Popen[Any]) -> None:
+    _signal_group(process.pid, signal.SIGKILL)
     try:
         process.kill()
     except OSError:
         pass
 
 
-__all__ = ["DEFAULT_STAGE_WEIGHT", "STAGE_WEIGHTS", "ProcessRun", "ProgressCallback", "kill_process_tree"]
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+__all__ = ["CANCEL_GRACE_S", "DEFAULT_STAGE_WEIGHT", "STAGE_WEIGHTS", "ProcessRun", "ProgressCallback", "kill_process_tree"]

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from VertebralFractureLib.anatomy import status_color
+from VertebralFractureLib.interrupts import deferred_signals
+from VertebralFractureLib.picture import BACKGROUND, annotation, caption, vertebra_color
 
 if TYPE_CHECKING:  # pragma: no cover
     from VertebralFractureLib.analysis import Analysis, VertebraResult
     from VertebralFractureLib.volume import Volume
 
-BACKGROUND = (0.08, 0.09, 0.12)
 #: Longest side (voxels) of one vertebra's crop before surface extraction; larger crops are
 #: subsampled so very fine scans render in bounded time.
 _MAX_CROP_VOXELS = 160
@@ -38,20 +38,6 @@ _SMOOTHING_ITERATIONS = 20
 _SMOOTHING_PASSBAND = 0.01  # Slicer's default surface smoothing (factor 0.5)
 #: Fraction of the picture's width the spine may take (the rest holds the labels).
 _SPINE_WIDTH_FRACTION = 0.55
-
-
-def vertebra_color(v: VertebraResult | None) -> tuple[float, float, float]:
-    """Red for fractured, bone white for normal or unknown status."""
-    return status_color(None if v is None else v.status)
-
-
-def annotation(v: VertebraResult) -> str:
-    """Short label: ``"L1"``, or ``"L1  Genant 2 wedge"`` for a fractured vertebra."""
-    if v.status == "fractured":
-        if v.genant is not None:
-            return f"{v.name}  Genant {v.genant.grade}" + (f" {v.genant.type}" if v.genant.type else "")
-        return f"{v.name}  fractured"
-    return v.name
 
 
 def render_spine_3d(analysis: Analysis, path: str | Path, size: tuple[int, int] = (800, 1000)) -> None:
@@ -69,26 +55,16 @@ def render_spine_3d(analysis: Analysis, path: str | Path, size: tuple[int, int] 
     w, h = (int(s) for s in size)
     if w < 16 or h < 16:
         raise ValueError(f"picture size must be at least 16x16 pixels, got {size}")
-    pixels = _render_vtk(analysis, (w, h))
+    # VTK's compiled modules are imported and the scene drawn with interrupts held back: a signal
+    # landing inside a half-imported native module can crash the process; it is delivered after
+    with deferred_signals():
+        pixels = _render_vtk(analysis, (w, h))
     if pixels is None:
         from VertebralFractureLib.figures import lateral_projection_png
 
         Path(path).write_bytes(lateral_projection_png(analysis, (w, h)))
         return
     _write_png(pixels, Path(path))
-
-
-def caption(analysis: Analysis, fallback: bool = False) -> str:
-    """The picture's caption (what is shown and how)."""
-    if fallback:
-        what = "Lateral projection (3D rendering unavailable)"
-    elif analysis.labelmap is None:
-        what = "Centroids only (no segmentation): spheres at the vertebra centres"
-    else:
-        what = "Lateral 3D view from the patient's left"
-    if not analysis.vertebrae and (analysis.labelmap is None or not np.any(analysis.labelmap.array)):
-        return f"{what}\nno vertebrae found"
-    return f"{what}\nred = fractured, white = normal"
 
 
 # ---------------------------------------------------------------------------------------- VTK

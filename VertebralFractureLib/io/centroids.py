@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from VertebralFractureLib.anatomy import is_vertebra_label, vertebra
+from VertebralFractureLib.anatomy import cranio_caudal, is_vertebra_label, vertebra
 from VertebralFractureLib.errors import InputError
 from VertebralFractureLib.volume import Volume
 
@@ -54,7 +54,47 @@ def read_centroid_file(path: str | Path, reference: Volume) -> dict[int, np.ndar
             what = vertebra(label).name if is_vertebra_label(label) else f"label {label}"
             raise InputError(f"{p.name}: the centroid of {what} "
                              f"({', '.join(f'{c:.1f}' for c in lps)} mm LPS) lies outside the image")
+    check_plausible(out, p.name)
     return out
+
+
+#: Two vertebra centroids closer than this (mm) are one vertebra named twice: even cervical
+#: vertebrae, the smallest, are about 15 mm apart.
+MIN_CENTROID_DISTANCE_MM = 8.0
+#: A more caudal vertebra may lie at most this much (mm) above a more cranial one (scoliosis, tilt).
+ORDER_TOLERANCE_MM = 5.0
+
+
+def check_plausible(centroids: dict[int, np.ndarray], source: str) -> None:
+    """Refuse a point list that cannot be one spine: two points closer than
+    :data:`MIN_CENTROID_DISTANCE_MM`, or names out of cranio-caudal order (a caudal name above a
+    cranial one, e.g. L1 placed above T12). Positions are LPS (mm), superior = +z.
+
+    Raises:
+        InputError: naming the points.
+    """
+    def name(label: int) -> str:
+        return vertebra(label).name if is_vertebra_label(label) else f"label {label}"
+
+    labels = list(centroids)
+    pts = {k: np.asarray(centroids[k], dtype=float) for k in labels}
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            d = float(np.linalg.norm(pts[a] - pts[b]))
+            if d < MIN_CENTROID_DISTANCE_MM:
+                raise InputError(f"{source}: {name(a)} and {name(b)} are {d:.1f} mm apart — one vertebra "
+                                 f"named twice? Centroids of neighbouring vertebrae are at least "
+                                 f"{MIN_CENTROID_DISTANCE_MM:g} mm apart; move or delete one of the points")
+    ordered = cranio_caudal(k for k in labels if is_vertebra_label(k))
+    wrong = [(a, b) for a, b in zip(ordered, ordered[1:]) if pts[b][2] > pts[a][2] + ORDER_TOLERANCE_MM]
+    if wrong and len(wrong) == len(ordered) - 1 and len(ordered) > 2:
+        raise InputError(f"{source}: every vertebra lies above the one named before it ({name(ordered[0])} "
+                         f"lowest, {name(ordered[-1])} highest): the names are upside down, or the image's "
+                         "orientation is wrong; check the point names and the image header")
+    if wrong:
+        a, b = wrong[0]
+        raise InputError(f"{source}: {name(b)} lies {pts[b][2] - pts[a][2]:.0f} mm above {name(a)}: names out "
+                         f"of cranio-caudal order; rename the points so that {name(a)} is the higher one")
 
 
 def read_markups_centroids(path: str | Path) -> dict[int, np.ndarray]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from VertebralFractureLib.analysis import Analysis
 from VertebralFractureLib.errors import OutputError, OutputExistsError
+from VertebralFractureLib.interrupts import deferred_signals
 from VertebralFractureLib.volume import Volume
 
 ProgressCallback = Callable[[float, str], None]
@@ -131,20 +132,37 @@ def write_outputs(analysis: Analysis, out_dir: str | Path, overwrite: bool = Fal
         ValueError: a labelmap or fracture map holds values outside 0..255.
         OSError: a file cannot be written (nothing is left behind).
     """
+    report = progress or (lambda fraction, message: None)
+    out = write_folder(out_dir, lambda tmp: _write_all(analysis, tmp, report), overwrite)
+    report(1.0, f"results written to {out}")
+    return out
+
+
+def write_folder(out_dir: str | Path, fill: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Create the folder ``out_dir`` whole or not at all.
+
+    ``fill(folder)`` writes the files into a hidden sibling folder, which is renamed to ``out_dir``
+    once complete. An error or an interrupt (Ctrl-C, SIGTERM) on the way removes the sibling; with
+    ``overwrite`` an earlier ``out_dir`` is replaced only by a complete new one.
+
+    Returns:
+        The absolute path of the written folder.
+
+    Raises:
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False, or it is not a folder.
+    """
     out = Path(out_dir).expanduser().absolute()
     _check_destination(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = progress or (lambda fraction, message: None)
-
     tmp = _new_sibling(out, "partial")
     try:
-        _write_all(analysis, tmp, report)
+        fill(tmp)
         _check_destination(out, overwrite)  # it may have appeared meanwhile
-        _move_into_place(tmp, out)
+        with deferred_signals():  # an interrupt between the two renames would lose both results
+            _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    report(1.0, f"results written to {out}")
     return out
 
 

@@ -451,6 +451,9 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
     t0 = time.perf_counter()
     image = read_image(args.input).volume
     read_s = time.perf_counter() - t0
+    from VertebralFractureLib.sanity import check_ct
+
+    check_ct(image, Path(args.input).name)  # what analyze would refuse is not timed either
     stages = None
     if args.centroids is not None:
         from VertebralFractureLib.io.centroids import read_centroid_file

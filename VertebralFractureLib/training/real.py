@@ -467,9 +467,11 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
     "true_labelmap", "centroids"}``."""
     from VertebralFractureLib.io.readers import read_image, read_labelmap
     from VertebralFractureLib.pipeline import AnalysisConfig, analyze, default_stages, given_centroid_stages
+    from VertebralFractureLib.sanity import check_ct
 
     config = config or AnalysisConfig()
     image = read_image(case.ct).volume
+    check_ct(image, Path(case.ct).name)  # the same gate as analyze: no scores on an unusable image
     true_map = body = None
     if case.kind == "masks":
         true_map = read_labelmap(case.truth, image)
@@ -518,7 +520,12 @@ def evaluate_real(paths: Sequence[str | Path], out_dir: str | Path | None = None
     for k, case in enumerate(cases):
         if progress is not None:
             progress("evaluate", k / len(cases), case.name)
-        results.append(evaluate_case(case, centroids_from_truth, config))
+        try:
+            results.append(evaluate_case(case, centroids_from_truth, config))
+        except InputError as err:  # one unusable case is named and left out, not the end of the run
+            notes.append(f"{case.name} left out: {err}")
+    if not results:
+        raise InputError("no case could be evaluated: " + "; ".join(notes))
     if progress is not None:
         progress("evaluate", 1.0, "done")
     rows = [{"case": r["case"].name, **row} for r in results for row in r["rows"]]
