@@ -31,7 +31,7 @@ from VertebralFractureLib.io.dicom_geometry import (
     sort_and_deduplicate,
 )
 from VertebralFractureLib.io.dicom_headers import SliceHeader, scan_headers
-from VertebralFractureLib.io.readers import LoadedImage
+from VertebralFractureLib.io.loaded_image import LoadedImage
 from VertebralFractureLib.volume import Volume
 
 #: SOP classes of CT images (CT, Enhanced CT, Legacy Converted Enhanced CT).

@@ -20,12 +20,12 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from VertebralFractureLib.errors import InputError
+from VertebralFractureLib.io.loaded_image import LoadedImage
 from VertebralFractureLib.volume import Volume
 
 #: File name endings of the volume formats SimpleITK reads for us, with their ``source_format``.
@@ -44,25 +44,6 @@ LABELMAP_GEOMETRY_TOLERANCE_MM = 1e-3
 
 _FORMAT_NAMES = {"nifti": "NIfTI", "nrrd": "NRRD", "mha": "MetaImage"}
 _SUPPORTED = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), a DICOM folder, a .zip of a DICOM series or a DICOM file"
-
-
-@dataclass
-class LoadedImage:
-    """An image read from disk, with what the reader noticed on the way.
-
-    Attributes:
-        volume: the image with its LPS geometry.
-        warnings: problems that were handled (e.g. a missing DICOM slice that was interpolated);
-            shown to the user and written to ``analysis.json``.
-        description: format and geometry in words, e.g. ``"DICOM CT series 2 'Body', 261 slices, …"``.
-            It never contains patient names, IDs or dates.
-        source_format: ``"nifti"``, ``"nrrd"``, ``"mha"`` or ``"dicom"``.
-    """
-
-    volume: Volume
-    warnings: list[str] = field(default_factory=list)
-    description: str = ""
-    source_format: str = ""
 
 
 # ---------------------------------------------------------------------------------------- reading
