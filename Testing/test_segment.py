@@ -201,6 +201,14 @@ def test_training_installs_and_analyze_runs_all_three_stages(tmp_path, monkeypat
     train_segmentation([data], run, SegmentationTraining(**{**cfg.__dict__, "iterations": 4}), val_root=data,
                        log=lambda m: None)
     assert (run / "log.csv").read_text().strip().splitlines()[-1].startswith("4,")
+    # a new run that adds to earlier weights starts from them, not from random ones
+    import torch
+
+    logged: list[str] = []
+    train_segmentation([data], tmp_path / "seg-more", SegmentationTraining(**{**cfg.__dict__, "iterations": 1, "lr": 0.0}),
+                       log=logged.append, init_weights=best)
+    start, after = torch.load(best, weights_only=True), torch.load(tmp_path / "seg-more" / "best.pt", weights_only=True)
+    assert f"initialised from {best}" in logged and all(torch.equal(start[k], after[k]) for k in start)
 
     lcfg = LocalizationTraining(patch_size=(32, 16, 16), features=(4, 8), gn_features=4, gn_kernel=3, iterations=2,
                                 batch_size=1, validate_every=2)

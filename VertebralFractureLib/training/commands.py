@@ -22,7 +22,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="fast", choices=["fast", "seed"], help="named training settings")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--init", type=Path, default=None,
-                   help="start from this state_dict (fine-tuning; a fresh optimizer) unless the run folder resumes")
+                   help="start from this state_dict, e.g. the shipped Resources/Models/<stage>.pt, so that the run adds "
+                        "to the last (a fresh optimizer); ignored when the run folder resumes")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="samples per iteration")
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds (then save)")
@@ -54,8 +55,6 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
     if args.stage != "localize" and (args.variant or args.no_attention or args.no_residual
                                      or args.no_multiple_filtering):
         raise SystemExit("--variant and --no-* apply to 'train localize' only")
-    if args.stage == "segment" and args.init:
-        raise SystemExit("--init applies to 'train localize' and 'train keypoints' only")
     if args.deformed_share is not None:
         if args.stage != "keypoints":
             raise SystemExit("--deformed-share applies to 'train keypoints' only")
@@ -83,7 +82,7 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
         scfg = SegmentationTraining(**overrides)
         print(f"training stage-2 segmentation on {device} ({scfg.iterations} iterations)", file=sys.stderr)
         best = train_segmentation(args.data, args.output, scfg, val_root=args.val, device=device, log=log,
-                                  time_budget_s=args.time_budget)
+                                  time_budget_s=args.time_budget, init_weights=args.init)
         card = {"version": time.strftime("%Y%m%d"), "architecture": scfg.architecture(),
                 "spacing_mm": [scfg.spacing_mm] * 3, "patch_size": list(scfg.patch_size),
                 "classes": ["background", "normal", "fractured"]}

@@ -216,8 +216,12 @@ def crop_metrics(net: Any, cases: list[SegCase], cfg: SegmentationTraining, devi
 
 def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: SegmentationTraining,
                        val_root: str | Path | None = None, device: str = "cpu",
-                       log: Callable[[str], None] = print, time_budget_s: float | None = None) -> Path:
+                       log: Callable[[str], None] = print, time_budget_s: float | None = None,
+                       init_weights: str | Path | None = None) -> Path:
     """Train (or resume) the stage-2 U-Net; returns the path of the best ``state_dict``.
+
+    ``init_weights``: start from this ``state_dict`` (e.g. the shipped model, so that each run adds
+    to the last) unless the run folder already holds a checkpoint to resume.
 
     Writes ``checkpoint.pt`` (resumable), ``best.pt`` (best validation Dice + fracture AUC),
     ``log.csv`` and ``config.json`` into ``out_dir``.
@@ -236,6 +240,9 @@ def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: 
     train_cases = [c for root in train_roots for c in cache_cases(root, cfg.spacing_mm)]
     val_cases = cache_cases(val_root, cfg.spacing_mm) if val_root else []
     net = build_unet(cfg.architecture()).to(device)
+    if init_weights is not None:
+        net.load_state_dict(torch.load(init_weights, map_location=device, weights_only=True))
+        log(f"initialised from {init_weights}")
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best = 0, -float("inf")
     ckpt = out / "checkpoint.pt"
