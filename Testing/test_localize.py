@@ -327,3 +327,7 @@ def test_field_of_view_crop_blanks_outside_and_drops_cut_vertebrae():
         assert 14 <= row.sum() <= 34
         seen_fewer |= len(kept) < len(cents)
     assert seen_fewer
+    # the run is chosen among the vertebrae inside the patch; with fewer than two there, nothing is cut
+    outside = {8: np.array([-30.0, 20.0, 20.0]), 9: np.array([-25.0, 20.0, 20.0]), 10: np.array([3.0, 20.0, 20.0])}
+    same, kept = crop_field_of_view(patch, outside, 5.0, np.random.default_rng(0), -1.0)
+    assert same is patch and kept is outside

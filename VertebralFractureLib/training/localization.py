@@ -174,11 +174,15 @@ def augment(case: CachedCase, patch: tuple[int, int, int], cfg: LocalizationTrai
 
 def crop_field_of_view(patch: np.ndarray, cents: dict[int, np.ndarray], spacing_mm: float,
                        rng: np.random.Generator, fill: float) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Blank everything outside a tight box around a run of 2–8 vertebrae, as in a spine-only
-    reconstruction (a lumbar crop of 100 × 110 mm in plane): what lies outside the box becomes
-    ``fill`` (the padding value), and only the vertebrae whose centroids stay inside keep targets.
+    """Blank everything outside a tight box around a run of 2–8 vertebrae of the patch, as in a
+    spine-only reconstruction (a lumbar crop of 100 × 110 mm in plane): what lies outside the box
+    becomes ``fill`` (the padding value), and only the vertebrae whose centroids stay inside keep
+    targets. A patch with fewer than two centroids inside is returned unchanged.
     """
-    labels = sorted(cents)
+    inside = [k for k, p in cents.items() if np.all(p >= 0) and np.all(p <= np.array(patch.shape) - 1)]
+    if len(inside) < 2:  # the patch shows too little of the spine to cut around
+        return patch, cents
+    labels = sorted(inside)
     n = int(rng.integers(2, 9))
     first = int(rng.integers(0, max(1, len(labels) - n + 1)))
     chosen = labels[first: first + n]
@@ -198,7 +202,7 @@ def crop_field_of_view(patch: np.ndarray, cents: dict[int, np.ndarray], spacing_
     inside = ((zz >= z0) & (zz <= z1))[:, None, None] & ((yy >= y0) & (yy <= y1))[None, :, None] \
         & ((xx >= x0) & (xx <= x1))[None, None, :]
     out = np.where(inside, patch, np.float32(fill)).astype(np.float32)
-    kept = {k: p for k, p in cents.items() if z0 <= p[0] <= z1}
+    kept = {k: p for k, p in cents.items() if z0 <= p[0] <= z1 and y0 <= p[1] <= y1 and x0 <= p[2] <= x1}
     return out, kept
 
 
