@@ -79,11 +79,34 @@ def test_detect_and_name_skips_a_missed_vertebra_and_drops_outliers():
     seen_heat = _heatmaps(grid, seen, sigma_vox=1.2)
     outlier = {15: truth[15] + np.array([0.0, -100.0, -12.0])}  # a bright spot 10 cm anterior
     heat = seen_heat + 0.6 * _heatmaps(grid, outlier, sigma_vox=1.2)
+    assert [c.label for c in detect_and_name(heat, grid, threshold=0.3, fill=False)] == [14, 15, 17, 18, 19]
+    # the missed T9 is placed between its neighbours, flagged, and named in the count
     found = detect_and_name(heat, grid, threshold=0.3)
-    assert [c.label for c in found] == [14, 15, 17, 18, 19]
+    assert [c.label for c in found] == [14, 15, 16, 17, 18, 19]
+    assert [c.interpolated for c in found] == [False, False, True, False, False, False]
+    assert np.linalg.norm(found[2].position_lps - truth[16]) < 6.0
     assert detect_and_name(np.zeros_like(heat), grid, threshold=0.3) == []
     with pytest.raises(ValueError):
         detect_and_name(heat[:3], grid)
+
+
+def test_fill_gaps_places_missed_vertebrae_only_where_the_spacing_shows_them():
+    from VertebralFractureLib.localize import fill_gaps
+
+    line = np.array([[0.0, 0.0, -20.0 * k] for k in range(8)])
+    same, flags = fill_gaps(line)
+    assert np.array_equal(same, line) and not flags.any()
+    one = np.delete(line, 3, axis=0)  # a 40 mm step among 20 mm ones: one missed
+    filled, flags = fill_gaps(one)
+    assert np.allclose(filled, line) and flags.tolist() == [False, False, False, True] + [False] * 4
+    two = np.delete(line, [3, 4], axis=0)  # 60 mm: two missed
+    filled, flags = fill_gaps(two)
+    assert np.allclose(filled, line) and flags.sum() == 2
+    # lumbar spacing grows gradually (25 → 35 mm): nothing is placed
+    grow = np.cumsum([[0, 0, -s] for s in (25, 27, 29, 31, 33, 35, 36)], axis=0)
+    assert not fill_gaps(grow)[1].any()
+    # three detections: no reliable spacing, nothing placed
+    assert not fill_gaps(one[:3] * [1, 1, 3])[1].any()
 
 
 def test_detect_and_name_names_t13_only_where_its_channel_wins():

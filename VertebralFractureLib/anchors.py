@@ -115,7 +115,7 @@ RIB_LEVEL_OFFSET = 0.25
 #: lumbosacral segment, cervical rib).
 ANCHOR_LABELS: dict[str, dict[int, float]] = {
     "first rib": {8: 0.0, 7: 0.4, 9: 0.7},  # T1; C7 with a cervical rib; T2 (T1 without ribs: very rare)
-    "last rib": {19: 0.0, 18: 0.3, 28: 0.3, 20: 0.6},  # T12; T11 (11 pairs), T13 (13 pairs), L1 (lumbar rib)
+    "last rib": {19: 0.0, 18: 0.15, 28: 0.3, 20: 0.6},  # T12; T11 (11 pairs, or a 12th rib too short to trace), T13 (13 pairs), L1 (lumbar rib)
     "last rib (stump)": {19: 0.0, 20: 0.3, 28: 0.3, 18: 0.4},  # a stump: also a lumbar rib on L1
     "sacrum": {24: 0.0, 25: 0.3, 23: 0.3},  # L5; L6 (lumbarised S1), L4 (sacralised L5)
     "C2": {2: 0.0},

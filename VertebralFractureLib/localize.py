@@ -58,6 +58,9 @@ class Candidate:
     position_lps: np.ndarray
     score: float
     naming: dict[str, Any] | None = None
+    #: Not detected: placed between its two detected neighbours, where the chain's spacing shows a
+    #: vertebra was missed (:func:`fill_gaps`).
+    interpolated: bool = False
 
 
 #: Detection: local maxima of the summed heatmaps at least this far apart (mm).
@@ -66,6 +69,11 @@ MIN_SEPARATION_MM = 10.0
 MAX_GAP_MM = 80.0
 #: Detection chain: largest angle (degrees) of a step between consecutive detections to the body axis.
 MAX_STEP_ANGLE_DEG = 60.0
+#: A step of the chain this many times the median of the neighbouring steps hides missed vertebrae
+#: (adjacent steps differ by < 20 % along a normal spine, VerSe medians per level) …
+GAP_RATIO = 1.6
+#: … of which at most this many are placed between the two neighbours (:func:`fill_gaps`).
+MAX_FILLED = 2
 #: Naming: cost of each (non-variant) label skipped between consecutive detections.
 SKIP_COST = 0.2
 #: Naming: weight of |log(observed / expected distance)| of each step (expected: VerSe medians per level).
@@ -151,7 +159,7 @@ def _step_tables(labels: tuple[int, ...], variants: bool = False) -> tuple[np.nd
 
 
 def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAULT_THRESHOLD,
-                    labels: tuple[int, ...] = CHANNEL_LABELS, anchors: Any = None) -> list[Candidate]:
+                    labels: tuple[int, ...] = CHANNEL_LABELS, anchors: Any = None, fill: bool = True) -> list[Candidate]:
     """Vertebrae found in the heatmaps (C, z, y, x), named as one consistent chain.
 
     1. Detection is label-free: local maxima of the sum of all channels (a vertebra whose own
@@ -165,6 +173,11 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
        :data:`SPACING_WEIGHT` × |log(observed / expected distance)| per step (expected from the
        VerSe medians per level), again by dynamic programming. T13 and L6 are skipped for free,
        and named only where their channel wins.
+
+    Between 2 and 3, where the chain's spacing shows that vertebrae were missed (a step
+    :data:`GAP_RATIO` times its neighbours'), they are placed between their neighbours
+    (:func:`fill_gaps`; ``interpolated`` True, unless ``fill`` is False), so that they are counted in
+    the names, segmented and graded like the others.
 
     ``anchors``: naming anchors (:class:`~.anchors.Anchor`, each naming a chain index), an
     :class:`~.anchors.AnchorReport`, or a callable that takes the chain's centroids (n, 3, LPS mm,
@@ -215,29 +228,69 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
     chain = chain[::-1]
     while len(chain) > len(labels):  # more detections than labels: drop the weakest
         chain.remove(min(chain, key=lambda i: peak_val[i]))
+    cpos, cvox = pos[chain], [kept[i] for i in chain]
+    placed = np.zeros(len(chain), bool)
+    if fill:  # vertebrae the network missed inside the chain, placed between their neighbours
+        cpos, placed = fill_gaps(cpos)
+        it = iter(cvox)
+        shape = np.array(total.shape) - 1
+        cvox = [np.clip(np.round(grid.lps_to_index(p)[::-1]).astype(int), 0, shape) if f else next(it)
+                for p, f in zip(cpos, placed)]
+        if len(cpos) > len(labels):  # cannot all be vertebrae: keep the detections only
+            cpos, cvox, placed = cpos[~placed], [v for v, f in zip(cvox, placed) if not f], placed[~placed]
     found, anchor_list = None, None
     if anchors is not None:
-        found = anchors(pos[chain]) if callable(anchors) else anchors
+        found = anchors(cpos) if callable(anchors) else anchors
         anchor_list = list(getattr(found, "anchors", found) or [])
         evidence = getattr(found, "vertebrae", None)
-        if evidence is not None and len(evidence) == len(chain):  # detections in the sacrum are not vertebrae
+        if evidence is not None and len(evidence) == len(cpos):  # detections in the sacrum are not vertebrae
             keep = [k for k, e in enumerate(evidence) if not e.in_sacrum]
             new = {old: k for k, old in enumerate(keep)}
-            chain = [chain[k] for k in keep]
+            cpos, cvox, placed = cpos[keep], [cvox[k] for k in keep], placed[keep]
             anchor_list = [replace(a, index=new[a.index]) for a in anchor_list if a.index in new]
-    if not chain:
+    if len(cpos) == 0:
         return []
     # 3. naming: evidence of each channel near each detection (3×3×3 neighbourhood maximum)
     n_c = len(labels)
-    ev = np.zeros((len(chain), n_c))
-    for k, i in enumerate(chain):
-        sl = tuple(slice(max(0, c - 1), c + 2) for c in kept[i])
+    ev = np.zeros((len(cpos), n_c))
+    for k, v in enumerate(cvox):
+        sl = tuple(slice(max(0, c - 1), c + 2) for c in v)
         ev[k] = heat[(slice(None),) + sl].reshape(n_c, -1).max(axis=1)
-    names, naming, notes = name_chain(ev, pos[chain], labels, anchor_list)
+    names, naming, notes = name_chain(ev, cpos, labels, anchor_list)
     if notes and hasattr(found, "conflicts"):
         found.conflicts.extend(notes)
-    return [Candidate(labels[c], pos[i], float(ev[k, c]), None if naming is None else naming[k])
-            for k, (i, c) in enumerate(zip(chain, names))]
+    return [Candidate(labels[c], cpos[k], float(ev[k, c]), None if naming is None else naming[k], bool(placed[k]))
+            for k, c in enumerate(names)]
+
+
+def fill_gaps(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Place the vertebrae a chain (n, 3, LPS mm, cranial → caudal) evidently missed.
+
+    Where a step is :data:`GAP_RATIO` times the median of its neighbouring steps (up to three on
+    each side), ``round(step / median) − 1`` vertebrae (at most :data:`MAX_FILLED`) are placed at
+    equal intervals between the two neighbours — as a reader counting down the spine does. Chains of
+    fewer than four detections are left as they are (no reliable local spacing).
+
+    Returns:
+        The positions with the placed ones inserted, and a flag per position (True = placed).
+    """
+    pos = np.asarray(positions, float).reshape(-1, 3)
+    flags = np.zeros(len(pos), bool)
+    if len(pos) < 4:
+        return pos, flags
+    steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    out, out_flags = [pos[0]], [False]
+    for k, step in enumerate(steps):
+        ref = np.delete(steps[max(0, k - 3): k + 4], min(k, 3))
+        median = float(np.median(ref)) if ref.size else step
+        if median > 0 and step >= GAP_RATIO * median:
+            missed = min(MAX_FILLED, int(round(step / median)) - 1)
+            for m in range(1, missed + 1):
+                out.append(pos[k] + (pos[k + 1] - pos[k]) * m / (missed + 1))
+                out_flags.append(True)
+        out.append(pos[k + 1])
+        out_flags.append(False)
+    return np.array(out), np.array(out_flags)
 
 
 def _decode(unary: np.ndarray, dists: list[float], labels: tuple[int, ...], variants: bool,
@@ -444,6 +497,9 @@ def run_stage(context: Any) -> None:
                              complete=complete, naming=c.naming)
         if not complete:
             res.notes.append("near the end of the field of view: probably cut, not graded")
+        if c.interpolated:
+            res.notes.append("not detected: placed between its neighbours, where their spacing shows a "
+                             "vertebra was missed (check its position)")
         context.vertebrae[c.label] = res
     if not found:
         context.warnings.append("no vertebra found")
