@@ -819,3 +819,22 @@ def test_bench_refuses_what_analyze_refuses(case, capfd):
     flat = outs.parent / "in" / "flat.nii.gz"
     write_volume(Volume(np.full((20, 32, 32), -1000, np.int16), (1.0, 1.0, 2.0)), flat)
     refused(capfd, ["bench", flat], 3, r"flat.nii.gz.*constant image", (flat,), outs)
+
+
+# ======================================================================================== 10. messages
+@pytest.mark.parametrize(("content", "match"), [
+    (b'{"a": 1}', r"p.mrk.json holds JSON but no 'markups' list: a Slicer point list \(.mrk.json"),
+    (gzip.compress(b"\x00" * 400), r"p.mrk.json is not a text file \(an image or other binary data\?\)"),
+    (b'{"markups": [', r"p.mrk.json is not valid JSON \(line 1, column 14"),
+])
+def test_a_point_list_that_is_not_one_is_named_with_the_fix(case, capfd, content, match):
+    ct, _, outs = case
+    pts = outs.parent / "in" / "p.mrk.json"
+    pts.write_bytes(content)
+    refused(capfd, ["analyze", ct, "--centroids", pts, "-o", outs / "r"], 3, match, (ct, pts), outs)
+
+
+def test_non_integer_vertebra_labels_are_a_command_line_error(case, capfd):
+    ct, seg, outs = case
+    refused(capfd, ["grade", ct, "-s", seg, "--vertebra", "L1", "--vertebra-labels", "a,b", "-o", outs / "r"], 2,
+            r"--vertebra-labels takes comma-separated integer labels .*\(got 'a,b'\)", (ct, seg), outs)

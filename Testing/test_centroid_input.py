@@ -68,7 +68,7 @@ def test_a_curved_spine_within_the_tolerance_is_accepted(tmp_path):
 
 def test_unreadable_file_is_a_value_error(tmp_path):
     (tmp_path / "d.mrk.json").write_text("{not json")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="d.mrk.json is not valid JSON"):
         read_centroid_file(tmp_path / "d.mrk.json", _ct())
 
 

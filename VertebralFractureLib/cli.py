@@ -28,6 +28,7 @@ from VertebralFractureLib.errors import (
     ModelIntegrityError,
     ModelNotAvailableError,
     OutputError,
+    UsageError,
     VertebralFractureError,
 )
 from VertebralFractureLib.interrupts import Interrupted, exit_code, signals_as_interrupts
@@ -198,13 +199,13 @@ def cmd_analyze(args: argparse.Namespace, progress: Progress) -> int:
     progress("read", 0.0, "reading input")
     image = read_image(args.input)
     progress("read", 1.0, image.description)
+    _gate(image, args.input)  # before the point list, whose positions are checked against the image
     stages = None
     if args.centroids is not None:
         from VertebralFractureLib.io.centroids import read_centroid_file
         from VertebralFractureLib.pipeline import given_centroid_stages
 
         stages = given_centroid_stages(read_centroid_file(args.centroids, image.volume))
-    _gate(image, args.input)
     _run_and_write(image, stages, args, progress)
     return EXIT_OK
 
@@ -232,9 +233,13 @@ def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
     if args.vertebra is not None:
         try:
             label = vertebra(args.vertebra).label
-            parts = [int(x) for x in args.vertebra_labels.split(",")] if args.vertebra_labels else None
         except (KeyError, ValueError) as err:
             raise InputError(str(err).strip('"')) from err
+        try:
+            parts = [int(x) for x in args.vertebra_labels.split(",")] if args.vertebra_labels else None
+        except ValueError as err:
+            raise UsageError(f"--vertebra-labels takes comma-separated integer labels of the "
+                             f"segmentation, e.g. 1,2 (got {args.vertebra_labels!r})") from err
         inside = seg.array > 0 if parts is None else np.isin(seg.array, parts)
         seg = seg.with_array((inside * label).astype("uint8"))
     elif args.labels == "totalsegmentator":
@@ -260,7 +265,7 @@ def cmd_radiomics(args: argparse.Namespace, progress: Progress) -> int:
 
     _check_output(args.output, args.overwrite, args.input, args.segmentation, args.params)
     if args.wiener < 0 or (args.wiener and args.wiener % 2 == 0):
-        raise InputError(f"--wiener must be 0 (no filter) or an odd window size, got {args.wiener}")
+        raise UsageError(f"--wiener must be 0 (no filter) or an odd window size, got {args.wiener}")
     progress("read", 0.0, "reading input")
     image = read_image(args.input)
     _gate(image, args.input)
@@ -536,6 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OutputError as err:  # the folder exists, is the input, cannot be written
         _fail(progress, str(err))
         code = EXIT_OUTPUT
+    except UsageError as err:
+        _fail(progress, str(err))
+        code = EXIT_USAGE
     except (InputError, FileNotFoundError) as err:
         _fail(progress, str(err))
         code = EXIT_INPUT

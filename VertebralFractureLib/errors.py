@@ -11,6 +11,10 @@ class InputError(VertebralFractureError, ValueError):
     """The input image or folder cannot be used (wrong format, missing slices, not a CT, ...)."""
 
 
+class UsageError(VertebralFractureError, ValueError):
+    """An option's value cannot be used (the command line, not the input files, is wrong)."""
+
+
 class ModelNotAvailableError(VertebralFractureError):
     """A stage needs trained weights that are not installed in ``Resources/Models``."""
 

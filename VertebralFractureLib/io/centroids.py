@@ -106,11 +106,21 @@ def read_markups_centroids(path: str | Path) -> dict[int, np.ndarray]:
         ValueError: unreadable file, unknown or repeated vertebra name, non-finite coordinates.
     """
     p = Path(path)
+    expected = "a Slicer point list (.mrk.json, as saved by Slicer's Markups module) is expected"
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-        markups = doc["markups"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"cannot read {p.name} as a Slicer point list: {err}") from err
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{p.name} is not a text file (an image or other binary data?): {expected}") from err
+    except OSError as err:
+        raise ValueError(f"cannot read {p.name}: {err.strerror or err}") from err
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{p.name} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}): "
+                         f"{expected}") from err
+    if not isinstance(doc, dict) or "markups" not in doc:
+        raise ValueError(f"{p.name} holds JSON but no 'markups' list: {expected}")
+    markups = doc["markups"]
     if not isinstance(markups, list):
         raise ValueError(f"{p.name}: 'markups' is not a list")
     out: dict[int, np.ndarray] = {}

@@ -228,7 +228,7 @@ def _evaluate_real(args: argparse.Namespace, progress: Any) -> int:
 def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
     """Stage 2 on held-out cases, from stage-1 centroids (default) or the true ones."""
 
-    from VertebralFractureLib.errors import InputError
+    from VertebralFractureLib.errors import UsageError
     from VertebralFractureLib.io.readers import read_image, read_labelmap
     from VertebralFractureLib.io.verse import list_cases, read_centroids
     from VertebralFractureLib.localize import localize
@@ -239,7 +239,7 @@ def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
     device = select_device(args.device)
     card, net = network("segmentation", args.weights)
     if args.centroid_jitter_mm < 0 or (args.centroid_jitter_mm > 0 and not args.true_centroids):
-        raise InputError("--centroid-jitter-mm needs --true-centroids and must not be negative")
+        raise UsageError("--centroid-jitter-mm needs --true-centroids and must not be negative")
     loc = None if args.true_centroids else network("localization", args.localization_weights)
     jitter_rng = np.random.default_rng(0)
     rows, per_case = [], []
@@ -436,14 +436,14 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
 
     import torch
 
-    from VertebralFractureLib.errors import InputError
+    from VertebralFractureLib.errors import UsageError
     from VertebralFractureLib.io.readers import read_image
     from VertebralFractureLib.localize import localize
     from VertebralFractureLib.models import select_device
     from VertebralFractureLib.pipeline import AnalysisConfig, analyze, given_centroid_stages
 
     if args.centroids is not None and args.stages != "all":
-        raise InputError("--centroids needs --stages all")
+        raise UsageError("--centroids needs --stages all")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
