@@ -255,7 +255,7 @@ def test_cli_radiomics_writes_features_csv(tmp_path, monkeypatch, capsys):
     assert header[:3] == ["label", "name", "radiomics_fracture_probability"]
     assert (out / "vertebrae.nii.gz").exists()
     assert cli.main(["radiomics", str(tmp_path / "ct.nii.gz"), "-s", str(tmp_path / "seg.nii.gz"), "-o",
-                     str(tmp_path / "w"), "--wiener", "4", "--progress", "none"]) == cli.EXIT_INPUT
+                     str(tmp_path / "w"), "--wiener", "4", "--progress", "none"]) == cli.EXIT_USAGE
 
 
 def test_cli_grade_with_radiomics_fills_analysis_json(tmp_path, monkeypatch):

@@ -262,7 +262,7 @@ def test_training_installs_and_analyze_runs_all_three_stages(tmp_path, monkeypat
     ev_j = json.loads((tmp_path / "eval_j.json").read_text())
     assert ev_j["metrics"]["centroids"] == "true + N(0, 3 mm) per axis" and ev_j["metrics"]["vertebrae_complete"] == 6
     assert cli.main(["evaluate", "segment", "--data", str(data), "--weights", str(best),
-                     "--centroid-jitter-mm", "3", "--progress", "none"]) == cli.EXIT_INPUT
+                     "--centroid-jitter-mm", "3", "--progress", "none"]) == cli.EXIT_USAGE
 
 
 def test_shipped_model_on_an_unseen_synthspine_case():
@@ -289,3 +289,40 @@ def test_shipped_model_on_an_unseen_synthspine_case():
     fractured = [probs[lab] for lab, g in complete.items() if g >= 1]
     normal = [probs[lab] for lab, g in complete.items() if g == 0]
     assert len(fractured) == 2 and min(fractured) > 0.5 and min(fractured) > max(normal), probs
+
+
+def test_shifted_crops_only_where_the_crop_and_its_mirror_leave_the_call_open():
+    """Test-time variants: a clear call (p ≈ 0.95 or 0.05) takes two passes, an open one (p ≈ 0.5) four."""
+    import torch
+
+    from VertebralFractureLib.segment import SHIFTS_MM, segment_crops
+
+    class Fake(torch.nn.Module):  # foreground in the crop's centre; P(fractured) set by the crop's brightness
+        in_channels = 1
+
+        def forward(self, x):
+            b, _, z, y, w = x.shape
+            out = torch.zeros(b, 3, z, y, w)
+            out[:, 0] = 4.0
+            centre = (slice(z // 4, 3 * z // 4), slice(y // 4, 3 * y // 4), slice(w // 4, 3 * w // 4))
+            level = x[:, 0][(slice(None), *centre)].mean(dim=(1, 2, 3))  # 0 … 1
+            frac_logit = torch.logit(level.clamp(0.02, 0.98))
+            out[(slice(None), 0, *centre)] = -4.0
+            out[(slice(None), 1, *centre)] = 0.0
+            out[(slice(None), 2, *centre)] = frac_logit[:, None, None, None]
+            self.calls = getattr(self, "calls", 0) + b
+            return out
+
+    grid = Volume(np.zeros((40, 20, 20), np.uint8), (2.0, 2.0, 2.0))
+    image = np.zeros((40, 20, 20), np.float32)
+    image[2:18] = 0.95  # the upper vertebra: clearly fractured
+    image[22:38] = 0.5  # the lower one: undecided
+    cents = {19: grid.zyx_to_lps(np.array([10.0, 10.0, 10.0])), 20: grid.zyx_to_lps(np.array([30.0, 10.0, 10.0]))}
+    net = Fake()
+    segs = {s.label: s for s in segment_crops(net, grid, image, cents, (12, 12, 12))}
+    assert len(segs[19].variant_probabilities) == 2 and min(segs[19].variant_probabilities) > 0.9
+    assert len(segs[20].variant_probabilities) == 2 + len(SHIFTS_MM)
+    assert all(abs(p - 0.5) < 0.05 for p in segs[20].variant_probabilities)
+    assert net.calls == 2 * 2 + len(SHIFTS_MM)
+    plain = segment_crops(Fake(), grid, image, cents, (12, 12, 12), tta=False)
+    assert all(s.variant_probabilities == () for s in plain)

@@ -11,9 +11,10 @@
    to at most one vertebra and boundaries are as smooth as the input's resolution allows.
 5. ``fracture_probability`` = mean of P(fractured) / P(vertebra) over the vertebra's voxels,
    averaged over test-time variants of the crop: the crop itself, its left–right mirror image
-   (the training augmentation's flip) and crops moved by a few millimetres anteriorly and
-   posteriorly (:data:`SHIFTS_MM`), because a network whose call changes when the centroid moves
-   by 3 mm is not sure. The mask is the mean of the crop and its mirror image;
+   (the training augmentation's flip) and, where those two leave the call open, crops moved by a
+   few millimetres anteriorly and posteriorly (:data:`SHIFTS_MM`), because a network whose call
+   changes when the centroid moves by 3 mm is not sure. The mask is the mean of the crop and its
+   mirror image;
    ``fracture_probability_spread`` is the range of the probability over the variants.
    ``status`` is "fractured" when the mean reaches ``AnalysisConfig.fracture_threshold`` (stage 3
    then checks the call against the measured heights). The fracture map is per vertebra: every
@@ -114,56 +115,85 @@ def segment_crops(net: Any, grid: Volume, image: np.ndarray, centroids_lps: dict
                   progress: Any = None, tta: bool = True) -> list[VertebraSegmentation]:
     """Run the U-Net on one crop per centroid of a normalised model-grid ``image``.
 
-    With ``tta`` each crop also goes through mirrored (left–right) and at the :data:`SHIFTS_MM`
-    offsets; the mask is the mean of the crop and its mirror image, and every variant's fracture
-    probability is kept in ``variant_probabilities``.
+    With ``tta`` each crop also goes through mirrored (left–right); the mask is the mean of the two.
+    Where the call could change — the two disagree by more than :data:`SETTLED_SPREAD` or their mean
+    lies within :data:`SETTLED_MARGIN` of 0.5 —, crops at the :data:`SHIFTS_MM` offsets are run too.
+    Every variant's fracture probability is kept in ``variant_probabilities``.
     """
-    import torch
-    from scipy import ndimage
-
     labels = list(centroids_lps)
-    out: list[VertebraSegmentation] = []
     fill = float(image.min())
     extra = centre_channel(patch_size, float(grid.spacing[0])) if getattr(net, "in_channels", 1) == 2 else None
-    shifts = [np.zeros(3)] + ([np.asarray(s, dtype=float) for s in SHIFTS_MM] if tta else [])
-    per_vertebra = len(shifts) + (1 if tta else 0)
-    batch = max(1, BATCH // per_vertebra) if tta else BATCH
-    for b in range(0, len(labels), batch):
-        chunk = labels[b: b + batch]
-        crops, starts = [], []
-        for label in chunk:
-            for k, shift in enumerate(shifts):
-                centre = grid.lps_to_index(np.asarray(centroids_lps[label], dtype=float) + shift)[::-1]
-                crop, start = crop_at(image, centre, patch_size, fill)
-                crops.append(crop)
-                if k == 0:
-                    starts.append(start)
-                    if tta:
-                        crops.append(crop[:, :, ::-1])
-        if extra is not None:
-            crops = [np.stack([c, extra]) for c in crops]
-        else:
-            crops = [c[None] for c in crops]
+
+    def crop(label: int, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        centre = grid.lps_to_index(np.asarray(centroids_lps[label], dtype=float) + shift)[::-1]
+        return crop_at(image, centre, patch_size, fill)
+
+    # pass 1: each crop (and its mirror image)
+    jobs: list[tuple[int, int, np.ndarray]] = []  # (vertebra index, variant, crop)
+    starts = []
+    for i, label in enumerate(labels):
+        c, start = crop(label, np.zeros(3))
+        starts.append(start)
+        jobs.append((i, 0, c))
+        if tta:
+            jobs.append((i, 1, c[:, :, ::-1]))
+    probs = _run(net, jobs, extra, device, progress, labels)
+    # pass 2: the shifted crops, only where the first two leave the call open
+    if tta:
+        open_calls = []
+        for i in range(len(labels)):
+            pair = [_crop_probability(q[1] + q[2], q[2]) for q in (probs[(i, 0)], probs[(i, 1)][:, :, :, ::-1])]
+            pair = [v for v in pair if v is not None]
+            if pair and (max(pair) - min(pair) > SETTLED_SPREAD or abs(float(np.mean(pair)) - 0.5) < SETTLED_MARGIN):
+                open_calls.append(i)
+        shift_jobs = [(i, 2 + k, crop(labels[i], np.asarray(sh, dtype=float))[0])
+                      for i in open_calls for k, sh in enumerate(SHIFTS_MM)]
+        probs.update(_run(net, shift_jobs, extra, device, None, labels))
+    from scipy import ndimage
+
+    out: list[VertebraSegmentation] = []
+    for i, (label, start) in enumerate(zip(labels, starts)):
+        p = probs[(i, 0)]
+        variants = []
+        if tta:
+            mirrored = probs[(i, 1)][:, :, :, ::-1]
+            group = [probs[(i, 0)], mirrored] + [probs[(i, k)] for k in range(2, 2 + len(SHIFTS_MM)) if (i, k) in probs]
+            variants = [_crop_probability(q[1] + q[2], q[2]) for q in group]
+            p = 0.5 * (p + mirrored)
+        fg = p[1] + p[2]
+        keep = central_component(fg >= FOREGROUND)
+        near = ndimage.binary_dilation(keep, iterations=2)  # keep the soft edge for interpolation
+        out.append(VertebraSegmentation(label, grid.zyx_to_lps(start.astype(float)),
+                                        np.where(near, fg, 0.0).astype(np.float32),
+                                        np.where(near, p[2], 0.0).astype(np.float32),
+                                        tuple(v for v in variants if v is not None)))
+    return out
+
+
+#: Test-time variants: the shifted crops are skipped where the crop and its mirror image agree within
+#: this (fracture probability) …
+SETTLED_SPREAD = 0.15
+#: … and their mean is at least this far from 0.5 (the shifts rarely move such a call across it).
+SETTLED_MARGIN = 0.3
+
+
+def _run(net: Any, jobs: list[tuple[int, int, np.ndarray]], extra: np.ndarray | None, device: str,
+         progress: Any, labels: list[int]) -> dict[tuple[int, int], np.ndarray]:
+    """Softmax probabilities (3, z, y, x) of each (vertebra index, variant) crop, :data:`BATCH` crops a pass."""
+    import torch
+
+    out: dict[tuple[int, int], np.ndarray] = {}
+    for b in range(0, len(jobs), BATCH):
+        chunk = jobs[b: b + BATCH]
+        crops = [np.stack([c, extra]) if extra is not None else c[None] for _, _, c in chunk]
         with torch.inference_mode():
             logits = net(torch.from_numpy(np.ascontiguousarray(np.stack(crops))).to(device))
             probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        for i, (label, start) in enumerate(zip(chunk, starts)):
-            group = probs[i * per_vertebra: (i + 1) * per_vertebra]
-            p = group[0]
-            variants = []
-            if tta:
-                mirrored = group[1][:, :, :, ::-1]
-                variants = [_crop_probability(q[1] + q[2], q[2]) for q in (group[0], group[1], *group[2:])]
-                p = 0.5 * (p + mirrored)
-            fg = p[1] + p[2]
-            keep = central_component(fg >= FOREGROUND)
-            near = ndimage.binary_dilation(keep, iterations=2)  # keep the soft edge for interpolation
-            out.append(VertebraSegmentation(label, grid.zyx_to_lps(start.astype(float)),
-                                            np.where(near, fg, 0.0).astype(np.float32),
-                                            np.where(near, p[2], 0.0).astype(np.float32),
-                                            tuple(v for v in variants if v is not None)))
+        for (i, k, _), q in zip(chunk, probs):
+            out[(i, k)] = q
         if progress is not None:
-            progress(min(1.0, (b + len(chunk)) / len(labels)), ", ".join(str(x) for x in chunk))
+            done = chunk[-1][0] + 1
+            progress(min(1.0, done / len(labels)), ", ".join(str(labels[i]) for i in sorted({j[0] for j in chunk})))
     return out
 
 
