@@ -326,3 +326,16 @@ def test_shifted_crops_only_where_the_crop_and_its_mirror_leave_the_call_open():
     assert net.calls == 2 * 2 + len(SHIFTS_MM)
     plain = segment_crops(Fake(), grid, image, cents, (12, 12, 12), tta=False)
     assert all(s.variant_probabilities == () for s in plain)
+
+
+def test_an_uncertain_vertebra_is_never_a_training_centre():
+    from VertebralFractureLib.training.segmentation import SegCase, SegmentationTraining, _draw, validation_pairs
+
+    img, lab = np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint8)
+    cents = {20: np.zeros(3), 21: np.ones(3), 22: np.full(3, 2.0)}
+    real = SegCase("real", img, lab, frozenset({22}), cents, excluded=frozenset({20, 21}))
+    only_uncertain = SegCase("grade1", img, lab, frozenset(), {23: np.zeros(3)}, excluded=frozenset({23}))
+    rng = np.random.default_rng(0)
+    drawn = {_draw([real, only_uncertain], SegmentationTraining(fractured_share=0.3), rng) for _ in range(300)}
+    assert drawn == {(0, 22)}
+    assert validation_pairs([real, only_uncertain]) == [(0, 22)]

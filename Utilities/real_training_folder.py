@@ -3,8 +3,11 @@
 
 From ``../shared/data`` (DATA_SOURCES.md): the VerSe'19 spine crops with their manual masks and
 Genant grades (``real-labelled/``) and the TPTBox L2–L4 crop (``vertebra-crops/``). The CTs and
-masks are linked, not copied; a fracture map (1 normal, 2 fractured: Genant grade ≥ 1, as SynthSpine
-plants grades 1–3) is written beside each mask from the grades, and the centroids from the mask.
+masks are linked, not copied; a fracture map is written beside each mask from the grades — 1 normal
+(grade 0, or no grade), 2 fractured (grade ≥ 2), 3 for grade 1, which stage-2 training never uses
+as a crop's centre (a mild deformity is not reliably a fracture, and four consecutive grade-1
+vertebrae of one subject taught the network that real bone looks fractured) — and the centroids
+from the mask.
 
 ``--leave-out SUBJECT`` (repeatable) keeps subjects out, for leave-one-subject-out training: a number
 reported on a subject never comes from a model that saw it.
@@ -68,8 +71,7 @@ def build(out: Path, leave_out: list[str], shared: Path = SHARED) -> list[str]:
         arr = np.asarray(labels.array)
         frac = np.where(arr > 0, 1, 0).astype(np.uint8)
         for label, grade in grades.items():
-            if grade >= 1:
-                frac[arr == label] = 2
+            frac[arr == label] = 2 if grade >= 2 else (3 if grade == 1 else 1)
         write_volume(labels.with_array(frac), der / f"{subject}_fracture_msk.nii.gz")
         present = [int(v) for v in np.unique(arr) if v]
         from scipy import ndimage

@@ -2,7 +2,9 @@
 
 Data: a VerSe-layout folder with vertebra masks (``*_seg-vert_msk.nii.gz``) and, for the fracture
 class, fracture maps (``*_fracture_msk.nii.gz``: 1 normal, 2 fractured vertebra; SynthSpine writes
-them); without a fracture map every vertebra counts as normal. Each case goes once onto the
+them); without a fracture map every vertebra counts as normal. A vertebra whose fracture map holds
+3 is never the centre of a training crop (its class is uncertain, e.g. a real Genant grade 1); as a
+neighbour it is background like any other. Each case goes once onto the
 model's LPS grid (image linear, masks nearest) and is cached.
 
 A training sample is a crop of ``patch_size`` voxels around one vertebra's centroid, jittered
@@ -74,6 +76,7 @@ class SegCase:
     labels: np.ndarray
     fractured: frozenset[int]
     centroids_zyx: dict[int, np.ndarray]
+    excluded: frozenset[int] = frozenset()  # never a crop's centre (uncertain class)
 
 
 def cache_cases(root: str | Path, spacing_mm: float, cache_dir: str | Path | None = None) -> list[SegCase]:
@@ -102,18 +105,22 @@ def cache_cases(root: str | Path, spacing_mm: float, cache_dir: str | Path | Non
             mask = read_labelmap(case.vertebra_mask, ct)
             labels = preprocess.to_model_grid(mask, spacing_mm, fill=0, interpolation="nearest").array.astype(np.uint8)
             fractured: list[int] = []
+            excluded: list[int] = []
             if case.fracture_mask.exists():
                 frac = read_labelmap(case.fracture_mask, ct).array
                 present = [int(v) for v in np.unique(mask.array) if v]
                 top = ndimage.maximum(frac, mask.array, present)
                 fractured = [lab for lab, t in zip(present, np.atleast_1d(top)) if t == 2]
-            np.savez_compressed(f, image=image.astype(np.float16), labels=labels, fractured=np.array(fractured, np.int32))
+                excluded = [lab for lab, t in zip(present, np.atleast_1d(top)) if t == 3]
+            np.savez_compressed(f, image=image.astype(np.float16), labels=labels, fractured=np.array(fractured, np.int32),
+                                excluded=np.array(excluded, np.int32))
         d = np.load(f)
         labels = d["labels"]
         present = [int(v) for v in np.unique(labels) if v and is_vertebra_label(int(v))]
         cents = dict(zip(present, (np.array(c) for c in ndimage.center_of_mass(labels > 0, labels, present))))
+        excluded = frozenset(int(x) for x in d["excluded"]) if "excluded" in d else frozenset()
         out.append(SegCase(case.subject, d["image"].astype(np.float32), labels,
-                           frozenset(int(x) for x in d["fractured"]), cents))
+                           frozenset(int(x) for x in d["fractured"]) - excluded, cents, excluded))
     return out
 
 
@@ -169,14 +176,15 @@ def _draw(cases: list[SegCase], cfg: SegmentationTraining, rng: np.random.Genera
     fractured = [(i, lab) for i, c in enumerate(cases) for lab in c.fractured if lab in c.centroids_zyx]
     if fractured and rng.random() < cfg.fractured_share:
         return fractured[int(rng.integers(len(fractured)))]
-    i = int(rng.integers(len(cases)))
-    labs = sorted(cases[i].centroids_zyx)
+    usable = [i for i, c in enumerate(cases) if set(c.centroids_zyx) - c.excluded]
+    i = usable[int(rng.integers(len(usable)))]
+    labs = sorted(set(cases[i].centroids_zyx) - cases[i].excluded)
     return i, labs[int(rng.integers(len(labs)))]
 
 
 def validation_pairs(cases: list[SegCase]) -> list[tuple[int, int]]:
     """Every vertebra of the validation cases whose mask is not cut by the crop-free grid edge."""
-    return [(i, lab) for i, c in enumerate(cases) for lab in sorted(c.centroids_zyx)]
+    return [(i, lab) for i, c in enumerate(cases) for lab in sorted(set(c.centroids_zyx) - c.excluded)]
 
 
 def network_input(images: list[np.ndarray], cfg: SegmentationTraining) -> np.ndarray:
