@@ -329,7 +329,12 @@ def test_shifted_crops_only_where_the_crop_and_its_mirror_leave_the_call_open():
 
 
 def test_an_uncertain_vertebra_is_never_a_training_centre():
-    from VertebralFractureLib.training.segmentation import SegCase, SegmentationTraining, _draw, validation_pairs
+    from VertebralFractureLib.training.segmentation import (
+        SegCase,
+        SegmentationTraining,
+        _draw,
+        validation_pairs,
+    )
 
     img, lab = np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint8)
     cents = {20: np.zeros(3), 21: np.ones(3), 22: np.full(3, 2.0)}
