@@ -100,6 +100,20 @@ def test_first_rib_on_t1():
     assert ribs["C6"] == ribs["C7"] == "none" and ribs["T1"] == ribs["T2"] == "full"
 
 
+def test_first_rib_when_the_vertebra_above_was_not_detected():
+    """C7 in view but missed by stage 1: T1 is still named from its ribs and the rib-free level above."""
+    case = _case(4, ("C4", "T3"), fov=300.0)
+    labels, c = _chain(case)
+    below = [k for k, lab in enumerate(labels) if vertebra(lab).order >= vertebra(8).order]  # T1 and down
+    report = anchors.find_anchors(case.ct, c[below])
+    first = [a for a in report.anchors if a.kind == "first rib" and a.names]
+    assert len(first) == 1 and labels[below[first[0].index]] == 8 and "level above in view" in first[0].detail
+    # a chain starting at T2 (T1 in view with its ribs) gets no such anchor: ribs leave the spine above it
+    from_t2 = [k for k, lab in enumerate(labels) if vertebra(lab).order >= vertebra(9).order]
+    report = anchors.find_anchors(case.ct, c[from_t2])
+    assert not any(a.kind == "first rib" and a.names and a.index == 0 for a in report.anchors)
+
+
 def test_c2_below_the_skull_base():
     case = _case(5, ("C1", "C5"), fov=250.0)
     labels, c = _chain(case)

@@ -671,6 +671,28 @@ def rib_anchors(c: np.ndarray, ev: list[VertebraEvidence],
     return anchors, notes
 
 
+def first_rib_below_the_view(frame: SpineFrame, c: np.ndarray, ev: list[VertebraEvidence],
+                             per_side: list[dict[int, RibTrace]]) -> list[Anchor]:
+    """The first rib when the vertebra above the chain was not detected: the first vertebra found
+    carries full ribs, the CT shows the level one cervical step above it on both sides, and no rib
+    leaves the spine there — as a reader names T1 on a chest CT whose top shows the lower neck.
+    Less confident than a first rib with its rib-free neighbour found (:func:`rib_anchors`)."""
+    if len(c) < 2 or ev[0].ribs != "full":
+        return []
+    axes, spacing = _axes(c)
+    if abs(axes[0, 2]) < np.cos(np.radians(MAX_TILT_DEG)):
+        return []
+    step = min(float(spacing[0]), CERVICAL_STEP_MM)  # C7 lies about a cervical step above T1
+    # the vertebra above, from its lower endplate to its centre, must be mostly in view on both sides
+    view = min(_side_visible(frame, c[0, 2] + 0.5 * step, c[0, 2] + 1.0 * step, side) for side in (-1, 1))
+    if view < 0.75:  # the top of the CT must show that level; a cut there leaves the question open
+        return []
+    both = len(per_side[0]) == 2
+    conf = (0.9 if both else 0.75) * 0.8
+    detail = f"full ribs{'' if both else ' (one side)'}; none above (the level above in view, no vertebra found there)"
+    return [Anchor("first rib", 0, round(conf, 2), ANCHOR_LABELS["first rib"], detail)]
+
+
 # ============================================================================ sacrum, skull base
 def _sacral_rows(frame: SpineFrame, bone: np.ndarray) -> np.ndarray:
     """Rows where bone runs from the midline out to both iliac wings: the sacral alae with the ilium
@@ -821,6 +843,8 @@ def find_anchors(image: Volume, centroids: np.ndarray | list) -> AnchorReport:
     anchors, notes = rib_anchors(c, ev, per_side)
     if -1 in outside and ev[0].ribs != "none":
         notes.append("ribs leave the spine above the first vertebra found: a rib-bearing vertebra was missed there")
+    elif not any(a.kind == "first rib" for a in anchors):
+        anchors += first_rib_below_the_view(frame, c, ev, per_side)
     sac, sac_notes = sacrum_anchor(frame, bone, c, ev)
     anchors += sac
     notes += sac_notes

@@ -419,12 +419,23 @@ def predict_heatmaps(net: Any, image: np.ndarray, patch_size: tuple[int, int, in
 
 
 def heatmaps_on_grid(net: Any, image: np.ndarray, patch_size: tuple[int, int, int], device: str = "cpu") -> np.ndarray:
-    """Heatmaps (C, z, y, x) of a normalised model-grid image of any size (padded for the network, then cropped)."""
+    """Heatmaps (C, z, y, x) of a normalised model-grid image of any size.
+
+    An axis shorter than the training patch is padded to the patch's length with the image in the
+    middle (a spine-only crop ~100 mm wide then sits in a whole patch, as in training, not in the
+    corner of a smaller input); any other axis at its end to the network's divisor. The heatmaps are
+    cropped back to the image.
+    """
     from VertebralFractureLib.preprocess import pad_to_multiple
 
-    padded, _ = pad_to_multiple(image, net.divisor, float(image.min()))
+    fill = float(image.min())
+    before = [max(0, (p - s) // 2) for p, s in zip(patch_size, image.shape)]
+    after = [max(0, p - s - b) for p, s, b in zip(patch_size, image.shape, before)]
+    centred = np.pad(image, list(zip(before, after)), constant_values=fill)
+    padded, _ = pad_to_multiple(centred, net.divisor, fill)
     heat = predict_heatmaps(net, padded, patch_size, device)
-    return heat[:, : image.shape[0], : image.shape[1], : image.shape[2]]
+    return heat[:, before[0]: before[0] + image.shape[0], before[1]: before[1] + image.shape[1],
+                before[2]: before[2] + image.shape[2]]
 
 
 def build_network(card_architecture: dict[str, Any]) -> Any:
