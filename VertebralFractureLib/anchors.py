@@ -673,11 +673,14 @@ def rib_anchors(c: np.ndarray, ev: list[VertebraEvidence],
 
 def first_rib_below_the_view(frame: SpineFrame, c: np.ndarray, ev: list[VertebraEvidence],
                              per_side: list[dict[int, RibTrace]]) -> list[Anchor]:
-    """The first rib when the vertebra above the chain was not detected: the first vertebra found
-    carries full ribs, the CT shows the level one cervical step above it on both sides, and no rib
-    leaves the spine there — as a reader names T1 on a chest CT whose top shows the lower neck.
+    """The first rib when the vertebra above the chain was not detected: the first two vertebrae found
+    carry full ribs at upper-thoracic spacing, the CT shows the level one cervical step above them
+    on both sides, and no rib leaves the spine there — as a reader names T1 on a chest CT whose top
+    shows the lower neck.
     Less confident than a first rib with its rib-free neighbour found (:func:`rib_anchors`)."""
-    if len(c) < 2 or ev[0].ribs != "full":
+    if len(c) < 2 or ev[0].ribs != "full" or ev[1].ribs != "full":  # the top of a rib series
+        return []
+    if float(np.linalg.norm(c[0] - c[1])) > CERVICAL_STEP_MM + 2.0:  # T1–T2 spacing, not a lower thoracic one
         return []
     axes, spacing = _axes(c)
     if abs(axes[0, 2]) < np.cos(np.radians(MAX_TILT_DEG)):
