@@ -103,3 +103,15 @@ def tiny_verse_folder(root, n_cases: int = 2):
                             "keypoints_lps_mm": kp, "heights_mm": {"anterior": 20.0, "middle": 20.0, "posterior": 20.0}})
         case.genant.write_text(json.dumps(entries))
     return root
+
+
+def load_utility(name: str):
+    """A script of ``Utilities/`` (``check_demo_output``, ``train_all``, …) loaded as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "Utilities" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

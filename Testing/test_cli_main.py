@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import io
 import json
 from pathlib import Path
 
 import pytest
-from factories import make_analysis
+from factories import load_utility, make_analysis
 
 from VertebralFractureLib import cli, models
 
@@ -25,15 +24,7 @@ NEEDS_LOCALIZATION = pytest.mark.skipif(
     not LOCALIZATION_INSTALLED, reason="the stage-1 'localization' model is not installed in Resources/Models")
 
 
-def _checker():
-    """``Utilities/check_demo_output.py``, the check CI runs on ``make demo``'s output."""
-    spec = importlib.util.spec_from_file_location("check_demo_output", REPO / "Utilities" / "check_demo_output.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check_demo_output = _checker()
+check_demo_output = load_utility("check_demo_output")
 
 
 def _main(*argv: str) -> tuple[int, str, str]:

@@ -10,7 +10,6 @@ beside it, the input unchanged.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from factories import load_utility
 
 from VertebralFractureLib import cli, models
 from VertebralFractureLib.interrupts import Interrupted, deferred_signals, exit_code, signals_as_interrupts
@@ -28,14 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 POSIX = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 
 
-def _checker():
-    spec = importlib.util.spec_from_file_location("check_demo_output", REPO / "Utilities" / "check_demo_output.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check_demo_output = _checker()
+check_demo_output = load_utility("check_demo_output")
 
 
 # ------------------------------------------------------------------------------------ the helpers

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from factories import load_utility
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("train_all", REPO / "Utilities" / "train_all.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_train_all_trains_every_stage_and_brings_back_seven_files(tmp_path):
     out = tmp_path / "out"
-    assert _script().main(["--out", str(out), "--tiny", "--workers", "1", "--device", "cpu"]) == 0
+    assert load_utility("train_all").main(["--out", str(out), "--tiny", "--workers", "1", "--device", "cpu"]) == 0
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     assert files == sorted([f"{m}_{kind}" for m in ("localization", "segmentation", "keypoints")
                             for kind in ("best.pt", "log.csv")] + ["train_all.json"])
