@@ -49,6 +49,8 @@ def real_cases(shared: Path = SHARED) -> dict[str, tuple[Path, Path, dict[int, i
 
 def build(out: Path, leave_out: list[str], shared: Path = SHARED) -> list[str]:
     """Write the folder; returns the subjects in it."""
+    from scipy import ndimage
+
     from VertebralFractureLib.io.readers import read_image, read_labelmap, write_volume
     from VertebralFractureLib.io.verse import write_centroids
 
@@ -74,8 +76,6 @@ def build(out: Path, leave_out: list[str], shared: Path = SHARED) -> list[str]:
             frac[arr == label] = 2 if grade >= 2 else (3 if grade == 1 else 1)
         write_volume(labels.with_array(frac), der / f"{subject}_fracture_msk.nii.gz")
         present = [int(v) for v in np.unique(arr) if v]
-        from scipy import ndimage
-
         cents = {lab: labels.index_to_lps(np.array(c)[::-1])
                  for lab, c in zip(present, ndimage.center_of_mass(arr > 0, arr, present))}
         write_centroids(der / f"{subject}_seg-vb_ctd.json", cents, image)

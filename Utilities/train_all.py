@@ -7,8 +7,8 @@ Steps (each printed with its wall time):
 1. SynthSpine training and validation data, generated on all cores (skipped when ``--data`` names
    existing folders);
 2. the three trainings at the same time (the GPU is shared; data preparation runs on the CPU
-   cores), each ``vertebral-fracture train STAGE --init Resources/Models/<model>.pt`` with its share
-   of the time budget, validated on the validation set;
+   cores), each ``vertebral-fracture train STAGE --init Resources/Models/<model>.pt`` with the whole
+   training time, validated on the validation set;
 3. the results collected flat in ``--out`` (seven files): ``<model>_best.pt``, ``<model>_log.csv``
    and ``train_all.json`` (commands, iterations reached, wall times, device, validation metrics,
    the end of each training's output).
@@ -39,11 +39,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-#: stage → (model file, share of the training time, iterations aimed at within it on an H200)
+#: stage → (model file, iterations aimed at within the time budget on an H200); the three run at once,
+#: each with the whole training time
 STAGES = {
-    "localize": ("localization", 1.0, 6000),
-    "segment": ("segmentation", 1.0, 6000),
-    "keypoints": ("keypoints", 1.0, 4000),
+    "localize": ("localization", 6000),
+    "segment": ("segmentation", 6000),
+    "keypoints": ("keypoints", 4000),
 }
 
 
@@ -82,12 +83,12 @@ def train_all(train: list[Path], val: Path, out: Path, seconds: float, device: s
     """Start the three trainings together; wait for all; return what each reached."""
     runs = out / "runs"
     procs = {}
-    for stage, (model, share, iterations) in STAGES.items():
+    for stage, (model, iterations) in STAGES.items():
         if tiny:
             iterations = 2
         init = REPO / "Resources" / "Models" / f"{model}.pt"
         cmd = _cli("train", stage, "--data", *map(str, train), "--val", str(val), "-o", str(runs / stage),
-                   "--iterations", str(iterations), "--time-budget", f"{seconds * share:.0f}", "--device", device)
+                   "--iterations", str(iterations), "--time-budget", f"{seconds:.0f}", "--device", device)
         if init.is_file():
             cmd += ["--init", str(init)]
         if stage == "keypoints":

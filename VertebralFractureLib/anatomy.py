@@ -139,6 +139,12 @@ def is_vertebra_label(label: int) -> bool:
     return int(label) in VERTEBRAE
 
 
+def split_vertebra_labels(values: Iterable[int]) -> tuple[list[int], list[int]]:
+    """The non-zero values of a labelmap split into vertebra labels (1–25, 28) and the others."""
+    present = [int(v) for v in values if int(v) != 0]
+    return [v for v in present if is_vertebra_label(v)], [v for v in present if not is_vertebra_label(v)]
+
+
 def cranio_caudal(labels: Iterable[int]) -> list[int]:
     """Sort VerSe labels from cranial to caudal (T13 between T12 and L1)."""
     return sorted((int(x) for x in labels), key=lambda lab: vertebra(lab).order)

@@ -486,14 +486,23 @@ def trace_ribs(frame: SpineFrame, bone: np.ndarray) -> list[RibTrace]:
 
 
 # ============================================================================ per vertebra
+def chain_steps(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The steps (mm) between consecutive centroids of a chain, and for each the median of its
+    neighbouring steps (up to three on each side, itself left out; NaN when it has none)."""
+    steps = np.linalg.norm(np.diff(np.asarray(c, float).reshape(-1, 3), axis=0), axis=1)
+    medians = np.full(len(steps), np.nan)
+    for k in range(len(steps)):
+        ref = np.delete(steps[max(0, k - 3): k + 4], min(k, 3))
+        if ref.size:
+            medians[k] = float(np.median(ref))
+    return steps, medians
+
+
 def _gap(c: np.ndarray, k: int) -> bool:
     """The step from chain vertebra ``k`` to ``k + 1`` is long enough to hide a missed vertebra
     (more than 1.5 × the median of the neighbouring steps)."""
-    steps = np.linalg.norm(np.diff(c, axis=0), axis=1)
-    if len(steps) < 2:
-        return False
-    ref = np.delete(steps[max(0, k - 3): k + 4], min(k, 3))
-    return bool(steps[k] > 1.5 * float(np.median(ref)))
+    steps, medians = chain_steps(c)
+    return bool(steps[k] > 1.5 * medians[k])  # False where there is no neighbouring step (NaN)
 
 
 def _axes(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

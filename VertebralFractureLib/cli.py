@@ -142,16 +142,14 @@ def _vertebra_labels(seg: Any, path: Path, notes: list[str]) -> list[int]:
     and left out; none at all is refused."""
     import numpy as np
 
-    from VertebralFractureLib.anatomy import is_vertebra_label
+    from VertebralFractureLib.anatomy import split_vertebra_labels
 
     arr = np.asarray(seg.array)
     if not np.issubdtype(arr.dtype, np.integer) and not np.allclose(arr, np.round(arr)):
         raise InputError(f"the segmentation '{Path(path).name}' must hold integer labels")
-    present = [int(v) for v in np.unique(np.round(arr)) if v != 0]
-    labels = [v for v in present if is_vertebra_label(v)]
+    labels, unknown = split_vertebra_labels(np.unique(np.round(arr)))
     if not labels:
         raise InputError(f"the segmentation '{Path(path).name}' holds no vertebra label (VerSe 1–25 or 28)")
-    unknown = [v for v in present if not is_vertebra_label(v)]
     if unknown:
         notes.append(f"labels {unknown} are not vertebrae (VerSe 1–25, 28) and were ignored")
     return labels

@@ -274,15 +274,15 @@ def fill_gaps(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         The positions with the placed ones inserted, and a flag per position (True = placed).
     """
+    from VertebralFractureLib.anchors import chain_steps
+
     pos = np.asarray(positions, float).reshape(-1, 3)
     flags = np.zeros(len(pos), bool)
     if len(pos) < 4:
         return pos, flags
-    steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    steps, medians = chain_steps(pos)
     out, out_flags = [pos[0]], [False]
-    for k, step in enumerate(steps):
-        ref = np.delete(steps[max(0, k - 3): k + 4], min(k, 3))
-        median = float(np.median(ref)) if ref.size else step
+    for k, (step, median) in enumerate(zip(steps, medians)):
         if median > 0 and step >= GAP_RATIO * median:
             missed = min(MAX_FILLED, int(round(step / median)) - 1)
             for m in range(1, missed + 1):

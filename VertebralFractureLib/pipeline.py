@@ -25,7 +25,7 @@ import numpy as np
 
 from VertebralFractureLib import models as model_registry
 from VertebralFractureLib.analysis import Analysis, VertebraResult
-from VertebralFractureLib.anatomy import cranio_caudal, is_vertebra_label, name_of
+from VertebralFractureLib.anatomy import cranio_caudal, is_vertebra_label, name_of, split_vertebra_labels
 from VertebralFractureLib.errors import CancelledError, InputError
 from VertebralFractureLib.models import Device
 from VertebralFractureLib.volume import Volume
@@ -181,11 +181,9 @@ class GivenSegmentation:
             if not np.allclose(arr, np.round(arr)):
                 raise InputError("the segmentation must hold integer labels")
             arr = np.round(arr).astype(np.int32)
-        present = [int(v) for v in np.unique(arr) if v != 0]
-        unknown = [v for v in present if not is_vertebra_label(v)]
+        labels, unknown = split_vertebra_labels(np.unique(arr))
         if unknown:
             context.warnings.append(f"labels {unknown} are not vertebrae (VerSe 1–25, 28) and were ignored")
-        labels = [v for v in present if is_vertebra_label(v)]
         if not labels:
             raise InputError("the segmentation holds no vertebra label (VerSe 1–25 or 28)")
         counts = ndimage.sum_labels(np.ones_like(arr, dtype=np.int64), arr, labels)

@@ -138,17 +138,25 @@ def segment_crops(net: Any, grid: Volume, image: np.ndarray, centroids_lps: dict
         if tta:
             jobs.append((i, 1, c[:, :, ::-1]))
     probs = _run(net, jobs, extra, device, progress, labels)
+    if tta:  # the mirror image's probabilities back in the crop's orientation
+        probs.update({(i, 1): probs[(i, 1)][:, :, :, ::-1] for i in range(len(labels))})
+
+    def variant_probabilities(keys: Any) -> dict[tuple[int, int], float | None]:
+        return {key: _crop_probability(probs[key][1] + probs[key][2], probs[key][2]) for key in keys}
+
+    variant_p = variant_probabilities(probs) if tta else {}
     # pass 2: the shifted crops, only where the first two leave the call open
     if tta:
         open_calls = []
         for i in range(len(labels)):
-            pair = [_crop_probability(q[1] + q[2], q[2]) for q in (probs[(i, 0)], probs[(i, 1)][:, :, :, ::-1])]
-            pair = [v for v in pair if v is not None]
+            pair = [v for v in (variant_p[(i, 0)], variant_p[(i, 1)]) if v is not None]
             if pair and (max(pair) - min(pair) > SETTLED_SPREAD or abs(float(np.mean(pair)) - 0.5) < SETTLED_MARGIN):
                 open_calls.append(i)
         shift_jobs = [(i, 2 + k, crop(labels[i], np.asarray(sh, dtype=float))[0])
                       for i in open_calls for k, sh in enumerate(SHIFTS_MM)]
-        probs.update(_run(net, shift_jobs, extra, device, None, labels))
+        shifted = _run(net, shift_jobs, extra, device, None, labels)
+        probs.update(shifted)
+        variant_p.update(variant_probabilities(shifted))
     from scipy import ndimage
 
     out: list[VertebraSegmentation] = []
@@ -156,10 +164,8 @@ def segment_crops(net: Any, grid: Volume, image: np.ndarray, centroids_lps: dict
         p = probs[(i, 0)]
         variants = []
         if tta:
-            mirrored = probs[(i, 1)][:, :, :, ::-1]
-            group = [probs[(i, 0)], mirrored] + [probs[(i, k)] for k in range(2, 2 + len(SHIFTS_MM)) if (i, k) in probs]
-            variants = [_crop_probability(q[1] + q[2], q[2]) for q in group]
-            p = 0.5 * (p + mirrored)
+            variants = [variant_p[(i, k)] for k in range(2 + len(SHIFTS_MM)) if (i, k) in variant_p]
+            p = 0.5 * (p + probs[(i, 1)])
         fg = p[1] + p[2]
         keep = central_component(fg >= FOREGROUND)
         near = ndimage.binary_dilation(keep, iterations=2)  # keep the soft edge for interpolation

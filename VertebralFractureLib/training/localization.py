@@ -179,10 +179,10 @@ def crop_field_of_view(patch: np.ndarray, cents: dict[int, np.ndarray], spacing_
     becomes ``fill`` (the padding value), and only the vertebrae whose centroids stay inside keep
     targets. A patch with fewer than two centroids inside is returned unchanged.
     """
-    inside = [k for k, p in cents.items() if np.all(p >= 0) and np.all(p <= np.array(patch.shape) - 1)]
-    if len(inside) < 2:  # the patch shows too little of the spine to cut around
+    in_patch = [k for k, p in cents.items() if np.all(p >= 0) and np.all(p <= np.array(patch.shape) - 1)]
+    if len(in_patch) < 2:  # the patch shows too little of the spine to cut around
         return patch, cents
-    labels = sorted(inside)
+    labels = sorted(in_patch)
     n = int(rng.integers(2, 9))
     first = int(rng.integers(0, max(1, len(labels) - n + 1)))
     chosen = labels[first: first + n]
