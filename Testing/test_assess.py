@@ -114,3 +114,16 @@ def test_grading_an_empty_result_is_not_an_error():
     ctx = Context(image=Volume(np.zeros((8, 8, 8), np.int16)), config=AnalysisConfig())
     run_stage(ctx)  # stage 1 found nothing and stage 2 skipped: nothing to grade, no exception
     assert ctx.vertebrae == {} and ctx.labelmap is None
+
+
+def test_a_cut_vertebra_is_never_called_fractured_on_its_appearance_alone():
+    ctx = _stack_context({19: 30, 20: 30, 21: 31}, {}, probability=0.1)
+    cut = ctx.vertebrae[21]
+    cut.genant, cut.keypoints_lps_mm, cut.complete = None, None, False  # at the edge: stage 3 did not grade it
+    cut.fracture_probability, cut.status = 0.8, "fractured"
+    ctx.fracture_map = ctx.labelmap.with_array(np.where(ctx.labelmap.array == 21, 2, (ctx.labelmap.array > 0) * 1)
+                                               .astype(np.uint8))
+    assess(ctx)
+    assert cut.status == "not assessable" and "cut by the field of view" in cut.status_reason
+    assert set(np.unique(ctx.fracture_map.array)) == {0, 1}  # nothing left marked fractured
+    assert ctx.vertebrae[19].status == "normal"

@@ -838,3 +838,16 @@ def test_non_integer_vertebra_labels_are_a_command_line_error(case, capfd):
     ct, seg, outs = case
     refused(capfd, ["grade", ct, "-s", seg, "--vertebra", "L1", "--vertebra-labels", "a,b", "-o", outs / "r"], 2,
             r"--vertebra-labels takes comma-separated integer labels .*\(got 'a,b'\)", (ct, seg), outs)
+
+
+def test_sheared_image_is_refused_with_the_fix(case, capfd):
+    import SimpleITK as sitk
+
+    _, _, outs = case
+    img = sitk.GetImageFromArray(ct_array())
+    img.SetSpacing(SPACING)
+    img.SetDirection((1.0, 0.5, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))  # x and y axes not at right angles
+    bad = outs.parent / "in" / "sheared.nrrd"
+    sitk.WriteImage(img, str(bad))
+    refused(capfd, ["analyze", bad, "-o", outs / "r"], 3, r"'sheared.nrrd' has axes that are not at right angles",
+            (bad,), outs)

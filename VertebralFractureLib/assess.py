@@ -124,7 +124,13 @@ def assess(context: Any, limits: AssessmentLimits | None = None, threshold: floa
     threshold = context.config.fracture_threshold if threshold is None else threshold
     results = context.vertebrae
     graded = {lab: v for lab, v in results.items() if v.genant is not None and v.keypoints_lps_mm is not None}
+    for lab, v in results.items():  # a call needs the heights: appearance alone is not enough
+        if lab not in graded and v.status == "fractured":
+            why = "cut by the field of view" if not v.complete else "its heights could not be measured"
+            v.mark_not_assessable(f"the image suggests a fracture (probability {v.fracture_probability:.2f}) but "
+                                  f"the vertebra is not graded ({why}): a reader should look")
     if not graded:
+        _update_fracture_map(context)
         return
     image, labelmap = context.image, context.labelmap
     has_ct = image is not None and bool(np.any(np.asarray(image.array) != 0))  # all zero: no CT given (grade -s)
@@ -162,7 +168,12 @@ def assess(context: Any, limits: AssessmentLimits | None = None, threshold: floa
             v.notes.append(note)
     if not has_ct:
         context.warnings.append("no CT given: the masks could not be checked against the bone in the image")
+    _update_fracture_map(context)
+
+
+def _update_fracture_map(context: Any) -> None:
+    """The fracture map after the calls changed (a vertebra no longer fractured is 1)."""
     if context.fracture_map is not None:
         from VertebralFractureLib.segment import fracture_map_of
 
-        context.fracture_map = fracture_map_of(context.labelmap, results)
+        context.fracture_map = fracture_map_of(context.labelmap, context.vertebrae)

@@ -75,7 +75,7 @@ def read_image(path: str | Path) -> LoadedImage:
 
         return read_dicom(p)
     image, notes = _read_sitk(p, fmt)
-    volume = Volume.from_sitk(image)
+    volume = _volume_of(image, p)
     volume = volume.with_array(_sensible_dtype(volume.array))
     if min(volume.shape_xyz) < 2:
         raise InputError(
@@ -83,6 +83,17 @@ def read_image(path: str | Path) -> LoadedImage:
             "2 voxels along each axis is needed"
         )
     return LoadedImage(volume=volume, warnings=notes, description=_describe(volume, fmt), source_format=fmt)
+
+
+def _volume_of(image: object, p: Path) -> Volume:
+    """The volume of an image ITK read; a header whose axes are not orthogonal is refused."""
+    try:
+        return Volume.from_sitk(image)
+    except ValueError as err:
+        if "orthonormal" not in str(err):
+            raise
+        raise InputError(f"'{p.name}' has axes that are not at right angles (a sheared or skewed grid in its "
+                         "header); resample it onto an orthogonal grid first (e.g. Slicer's Resample Image)") from err
 
 
 def read_labelmap(path: str | Path, reference: Volume | None = None) -> Volume:
@@ -111,7 +122,7 @@ def read_labelmap(path: str | Path, reference: Volume | None = None) -> Volume:
     if fmt == "dicom":
         raise InputError(f"'{p.name}': labelmaps are read from NIfTI, NRRD or MetaImage files, not DICOM")
     image, _ = _read_sitk(p, fmt)
-    volume = Volume.from_sitk(image)
+    volume = _volume_of(image, p)
     array = _label_dtype(volume.array, p.name)
     if reference is None:
         return volume.with_array(array)
