@@ -112,7 +112,11 @@ def test_dice_same_label_best_label_and_body():
     d = dice_by_label(pred, true, [1, 2])
     assert d[1]["dice"] == pytest.approx(0.8) and d[1]["dice_best_label"] == pytest.approx(0.8)
     assert d[2]["dice"] == 0.0 and d[2]["dice_best_label"] == pytest.approx(1.0)
-    assert "body_dice" not in d[1]
+    assert "body_dice" not in d[1] and "dice_paired" not in d[1]
+    # paired by position: true 1 with prediction 1, true 2 with prediction 3 (wrong name, right outline)
+    d = dice_by_label(pred, true, [1, 2], paired={1: 1, 2: 3})
+    assert d[1]["dice_paired"] == pytest.approx(0.8) and d[2]["dice_paired"] == pytest.approx(1.0)
+    assert "dice_paired" not in dice_by_label(pred, true, [1, 2], paired={1: None})[1]
     body = np.zeros(true.shape, bool)
     body[:, :, 0:3] = True  # label 1's body; x 3–4 are its posterior elements
     d = dice_by_label(pred, true, [1, 2], body)
@@ -242,6 +246,8 @@ def test_evaluate_real_end_to_end_on_a_synthetic_case(tmp_path, capsys):
     s = summary["overall"]
     assert s["vertebrae"] == n and s["identification"]["k"] == n and s["detection_precision"]["k"] == n
     assert s["dice_mean"] > 0.7
+    # names right, so the mask paired by position is the same-name mask
+    assert s["dice_paired_mean"] == pytest.approx(s["dice_mean"]) and s["dice_paired_vertebrae"] == n
     assert s["fractures_grade2_found"]["n"] == 1
     assert summary["cases"]["sub-synth"]["centroids"] == "true (mask centres of mass)"
     with (out / "real_vertebrae.csv").open() as f:

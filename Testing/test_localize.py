@@ -109,6 +109,51 @@ def test_fill_gaps_places_missed_vertebrae_only_where_the_spacing_shows_them():
     assert not fill_gaps(one[:3] * [1, 1, 3])[1].any()
 
 
+def test_merge_duplicates_joins_a_split_peak_but_not_a_crushed_vertebra():
+    from VertebralFractureLib.localize import merge_duplicates
+
+    line = np.array([[0.0, 0.0, -30.0 * k] for k in range(6)])
+    vox = [np.array([k, 0, 0]) for k in range(6)]
+    same, same_vox = merge_duplicates(line, vox, np.ones(6))
+    assert np.array_equal(same, line) and len(same_vox) == 6
+    # vertebra 2 found twice, 12 mm apart (peaks 0.9 and 0.3): one vertebra at the weighted mean
+    split = np.insert(line, 3, line[2] + [0.0, 0.0, -12.0], axis=0)
+    peaks = np.array([1.0, 1.0, 0.9, 0.3, 1.0, 1.0, 1.0])
+    merged, merged_vox = merge_duplicates(split, vox[:3] + [np.array([9, 9, 9])] + vox[3:], peaks)
+    assert len(merged) == 6 and merged[2] == pytest.approx(line[2] + [0.0, 0.0, -3.0])
+    assert merged_vox[2].tolist() == [2, 0, 0]  # the stronger peak's voxel names it
+    # a crushed vertebra (half its height) shortens its two steps to ~0.8 of the others: kept
+    crushed = line.copy()
+    crushed[3:] += [0.0, 0.0, 7.0]
+    crushed[3] += [0.0, 0.0, -1.0]
+    assert len(merge_duplicates(crushed, vox, np.ones(6))[0]) == 6
+    # three detections: no reliable spacing, nothing merged
+    assert len(merge_duplicates(split[1:4], vox[1:4], peaks[1:4])[0]) == 3
+
+
+def test_a_vertebra_cut_by_the_top_of_the_view_is_placed_where_bone_is():
+    from VertebralFractureLib.localize import extend_cranially
+
+    arr = np.full((60, 20, 20), -100.0, np.float32)  # z up: index 0 = caudal (LPS z = 5 × index)
+    centres = [5.0 + 30.0 * k for k in range(6)]  # mm; the top one at 155 is 140 mm up, view ends at 295
+    for z in centres:
+        k = int(round(z / 5.0))
+        arr[k - 2: k + 3, 6:14, 6:14] = 400.0
+    grid = Volume(arr, (5.0, 5.0, 5.0))
+    chain = np.array([[47.5, 47.5, z] for z in centres[::-1][1:]])  # 125 … 5: the top vertebra (155) missed
+    vox = [np.array([int(z / 5), 9, 9]) for z in chain[:, 2]]
+    # the missed one lies 140 mm below the top of the view: whole, so not placed
+    same, _, flags = extend_cranially(chain, vox, grid, 26)
+    assert len(same) == 5 and not flags.any()
+    cut = Volume(arr[:36], (5.0, 5.0, 5.0))  # the view ends at 175 mm: the vertebra at 155 is cut
+    placed, placed_vox, flags = extend_cranially(chain, vox, cut, 26)
+    assert flags.tolist() == [True] + [False] * 5 and placed[0] == pytest.approx([47.5, 47.5, 155.0])
+    assert placed_vox[0].tolist() == [31, 10, 10]  # (z, y, x) grid index of 155, 47.5, 47.5 mm
+    soft = cut.with_array(np.where(np.arange(36)[:, None, None] > 28, -100.0, arr[:36]).astype(np.float32))
+    assert not extend_cranially(chain, vox, soft, 26)[2].any()  # no bone there: nothing placed
+    assert not extend_cranially(chain[:1], vox[:1], cut, 26)[2].any()  # one detection: no step
+
+
 def test_detect_and_name_names_t13_only_where_its_channel_wins():
     grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
     normal = _spine(grid, [18, 19, 20, 21])  # T11, T12, L1, L2

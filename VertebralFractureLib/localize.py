@@ -61,6 +61,9 @@ class Candidate:
     #: Not detected: placed between its two detected neighbours, where the chain's spacing shows a
     #: vertebra was missed (:func:`fill_gaps`).
     interpolated: bool = False
+    #: Not detected: placed one step above the chain's cranial end, where the field of view cuts a
+    #: vertebra the network did not find (:func:`extend_cranially`).
+    extrapolated: bool = False
 
 
 #: Detection: local maxima of the summed heatmaps at least this far apart (mm).
@@ -74,6 +77,18 @@ MAX_STEP_ANGLE_DEG = 60.0
 GAP_RATIO = 1.6
 #: … of which at most this many are placed between the two neighbours (:func:`fill_gaps`).
 MAX_FILLED = 2
+#: A step of the chain shorter than this share of the median of the neighbouring steps joins two
+#: detections of one vertebra (the network split its peak, e.g. on thick slices): they are merged
+#: (:func:`merge_duplicates`). A crushed vertebra shortens its steps to ~0.8 of its neighbours'.
+DUPLICATE_RATIO = 0.55
+#: A vertebra cut by the cranial end of the field of view is placed one step above the chain
+#: (:func:`extend_cranially`) when bone fills at least this share of a ball of :data:`BONE_BALL_MM`
+#: there, relative to the median of the chain's detections …
+BONE_SHARE = 0.5
+#: … and at least this share absolutely (HU > :data:`BONE_HU`).
+BONE_MIN = 0.2
+BONE_BALL_MM = 12.0
+BONE_HU = 150.0
 #: Naming: cost of each (non-variant) label skipped between consecutive detections.
 SKIP_COST = 0.2
 #: Naming: weight of |log(observed / expected distance)| of each step (expected: VerSe medians per level).
@@ -229,7 +244,8 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
     while len(chain) > len(labels):  # more detections than labels: drop the weakest
         chain.remove(min(chain, key=lambda i: peak_val[i]))
     cpos, cvox = pos[chain], [kept[i] for i in chain]
-    placed = np.zeros(len(chain), bool)
+    cpos, cvox = merge_duplicates(cpos, cvox, peak_val[chain])
+    placed = np.zeros(len(cpos), bool)
     if fill:  # vertebrae the network missed inside the chain, placed between their neighbours
         cpos, placed = fill_gaps(cpos)
         it = iter(cvox)
@@ -238,6 +254,10 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
                 for p, f in zip(cpos, placed)]
         if len(cpos) > len(labels):  # cannot all be vertebrae: keep the detections only
             cpos, cvox, placed = cpos[~placed], [v for v, f in zip(cvox, placed) if not f], placed[~placed]
+    above = np.zeros(len(cpos), bool)
+    if fill:  # a vertebra cut by the top of the field of view, which the network rarely finds
+        cpos, cvox, above = extend_cranially(cpos, cvox, grid, len(labels))
+        placed = np.concatenate([[False] * int(above.sum()), placed])
     found, anchor_list = None, None
     if anchors is not None:
         found = anchors(cpos) if callable(anchors) else anchors
@@ -246,7 +266,7 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
         if evidence is not None and len(evidence) == len(cpos):  # detections in the sacrum are not vertebrae
             keep = [k for k, e in enumerate(evidence) if not e.in_sacrum]
             new = {old: k for k, old in enumerate(keep)}
-            cpos, cvox, placed = cpos[keep], [cvox[k] for k in keep], placed[keep]
+            cpos, cvox, placed, above = cpos[keep], [cvox[k] for k in keep], placed[keep], above[keep]
             anchor_list = [replace(a, index=new[a.index]) for a in anchor_list if a.index in new]
     if len(cpos) == 0:
         return []
@@ -259,8 +279,99 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
     names, naming, notes = name_chain(ev, cpos, labels, anchor_list)
     if notes and hasattr(found, "conflicts"):
         found.conflicts.extend(notes)
-    return [Candidate(labels[c], cpos[k], float(ev[k, c]), None if naming is None else naming[k], bool(placed[k]))
+    return [Candidate(labels[c], cpos[k], float(ev[k, c]), None if naming is None else naming[k],
+                      bool(placed[k] and not above[k]), bool(above[k]))
             for k, c in enumerate(names)]
+
+
+def merge_duplicates(positions: np.ndarray, voxels: list, peaks: np.ndarray) -> tuple[np.ndarray, list]:
+    """Merge pairs of consecutive chain detections that are one vertebra found twice.
+
+    A step shorter than :data:`DUPLICATE_RATIO` × the median of its neighbouring steps (chains of
+    four or more detections) cannot join two vertebrae. The shortest such step is merged first, into
+    the peak-weighted mean position (the network's two peaks straddle the centre) with the voxel of
+    the stronger peak for the naming evidence; repeated until none is left.
+
+    Args:
+        positions: (n, 3) LPS mm, cranial → caudal.
+        voxels: the grid index (z, y, x) of each detection.
+        peaks: the summed heatmap peak of each detection.
+
+    Returns:
+        The positions and voxels after merging.
+    """
+    from VertebralFractureLib.anchors import chain_steps
+
+    pos = np.asarray(positions, float).reshape(-1, 3).copy()
+    vox, peak = list(voxels), np.asarray(peaks, float).copy()
+    while len(pos) >= 4:
+        steps, medians = chain_steps(pos)
+        ratio = np.where(medians > 0, steps / np.where(medians > 0, medians, 1.0), np.inf)
+        k = int(np.argmin(ratio))
+        if not ratio[k] < DUPLICATE_RATIO:
+            break
+        w = peak[k:k + 2] / max(float(peak[k:k + 2].sum()), 1e-9)
+        strong = k + int(peak[k + 1] > peak[k])
+        pos[k] = w[0] * pos[k] + w[1] * pos[k + 1]
+        vox[k], peak[k] = vox[strong], peak[k:k + 2].max()
+        pos, peak = np.delete(pos, k + 1, axis=0), np.delete(peak, k + 1)
+        del vox[k + 1]
+    return pos, vox
+
+
+def bone_share(grid: Volume, position_lps: np.ndarray, radius_mm: float = BONE_BALL_MM) -> float | None:
+    """Share of the voxels within ``radius_mm`` of a point that are bone (HU > :data:`BONE_HU`) in the
+    model grid (CT in HU); None when the ball lies outside the grid."""
+    a = np.asarray(grid.array)
+    centre = np.asarray(grid.lps_to_index(position_lps), float)[::-1]  # z, y, x
+    sp = np.array(grid.spacing[::-1], float)
+    r = np.ceil(radius_mm / sp).astype(int)
+    lo = np.maximum(np.floor(centre).astype(int) - r, 0)
+    hi = np.minimum(np.ceil(centre).astype(int) + r + 1, a.shape)
+    if np.any(hi <= lo):
+        return None
+    zz, yy, xx = np.meshgrid(*[np.arange(l, h) for l, h in zip(lo, hi)], indexing="ij")
+    d2 = sum(((g - c) * s) ** 2 for g, c, s in zip((zz, yy, xx), centre, sp))
+    ball = d2 <= radius_mm ** 2
+    if not ball.any():
+        return None
+    return float((a[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]][ball] > BONE_HU).mean())
+
+
+def extend_cranially(positions: np.ndarray, voxels: list, grid: Volume,
+                     max_len: int) -> tuple[np.ndarray, list, np.ndarray]:
+    """Place a vertebra one step above the chain where the top of the field of view cuts it.
+
+    The network rarely finds a vertebra that the field of view cuts (the top of a chest CT through
+    C7 or T1). Its place is one step (the chain's top step) above the first detection; it is placed
+    there when that point lies inside the image, within one step of the cranial end (so the vertebra
+    is cut: a whole one in view would have been found), and bone fills as much of a ball around it
+    as around the detections (:data:`BONE_SHARE`, :data:`BONE_MIN`). Only the cranial end: below a
+    spine-only crop the sacrum looks like a vertebra.
+
+    Returns:
+        The positions, voxels and a flag per position (True = placed here).
+    """
+    pos = np.asarray(positions, float).reshape(-1, 3)
+    flags = np.zeros(len(pos), bool)
+    if len(pos) < 2 or len(pos) >= max_len or getattr(grid, "array", None) is None:
+        return pos, list(voxels), flags
+    new = pos[0] + (pos[0] - pos[1])
+    zyx = np.asarray(grid.lps_to_index(new), float)[::-1]
+    shape = np.array(grid.array.shape)
+    if np.any(zyx < -0.5) or np.any(zyx > shape - 0.5):
+        return pos, list(voxels), flags
+    top = max(float(grid.zyx_to_lps(np.array(corner) * (shape - 1))[2]) for corner in np.ndindex(2, 2, 2))
+    step = float(np.linalg.norm(pos[0] - pos[1]))
+    if top - new[2] > step:
+        return pos, list(voxels), flags
+    shares = [bone_share(grid, p) for p in pos]
+    ref = float(np.median([b for b in shares if b is not None])) if any(b is not None for b in shares) else 0.0
+    here = bone_share(grid, new)
+    if here is None or here < max(BONE_MIN, BONE_SHARE * ref):
+        return pos, list(voxels), flags
+    vox = np.clip(np.round(zyx).astype(int), 0, shape - 1)
+    return np.vstack([new, pos]), [vox] + list(voxels), np.concatenate([[True], flags])
 
 
 def fill_gaps(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -503,14 +614,17 @@ def run_stage(context: Any) -> None:
 
     found = localize(context.image, device=select_device(context.config.device), anchors=anchors_of)
     for c in found:
-        complete = is_complete(c.position_lps, context.image)
+        complete = is_complete(c.position_lps, context.image) and not c.extrapolated
         res = VertebraResult(label=c.label, centroid_lps_mm=tuple(c.position_lps), localization_score=c.score,
                              complete=complete, naming=c.naming)
-        if not complete:
+        if not complete and not c.extrapolated:
             res.notes.append("near the end of the field of view: probably cut, not graded")
         if c.interpolated:
             res.notes.append("not detected: placed between its neighbours, where their spacing shows a "
                              "vertebra was missed (check its position)")
+        if c.extrapolated:  # cut by the field of view by construction: located and named, never graded
+            res.notes.append("not detected: placed one step above the highest vertebra found, where the top of "
+                             "the field of view cuts a vertebra (check its position); not graded")
         context.vertebrae[c.label] = res
     if not found:
         context.warnings.append("no vertebra found")

@@ -27,8 +27,10 @@ Metrics (per case and overall; :func:`vertebra_rows` and :func:`summarize` are p
   cranio-caudal span). An unpaired prediction beyond the first or last true vertebra (more than
   :data:`MATCH_MM` along the patient's superior axis) is counted apart: those vertebrae were not
   annotated, so it cannot be called false;
-* **Dice** per vertebra between the predicted and the true mask of the same label, and of the
-  best-overlapping predicted label whatever its name; body-only Dice where a body mask exists;
+* **Dice** per vertebra between the predicted and the true mask of the same label (``dice``: the
+  names must be right too), of the prediction paired with it by position as for detection
+  (``dice_paired``: the outline, whatever the name), and of the best-overlapping predicted label
+  (``dice_best_label``); body-only Dice where a body mask exists;
 * the rest uses the prediction paired with each true vertebra: **grade ≥ 2 fractures found**
   (the paired prediction is "fractured" or has Genant grade ≥ 2), **false calls** on true grade-0
   vertebrae (the same test), **Genant exact / within one grade** (complete vertebrae with a true
@@ -166,6 +168,7 @@ def vertebra_rows(truth: Mapping[int, TrueVertebra], predictions: Sequence[Predi
             "same_name_distance_mm": None if name_dist is None else round(name_dist, 2),
             "detected": p is not None,
             "predicted_name": None if p is None else name_of(p.label),
+            "predicted_label": None if p is None else int(p.label),
             "distance_mm": None if p is None else round(_dist(p.centroid, t.centroid), 2),
             "status": None if p is None else p.status,
             "status_reason": None if p is None else p.status_reason,
@@ -201,9 +204,12 @@ def prediction_counts(truth: Mapping[int, TrueVertebra], predictions: Sequence[P
 
 
 def dice_by_label(predicted: np.ndarray, true: np.ndarray, labels: Sequence[int],
-                  body: np.ndarray | None = None) -> dict[int, dict[str, float | None]]:
-    """Dice of each true label against the predicted mask of the same label (``dice``) and the
-    predicted label overlapping it most (``dice_best_label``); with a boolean ``body`` mask (the
+                  body: np.ndarray | None = None,
+                  paired: Mapping[int, int | None] | None = None) -> dict[int, dict[str, float | None]]:
+    """Dice of each true label against the predicted mask of the same label (``dice``), the
+    predicted label overlapping it most (``dice_best_label``) and, with ``paired`` (true label →
+    the label of the prediction paired with it by position, or None), that prediction's mask
+    (``dice_paired``; 0 when it has no voxels); with a boolean ``body`` mask (the
     true vertebral bodies), ``body_dice`` compares the true label's body with the prediction less
     the true vertebra's posterior elements (a prediction is not penalised for covering them)."""
     predicted = np.asarray(predicted)
@@ -221,6 +227,8 @@ def dice_by_label(predicted: np.ndarray, true: np.ndarray, labels: Sequence[int]
             values, counts = np.unique(overlap, return_counts=True)
             best = _dice(predicted == values[int(np.argmax(counts))], t)
         row: dict[str, float | None] = {"dice": _dice(p, t), "dice_best_label": best if best is not None else 0.0}
+        if paired is not None and paired.get(label) is not None:
+            row["dice_paired"] = _dice(predicted == paired[label], t) or 0.0
         if body is not None:
             b = t & body
             row["body_dice"] = _dice(p & ~(t & ~b), b) if b.any() else None
@@ -241,6 +249,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], counts: Mapping[str, int]) -> d
         return sum(1 for r in rows if r.get(key) is not None)
 
     dice = [r["dice"] for r in rows if r.get("dice") is not None]
+    paired_dice = [r["dice_paired"] for r in rows if r.get("dice_paired") is not None]
     body = [r["body_dice"] for r in rows if r.get("body_dice") is not None]
     complete = [r for r in rows if r["complete"]]
     paired = counts.get("paired", 0)
@@ -256,6 +265,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], counts: Mapping[str, int]) -> d
         "dice_mean": float(np.mean(dice)) if dice else None,
         "dice_median": float(np.median(dice)) if dice else None,
         "dice_vertebrae": len(dice),
+        "dice_paired_mean": float(np.mean(paired_dice)) if paired_dice else None,
+        "dice_paired_vertebrae": len(paired_dice),
         "body_dice_mean": float(np.mean(body)) if body else "not available",
         "fractures_grade2_found": part(count("fracture_found"), known("fracture_found")),
         "false_calls_grade0": part(count("false_call"), known("false_call")),
@@ -491,7 +502,8 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
     predictions = [Prediction.from_result(v) for v in analysis.vertebrae]
     rows = vertebra_rows(truth, predictions)
     if true_map is not None and analysis.labelmap is not None:
-        dice = dice_by_label(analysis.labelmap.array, true_map.array, [r["label"] for r in rows], body)
+        dice = dice_by_label(analysis.labelmap.array, true_map.array, [r["label"] for r in rows], body,
+                             {r["label"]: r["predicted_label"] for r in rows})
         for r in rows:
             r.update(dice[r["label"]])
     counts = prediction_counts(truth, predictions)
@@ -548,7 +560,7 @@ def evaluate_real(paths: Sequence[str | Path], out_dir: str | Path | None = None
 CSV_COLUMNS = ("case", "name", "label", "complete", "true_grade", "true_lps_mm", "identified", "same_name_distance_mm",
                "detected", "predicted_name", "distance_mm", "status", "status_reason", "fracture_probability",
                "predicted_grade", "graded", "fracture_found", "false_call", "genant_exact", "genant_within_one",
-               "dice", "dice_best_label", "body_dice")
+               "dice", "dice_paired", "dice_best_label", "body_dice")
 
 
 def write_rows_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
@@ -585,7 +597,7 @@ def _builtin(obj: Any) -> Any:
 
 def format_table(result: Mapping[str, Any]) -> str:
     """The per-case and overall numbers as a text table (``k/n`` counts, rates in per cent)."""
-    head = ("case", "truth", "ident.", "det. recall", "det. prec.", "Dice", "body Dice", "g>=2 found",
+    head = ("case", "truth", "ident.", "det. recall", "det. prec.", "Dice", "Dice paired", "body Dice", "g>=2 found",
             "false calls g0", "Genant exact", "within 1", "graded")
     lines = [head]
 
@@ -596,13 +608,15 @@ def format_table(result: Mapping[str, Any]) -> str:
         body = s["body_dice_mean"]
         lines.append((name, s.get("truth", ""), frac(s["identification"]), frac(s["detection_recall"]),
                       frac(s["detection_precision"]), "-" if s["dice_mean"] is None else f"{s['dice_mean']:.3f}",
+                      "-" if s.get("dice_paired_mean") is None else f"{s['dice_paired_mean']:.3f}",
                       body if isinstance(body, str) else f"{body:.3f}", frac(s["fractures_grade2_found"]),
                       frac(s["false_calls_grade0"]), frac(s["genant_exact"]), frac(s["genant_within_one"]),
                       frac(s["graded_share"])))
     widths = [max(len(str(r[k])) for r in lines) for k in range(len(head))]
     text = "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
     extra = [f"identification: right name within {result['match_mm']:g} mm of the true centre; detection: any "
-             "prediction paired within that distance; Dice: same-label masks ('-': no true mask)"]
+             "prediction paired within that distance; Dice: same-label masks; Dice paired: the true mask against "
+             "the mask of the prediction paired with it ('-': no true mask)"]
     extra += [f"{name}: centroids {s['centroids']}" for name, s in result["cases"].items()]
     extra += [f"note: {n}" for n in result["notes"]]
     if result["sources"]:
