@@ -154,6 +154,53 @@ def test_json_classifier_matches_scikit_learn(kind):
         back.predict_proba([{"f0": 1.0}])
 
 
+def test_relative_features_compare_each_vertebra_with_its_neighbours():
+    from VertebralFractureLib.radiomics import VertebraFeatures, relative_features
+
+    # L1–L4 of one scan, given out of order; L3 half the volume of its neighbours
+    rows = [VertebraFeatures(22, "L3", {"volume": 10.0, "skew": 0.0}),
+            VertebraFeatures(20, "L1", {"volume": 20.0, "skew": 0.5}),
+            VertebraFeatures(21, "L2", {"volume": 20.0, "skew": -0.5}),
+            VertebraFeatures(23, "L4", {"volume": 20.0, "skew": 0.0})]
+    rel = relative_features(rows)
+    assert rel[0]["rel:volume"] == pytest.approx((10 - 20) / 30)  # median of L1, L2, L4
+    assert rel[1]["rel:volume"] == pytest.approx((20 - 15) / 35)  # L1 against L2 and L3 (median 15)
+    assert rel[0]["rel:skew"] == 0.0  # median of 0.5, -0.5, 0: both zero
+    # a scanner that doubles every volume changes nothing
+    doubled = relative_features([(r.label, {"volume": 2 * r.features["volume"]}) for r in rows])
+    assert [d["rel:volume"] for d in doubled] == pytest.approx([r["rel:volume"] for r in rel])
+    assert relative_features([(20, {"volume": 1.0})]) == [None]  # no neighbour
+
+
+def test_a_relative_classifier_needs_the_whole_scan():
+    from VertebralFractureLib.radiomics import VertebraFeatures
+
+    clf = RadiomicsClassifier("logistic", ["rel:volume"], np.zeros(1), np.ones(1) * 0.1,
+                              {"coef": [-1.0], "intercept": 0.0})
+    assert clf.relative and RadiomicsClassifier.from_dict(clf.to_dict()).relative
+    rows = [VertebraFeatures(20 + k, f"L{k + 1}", {"volume": v}) for k, v in enumerate([20.0, 20.0, 10.0, 20.0])]
+    p = clf.predict_proba(rows)
+    assert p[2] > 0.9 and p[0] < 0.5 and p[3] < 0.5  # the collapsed L3 stands out
+    alone = clf.predict_proba(rows[:1])
+    assert np.isnan(alone[0])  # no neighbour: no probability
+    with pytest.raises(InputError):  # plain feature dicts carry no labels to find neighbours
+        clf.predict_proba([{"volume": 1.0}, {"volume": 2.0}])
+
+
+def test_training_rows_made_relative_per_case():
+    from VertebralFractureLib.training.radiomics_classifier import to_relative
+
+    rows = [{"root": "a", "case": c, "label": 20 + k, "fractured": k == 1, "features": {"v": float(10 + k)}}
+            for c in ("s1", "s2") for k in range(5)] + [{"root": "a", "case": "s3", "label": 20, "fractured": False,
+                                                         "features": {"v": 1.0}}]
+    out = to_relative(rows, normal_per_case=2)
+    assert all(set(r["features"]) == {"rel:v"} for r in out)
+    assert {r["case"] for r in out} == {"s1", "s2"}  # s3 has one vertebra: dropped
+    for c in ("s1", "s2"):
+        kept = [r for r in out if r["case"] == c]
+        assert sum(r["fractured"] for r in kept) == 1 and len(kept) == 3
+
+
 def test_lasso_path_keeps_the_informative_features_and_bootstrap_cis():
     pytest.importorskip("sklearn")
     from VertebralFractureLib.training.radiomics_classifier import bootstrap_metrics, lasso_path

@@ -344,3 +344,20 @@ def test_an_uncertain_vertebra_is_never_a_training_centre():
     drawn = {_draw([real, only_uncertain], SegmentationTraining(fractured_share=0.3), rng) for _ in range(300)}
     assert drawn == {(0, 22)}
     assert validation_pairs([real, only_uncertain]) == [(0, 22)]
+
+
+def test_stage1_centroids_move_to_the_centre_of_their_outline():
+    from VertebralFractureLib.analysis import VertebraResult
+    from VertebralFractureLib.segment import recentre
+
+    arr = np.zeros((60, 40, 40), np.uint8)
+    arr[5:25, 10:30, 10:30] = 20  # centre of mass (z, y, x) = (14.5, 19.5, 19.5) voxels
+    arr[35:55, 10:30, 10:30] = 21
+    lm = Volume(arr, (1.0, 1.0, 1.0))
+    near = VertebraResult(label=20, centroid_lps_mm=(19.5, 31.5, 14.5))  # 12 mm posterior of its outline's centre
+    far = VertebraResult(label=21, centroid_lps_mm=(19.5, 19.5, 44.5 + 25.0))  # 25 mm off: left alone
+    missing = VertebraResult(label=22, centroid_lps_mm=(0.0, 0.0, 0.0))  # no outline
+    recentre({20: near, 21: far, 22: missing}, lm)
+    assert near.centroid_lps_mm == pytest.approx((19.5, 19.5, 14.5))
+    assert far.centroid_lps_mm == pytest.approx((19.5, 19.5, 69.5))
+    assert missing.centroid_lps_mm == (0.0, 0.0, 0.0)

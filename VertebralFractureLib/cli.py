@@ -251,6 +251,8 @@ def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_radiomics(args: argparse.Namespace, progress: Progress) -> int:
     import statistics
 
+    import numpy as np
+
     from VertebralFractureLib.io.output import write_folder
     from VertebralFractureLib.io.readers import read_image, read_labelmap
     from VertebralFractureLib.radiomics import (
@@ -293,7 +295,7 @@ def cmd_radiomics(args: argparse.Namespace, progress: Progress) -> int:
         notes.append(line)
     extra = None
     if classifier is not None and rows:
-        extra = {r.label: {"radiomics_fracture_probability": round(float(p), 4)}
+        extra = {r.label: {"radiomics_fracture_probability": None if np.isnan(p) else round(float(p), 4)}
                  for r, p in zip(rows, classifier.predict_proba(rows))}
     def fill(folder: Path) -> None:
         write_features_csv(folder / "features.csv", rows, extra)

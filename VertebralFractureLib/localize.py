@@ -613,6 +613,7 @@ def run_stage(context: Any) -> None:
         return reports[-1]
 
     found = localize(context.image, device=select_device(context.config.device), anchors=anchors_of)
+    context.centroids_from_stage1 = True
     for c in found:
         complete = is_complete(c.position_lps, context.image) and not c.extrapolated
         res = VertebraResult(label=c.label, centroid_lps_mm=tuple(c.position_lps), localization_score=c.score,

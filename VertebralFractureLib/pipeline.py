@@ -88,6 +88,8 @@ class Context:
     cancel: CancelCallback | None = None
     #: the vertebra masks come from stage 2 (not given by the user): stage 3 checks their outline
     masks_from_stage2: bool = False
+    #: the centroids come from stage 1 (not given by the user): stage 2 moves each to its outline's centre
+    centroids_from_stage1: bool = False
 
     def report(self, stage: str, fraction: float, message: str = "") -> None:
         """Report progress within a stage and honour a cancellation request."""

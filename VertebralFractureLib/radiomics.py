@@ -342,6 +342,56 @@ def read_features_csv(path: str | Path) -> list[VertebraFeatures]:
     return out
 
 
+# ---------------------------------------------------------------------------------------- relative features
+#: Prefix of a feature taken relative to the vertebra's neighbours (:func:`relative_features`).
+RELATIVE_PREFIX = "rel:"
+#: Neighbours on each side a vertebra is compared with.
+RELATIVE_NEIGHBOURS = 2
+
+
+def relative_features(rows: Sequence[VertebraFeatures | tuple[int, dict[str, float]]]) -> list[dict[str, float] | None]:
+    """Each vertebra's features relative to its neighbours in the same scan, as a reader compares a
+    vertebra with the ones above and below it.
+
+    For every feature ``f``: ``rel:f = (f − m) / (|f| + |m|)`` (0 when both are 0), with ``m`` the
+    median of ``f`` over up to :data:`RELATIVE_NEIGHBOURS` vertebrae on each side (the rows in
+    cranio-caudal order of their labels). What a scanner, a reconstruction or a synthetic generator
+    does to every vertebra of a scan alike (bone density, noise, size) largely cancels; a vertebra
+    that differs from its neighbours (a collapsed body) stands out. Scale-free and bounded in [−1, 1].
+
+    Args:
+        rows: the vertebrae of one scan, as :class:`VertebraFeatures` or ``(label, features)``.
+
+    Returns:
+        Per row (in the given order) the relative features, or None for a vertebra without a
+        neighbour in the scan.
+    """
+    items = [(r.label, r.features) if isinstance(r, VertebraFeatures) else (int(r[0]), r[1]) for r in rows]
+    labels = [lab for lab, _ in items]
+    verse = all(is_vertebra_label(lab) for lab in labels)
+    order = cranio_caudal(labels) if verse else sorted(labels)
+    rank = {lab: k for k, lab in enumerate(order)}
+    by_rank = {rank[lab]: feats for lab, feats in items}
+    out: list[dict[str, float] | None] = []
+    for lab, feats in items:
+        k = rank[lab]
+        nbs = [by_rank[j] for j in range(k - RELATIVE_NEIGHBOURS, k + RELATIVE_NEIGHBOURS + 1)
+               if j != k and j in by_rank]
+        if not nbs:
+            out.append(None)
+            continue
+        rel = {}
+        for name, f in feats.items():
+            values = [nb[name] for nb in nbs if name in nb and np.isfinite(nb[name])]
+            if not values or not np.isfinite(f):
+                continue
+            m = float(np.median(values))
+            denom = abs(f) + abs(m)
+            rel[RELATIVE_PREFIX + name] = 0.0 if denom == 0 else (float(f) - m) / denom
+        out.append(rel)
+    return out
+
+
 # ---------------------------------------------------------------------------------------- classifier
 @dataclass
 class RadiomicsClassifier:
@@ -355,6 +405,9 @@ class RadiomicsClassifier:
             ``trees`` (each ``left``, ``right``, ``feature``, ``threshold``, ``value`` = P(fractured)
             at the node); MLP ``weights``/``biases`` (ReLU hidden layers, logistic output).
         threshold: probability at or above which the vertebra is called fractured.
+            Features named ``rel:…`` are taken relative to the neighbours (:func:`relative_features`):
+            such a classifier needs the rows of one whole scan, and gives NaN for a vertebra without
+            a neighbour.
         radiomics_params: the pyradiomics parameters used in training (dict form).
         wiener_window: the Wiener window used in training (None = none).
     """
@@ -377,21 +430,40 @@ class RadiomicsClassifier:
         if self.mean.shape != (len(self.features),) or self.scale.shape != (len(self.features),):
             raise ValueError("mean and scale need one value per feature")
 
+    @property
+    def relative(self) -> bool:
+        """Whether the features are taken relative to the neighbours (one scan's rows at a time)."""
+        return any(f.startswith(RELATIVE_PREFIX) for f in self.features)
+
     def matrix(self, rows: Sequence[VertebraFeatures | dict[str, float]]) -> np.ndarray:
-        """The standardised input matrix (n, features) of rows of features.
+        """The standardised input matrix (n, features) of rows of features (a row of NaN for a
+        vertebra without neighbours, when the features are relative).
 
         Raises:
-            InputError: when a selected feature is missing from a row.
+            InputError: when a selected feature is missing from a row, or relative features are
+                asked of rows without labels.
         """
+        if self.relative and not any(f.startswith(RELATIVE_PREFIX) for r in rows
+                                     for f in (r.features if isinstance(r, VertebraFeatures) else r)):
+            if not all(isinstance(r, VertebraFeatures) for r in rows):
+                raise InputError("this classifier compares each vertebra with its neighbours: give the "
+                                 "features of a whole scan with their labels")
+            rows = [{} if rel is None else rel for rel in relative_features(rows)]
         x = np.empty((len(rows), len(self.features)), dtype=float)
         for i, row in enumerate(rows):
             feats = row.features if isinstance(row, VertebraFeatures) else row
+            if self.relative and not feats:
+                x[i] = np.nan
+                continue
             missing = [f for f in self.features if f not in feats]
             if missing:
                 raise InputError(f"radiomics features missing for the classifier: {missing[:3]}…")
             x[i] = [feats[f] for f in self.features]
         x = (x - self.mean) / self.scale
-        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        empty = np.all(np.isnan(x), axis=1) if self.relative else np.zeros(len(x), bool)
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        x[empty] = np.nan
+        return x
 
     def predict_proba(self, rows: Sequence[VertebraFeatures | dict[str, float]] | np.ndarray) -> np.ndarray:
         """P(fractured) of each row (rows of features, or an already standardised matrix)."""
@@ -409,9 +481,10 @@ class RadiomicsClassifier:
             return _sigmoid(h[:, 0])
         trees = self.params["trees"]
         total = np.zeros(len(x))
+        empty = np.isnan(x).any(axis=1)
         for tree in trees:
-            total += _tree_predict(tree, x)
-        return total / len(trees)
+            total += _tree_predict(tree, np.nan_to_num(x))
+        return np.where(empty, np.nan, total / len(trees))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -509,5 +582,5 @@ class RadiomicsStage:
         if not rows:
             return
         probabilities = classifier.predict_proba(rows)
-        for row, p in zip(rows, probabilities):
-            context.vertebrae[row.label].radiomics_fracture_probability = float(p)
+        for row, p in zip(rows, probabilities):  # NaN: no neighbour to compare with
+            context.vertebrae[row.label].radiomics_fracture_probability = None if np.isnan(p) else float(p)

@@ -135,6 +135,30 @@ def collect(
     return rows
 
 
+def to_relative(rows: Sequence[dict[str, Any]], normal_per_case: int | None = None,
+                seed: int = 0) -> list[dict[str, Any]]:
+    """Rows (all vertebrae of each case, as :func:`collect` returns them with ``normal_per_case``
+    None) with their features taken relative to their neighbours in the same case
+    (:func:`~VertebralFractureLib.radiomics.relative_features`); vertebrae without a neighbour are
+    dropped, then at most ``normal_per_case`` normal ones are kept per case (every fractured one)."""
+    from VertebralFractureLib.radiomics import relative_features
+
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r.get("root", ""), r["case"]), []).append(r)
+    out = []
+    for group in groups.values():
+        rel = relative_features([(r["label"], r["features"]) for r in group])
+        kept = [{**r, "features": f} for r, f in zip(group, rel) if f is not None]
+        normal = [k for k, r in enumerate(kept) if not r["fractured"]]
+        if normal_per_case is not None and len(normal) > normal_per_case:
+            drop = set(int(v) for v in rng.choice(normal, len(normal) - normal_per_case, replace=False))
+            kept = [r for k, r in enumerate(kept) if k not in drop]
+        out.extend(kept)
+    return out
+
+
 def _spacing(path: Path) -> list[float]:
     import SimpleITK as sitk
 
@@ -357,7 +381,10 @@ def model_card(classifier: RadiomicsClassifier, report: dict[str, Any], train_ro
     chosen = report["candidates"][report["shipped"]]
     return {
         "version": "1.0",
-        "architecture": {"kind": classifier.kind, "inputs": "pyradiomics features of one vertebra (original image)",
+        "architecture": {"kind": classifier.kind,
+                         "inputs": ("pyradiomics features of one vertebra relative to those of up to two neighbours "
+                                    "on each side in the same scan, (f - median) / (|f| + |median|)"
+                                    if classifier.relative else "pyradiomics features of one vertebra (original image)"),
                          "n_features": len(classifier.features), "selection": "L1 logistic path (log-lambda), "
                          f"best log10(lambda) = {report['lasso']['best_log10_lambda']:.2f}",
                          "wiener_window": classifier.wiener_window},
@@ -386,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=Path, required=True, help="folder for the report and the classifier")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--relative", action="store_true",
+                   help="features relative to each vertebra's neighbours in the same scan (every vertebra is extracted)")
     p.add_argument("--install", action="store_true", help="install the classifier into Resources/Models")
     return p
 
@@ -397,9 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = load_params(args.params)
     args.output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    train_rows = collect(args.train, normal, wiener, params, args.cache, args.seed, log=sys.stderr)
+    train_rows = collect(args.train, None if args.relative else normal, wiener, params, args.cache, args.seed,
+                         log=sys.stderr)
     heldout = {Path(r).name: collect([r], None, wiener, params, args.cache, args.seed, log=sys.stderr)
                for r in args.heldout}
+    if args.relative:
+        train_rows = to_relative(train_rows, normal, args.seed)
+        heldout = {name: to_relative(rows) for name, rows in heldout.items()}
     t_features = time.perf_counter() - t0
     classifier, report = train(train_rows, heldout, params, wiener, seed=args.seed, n_bootstrap=args.bootstrap)
     seconds = [r["seconds"] for rows in [train_rows, *heldout.values()] for r in rows]
