@@ -369,11 +369,14 @@ def test_shipped_classifier_is_json_and_runs():
     clf = load_classifier()
     card = models.registry()[MODEL_NAME]
     assert card.file.endswith(".json") and clf.kind in ("logistic", "random_forest", "mlp")
-    assert 0 < len(clf.features) <= 107 and all(f.startswith("original_") for f in clf.features)
-    vol, lab = phantom(2)
+    assert 0 < len(clf.features) <= 107
+    assert all(f.removeprefix("rel:").startswith("original_") for f in clf.features)
+    vol, lab = phantom(4, fractured=1)
     rows = extract_features(vol, lab, params=clf.radiomics_params, wiener_window=clf.wiener_window)
     p = clf.predict_proba(rows)
-    assert p.shape == (2,) and np.all((p >= 0) & (p <= 1))
+    assert p.shape == (4,) and np.all((p >= 0) & (p <= 1))
+    if clf.relative:  # a vertebra alone has nothing to be compared with
+        assert np.isnan(clf.predict_proba(rows[:1])[0])
 
 
 # ---------------------------------------------------------------------------------------- real data
