@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad command line, 3 unusable input,
 4 model not available or damaged, 5 output cannot be written there (exists, is or holds the input,
-not writable, disk full), 130 cancelled.
+not writable, disk full), 6 ``batch``: some studies failed (the others are done; see ``batch.csv``),
+130 cancelled.
 Errors are one line on stderr (``--debug`` shows the traceback); warnings, including those of
 third-party libraries, one line each.
 
@@ -34,6 +35,8 @@ from VertebralFractureLib.errors import (
 from VertebralFractureLib.interrupts import Interrupted, exit_code, signals_as_interrupts
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_EXISTS, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
+#: ``batch``: at least one study failed (the rest are done).
+EXIT_SOME_FAILED = 6
 #: Exit code of every output problem (the folder exists, is the input, cannot be written).
 EXIT_OUTPUT = EXIT_EXISTS
 #: Python warnings printed at the end of a command, at most.
@@ -206,6 +209,53 @@ def cmd_analyze(args: argparse.Namespace, progress: Progress) -> int:
         stages = given_centroid_stages(read_centroid_file(args.centroids, image.volume))
     _run_and_write(image, stages, args, progress)
     return EXIT_OK
+
+
+def cmd_batch(args: argparse.Namespace, progress: Progress) -> int:
+    from VertebralFractureLib.batch import FINDINGS_FILE, STATE_FILE, StudyResult, run_batch
+    from VertebralFractureLib.models import require
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be 1 or more (got {args.workers})")
+    require("localization")  # before any study: without stage 1 every study would fail alike
+    bar = None
+    if progress.mode == "bar":
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, desc="studies", file=sys.stderr, unit="study")
+
+    def report(finished: int, total: int, r: StudyResult) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = finished
+            bar.set_postfix_str(f"{r.study}: {r.state}", refresh=True)
+        progress.emit({"stage": "batch", "fraction": round(finished / max(total, 1), 4),
+                       "message": f"{r.study}: {r.state}" + (f" ({r.reason})" if r.state == "failed" else ""),
+                       "study": r.study, "state": r.state})
+
+    options = {"device": args.device, "radiomics": args.radiomics, "keypoints": args.keypoints}
+    try:
+        results = run_batch(args.inputs, args.output, workers=args.workers, options=options,
+                            retry_failed=args.retry_failed, progress=report)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        print(f"vertebral-fracture: the studies finished so far are recorded in {args.output / STATE_FILE}; "
+              "run the same command again to go on", file=sys.stderr)
+        raise
+    if bar is not None:
+        bar.close()
+    counts = {k: sum(1 for r in results if r.state == k) for k in ("done", "skipped", "failed")}
+    if progress.mode != "json":
+        for r in results:
+            if r.state == "failed":
+                print(f"vertebral-fracture: warning: {r.study}: {r.reason}", file=sys.stderr)
+        print(f"{len(results)} studies: {counts['done']} done, {counts['skipped']} done before (skipped), "
+              f"{counts['failed']} failed")
+        print(f"states in {args.output / STATE_FILE}, findings in {args.output / FINDINGS_FILE}")
+    progress.emit({"stage": "done", "fraction": 1.0, "message": "batch complete", "output": str(args.output),
+                   **counts})
+    return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
 
 
 def cmd_grade(args: argparse.Namespace, progress: Progress) -> int:
@@ -441,6 +491,21 @@ def build_parser() -> argparse.ArgumentParser:
     _radiomics_flag(p)
     _keypoints_flag(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("batch", help="analyse many studies (a folder or a CSV list), resumable")
+    p.add_argument("inputs", type=Path, help="a folder of studies (volume files and DICOM folders, searched "
+                   "recursively) or a CSV list with a 'path' column (and an optional 'study' column)")
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help="batch folder: one result folder per study, batch.csv, findings.csv; an earlier "
+                   "batch's folder is resumed")
+    p.add_argument("--workers", type=int, default=1, help="studies analysed at once (default 1)")
+    p.add_argument("--retry-failed", action="store_true", help="analyse again the studies that failed before")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the networks run")
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"],
+                   help="progress display: one bar over the studies on a terminal, JSON lines for programs")
+    _radiomics_flag(p)
+    _keypoints_flag(p)
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("grade", help="Genant grading from a given vertebra segmentation")
     p.add_argument("input", type=Path, nargs="?", default=None, help="the CT (optional)")

@@ -330,7 +330,7 @@ def bone_share(grid: Volume, position_lps: np.ndarray, radius_mm: float = BONE_B
     hi = np.minimum(np.ceil(centre).astype(int) + r + 1, a.shape)
     if np.any(hi <= lo):
         return None
-    zz, yy, xx = np.meshgrid(*[np.arange(l, h) for l, h in zip(lo, hi)], indexing="ij")
+    zz, yy, xx = np.meshgrid(*[np.arange(a0, a1) for a0, a1 in zip(lo, hi)], indexing="ij")
     d2 = sum(((g - c) * s) ** 2 for g, c, s in zip((zz, yy, xx), centre, sp))
     ball = d2 <= radius_mm ** 2
     if not ball.any():
