@@ -167,7 +167,8 @@ def _from_csv(path: Path) -> list[Study]:
 # ---------------------------------------------------------------------------------------- one study
 def analyse_study(study: Study, out_dir: Path, options: dict[str, Any] | None = None) -> StudyResult:
     """Analyse one study into ``out_dir / study.name`` (never raises for a broken study: the result is
-    ``failed`` with the reason). ``options``: ``device``, ``radiomics``, ``keypoints``."""
+    ``failed`` with the reason). ``options``: ``device``, ``radiomics``, ``keypoints``, ``dicom_out``
+    (default True: a DICOM study also gets ``dicom/seg.dcm`` and ``dicom/sr.dcm``)."""
     from VertebralFractureLib.io.output import write_outputs
     from VertebralFractureLib.io.readers import read_image
     from VertebralFractureLib.pipeline import AnalysisConfig, analyze, available_default_stages
@@ -187,7 +188,9 @@ def analyse_study(study: Study, out_dir: Path, options: dict[str, Any] | None = 
         config = AnalysisConfig(device=options.get("device", "auto"), keypoints=options.get("keypoints", "auto"))
         analysis = analyze(image.volume, config, stages=stages, input_description=image.description)
         analysis.warnings[:0] = [*image.warnings, *skipped]
-        write_outputs(analysis, target)
+        dicom = image.source_format == "dicom" and options.get("dicom_out", True)
+        write_outputs(analysis, target, dicom_sources=image.dicom_sources if dicom else None,
+                      dicom_note=image.dicom_note)
     except VertebralFractureError as err:
         return StudyResult(study.name, str(study.path), "failed", _one_line(str(err)), time.perf_counter() - t0)
     except MemoryError:

@@ -107,6 +107,12 @@ def _keypoints_flag(p: argparse.ArgumentParser) -> None:
                    "only the mask (geometric)")
 
 
+def _dicom_out_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-dicom-out", dest="dicom_out", action="store_false",
+                   help="for a DICOM input, do not write dicom/seg.dcm (DICOM Segmentation) and dicom/sr.dcm "
+                   "(TID 1500 Structured Report) beside the other results (written by default)")
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -176,8 +182,10 @@ def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: 
     analysis.warnings[:0] = [*image.warnings, *skipped]
     progress("write", 0.0, "writing results")
     try:
+        dicom = image.source_format == "dicom" and getattr(args, "dicom_out", False)
         out = write_outputs(analysis, args.output, overwrite=args.overwrite,
-                            progress=lambda f, m: progress("write", f, m))
+                            progress=lambda f, m: progress("write", f, m),
+                            dicom_sources=image.dicom_sources if dicom else None, dicom_note=image.dicom_note)
     except OutputError:
         raise
     except OSError as err:  # disk full, permissions changed meanwhile: nothing was left behind
@@ -233,7 +241,8 @@ def cmd_batch(args: argparse.Namespace, progress: Progress) -> int:
                        "message": f"{r.study}: {r.state}" + (f" ({r.reason})" if r.state == "failed" else ""),
                        "study": r.study, "state": r.state})
 
-    options = {"device": args.device, "radiomics": args.radiomics, "keypoints": args.keypoints}
+    options = {"device": args.device, "radiomics": args.radiomics, "keypoints": args.keypoints,
+               "dicom_out": args.dicom_out}
     try:
         results = run_batch(args.inputs, args.output, workers=args.workers, options=options,
                             retry_failed=args.retry_failed, progress=report)
@@ -490,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(.mrk.json, points named T12, L1, ...) or a VerSe _ctd.json, e.g. an earlier run's, corrected")
     _radiomics_flag(p)
     _keypoints_flag(p)
+    _dicom_out_flag(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("batch", help="analyse many studies (a folder or a CSV list), resumable")
@@ -505,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress display: one bar over the studies on a terminal, JSON lines for programs")
     _radiomics_flag(p)
     _keypoints_flag(p)
+    _dicom_out_flag(p)
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("grade", help="Genant grading from a given vertebra segmentation")

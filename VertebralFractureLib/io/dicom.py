@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -273,8 +274,24 @@ def _read_folder(
         resampled = resample_stack(stack, plan, fill)
         stack = np.rint(resampled).astype(np.int16) if stack.dtype == np.int16 else resampled
     volume = Volume(stack, plan.spacing, tuple(plan.origin), plan.direction)
+    sources, note = _source_headers(kept, plan.needs_resampling)
     return LoadedImage(volume=volume, warnings=warn, description=_describe(series, volume, len(kept)),
-                       source_format="dicom")
+                       source_format="dicom", dicom_sources=sources, dicom_note=note)
+
+
+def _source_headers(kept: list[SliceHeader], resampled: bool) -> tuple[list[Any], str]:
+    """The headers (no pixel data) of the slices that are the volume's slices one to one, for DICOM
+    outputs that reference them; or none, and why."""
+    if resampled:
+        return [], "the series was resampled onto a regular grid, so its slices are not the volume's"
+    if any(s.frame is not None for s in kept):
+        return [], "multi-frame source files are not referenced"
+    import pydicom
+
+    try:
+        return [pydicom.dcmread(s.path, stop_before_pixels=True, force=s.forced) for s in kept], ""
+    except (OSError, pydicom.errors.InvalidDicomError) as err:
+        return [], f"the source headers could not be read again ({err})"
 
 
 def _decode(slices: list[SliceHeader]) -> tuple[np.ndarray, list[SliceHeader], list[tuple[str, str]], list[str]]:

@@ -17,8 +17,9 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,8 @@ def check_destination(out_dir: str | Path, overwrite: bool = False, inputs: tupl
 
 
 def write_outputs(analysis: Analysis, out_dir: str | Path, overwrite: bool = False,
-                  progress: ProgressCallback | None = None) -> Path:
+                  progress: ProgressCallback | None = None, dicom_sources: Sequence[Any] | None = None,
+                  dicom_note: str = "") -> Path:
     """Write every contract file of ``analysis`` into ``out_dir``.
 
     Files: ``analysis.json``, ``vertebrae.nii.gz`` and ``fracture.nii.gz`` (when the maps exist),
@@ -120,6 +122,10 @@ def write_outputs(analysis: Analysis, out_dir: str | Path, overwrite: bool = Fal
         out_dir: the folder to create.
         overwrite: replace an existing ``out_dir`` (only once the new result is complete).
         progress: optional ``progress(fraction, message)`` callback, fraction in 0..1.
+        dicom_sources: for a DICOM input, the headers of its slices in the volume's slice order
+            (:attr:`~.loaded_image.LoadedImage.dicom_sources`): ``dicom/seg.dcm`` and ``dicom/sr.dcm``
+            are written too (:mod:`.dicom_out`); what prevents them becomes a warning, never a failure.
+        dicom_note: why a DICOM input has no ``dicom_sources`` (said in the warning).
 
     Returns:
         The absolute path of the written folder.
@@ -133,7 +139,7 @@ def write_outputs(analysis: Analysis, out_dir: str | Path, overwrite: bool = Fal
         OSError: a file cannot be written (nothing is left behind).
     """
     report = progress or (lambda fraction, message: None)
-    out = write_folder(out_dir, lambda tmp: _write_all(analysis, tmp, report), overwrite)
+    out = write_folder(out_dir, lambda tmp: _write_all(analysis, tmp, report, dicom_sources, dicom_note), overwrite)
     report(1.0, f"results written to {out}")
     return out
 
@@ -202,7 +208,26 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_all(analysis: Analysis, folder: Path, report: ProgressCallback) -> None:
+def _write_dicom(analysis: Analysis, folder: Path, sources: Sequence[Any] | None, note: str) -> None:
+    """``dicom/seg.dcm`` and ``dicom/sr.dcm`` for a DICOM input; a warning in place of what cannot be written."""
+    if sources is None:
+        return
+    if not sources:
+        analysis.warnings.append(f"DICOM SEG and SR not written: {note or 'the source slices are not known'}")
+        return
+    try:
+        from VertebralFractureLib.io.dicom_out import DICOM_DIR, write_dicom_outputs
+
+        analysis.warnings.extend(write_dicom_outputs(analysis, analysis.labelmap, sources, folder / DICOM_DIR))
+    except ImportError as err:
+        analysis.warnings.append(f"DICOM SEG and SR not written: {err.name or 'highdicom'} is not installed")
+    except (ValueError, TypeError, AttributeError, KeyError) as err:  # the input's headers or a result they cannot hold
+        shutil.rmtree(folder / DICOM_DIR, ignore_errors=True)
+        analysis.warnings.append(f"DICOM SEG and SR not written: {' '.join(str(err).split())[:300]}")
+
+
+def _write_all(analysis: Analysis, folder: Path, report: ProgressCallback, dicom_sources: Sequence[Any] | None = None,
+               dicom_note: str = "") -> None:
     from VertebralFractureLib import report as report_files
     from VertebralFractureLib.figures import render_sagittal
     from VertebralFractureLib.io import slicer_files
@@ -218,6 +243,7 @@ def _write_all(analysis: Analysis, folder: Path, report: ProgressCallback) -> No
         report(next(step) / steps, message)
 
     tick("writing analysis.json")
+    _write_dicom(analysis, folder, dicom_sources, dicom_note)  # first: its warnings belong in analysis.json
     analysis.to_json(folder / ANALYSIS_JSON)
 
     tick("writing labelmaps")
