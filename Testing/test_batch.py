@@ -179,3 +179,57 @@ def test_cli_batch_two_workers_real_pipeline_broken_study_and_resume(tmp_path, c
     assert cli.main(args) == cli.EXIT_SOME_FAILED  # nothing new: the broken study stays failed
     assert "0 done, 2 done before (skipped), 1 failed" in capsys.readouterr().out
     assert cli.main(["batch", str(root), "-o", str(tmp_path / "o2"), "--workers", "0"]) == cli.EXIT_USAGE
+
+
+def test_ray_missing_or_unreachable_is_a_clear_usage_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    from VertebralFractureLib.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"pip install 'vertebral-fracture\[cluster\]'"):
+        batch.RayExecutor("auto")
+
+
+@pytest.mark.slow
+def test_ray_cluster_gives_the_local_findings(tmp_path):
+    """A real Ray head on 127.0.0.1, started (and stopped) here: the same findings as the local run."""
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    from VertebralFractureLib import models
+
+    if models.model_status("localization") != "ok":
+        pytest.skip("stage-1 weights not installed")
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(SAMPLE, root / "one.nii.gz")
+    shutil.copy(SAMPLE, root / "two.nii.gz")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_bin = Path(sys.executable).parent / "ray"
+    start = [str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats"]
+    subprocess.run(start, check=True, capture_output=True, timeout=180)
+    try:
+        code = cli.main(["batch", str(root), "-o", str(tmp_path / "ray"), "--ray", f"127.0.0.1:{port}",
+                         "--progress", "none", "--device", "cpu"])
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=180)
+    assert code == cli.EXIT_OK
+    assert cli.main(["batch", str(root), "-o", str(tmp_path / "local"), "--progress", "none", "--device", "cpu"]) == 0
+
+    def findings(folder: Path) -> list[dict[str, str]]:
+        return sorted(_rows(folder / "findings.csv"), key=lambda r: (r["study"], int(r["label"])))
+
+    assert findings(tmp_path / "ray") == findings(tmp_path / "local") and len(findings(tmp_path / "ray")) > 2

@@ -15,7 +15,8 @@ record every study's state, resume where the last run stopped.
 * **Resume**: a study whose result folder holds ``analysis.json`` and that ``batch.csv`` records as
   done is skipped; failed studies are retried only with ``retry_failed``. A second run over the same
   inputs therefore does nothing new.
-* **Parallel** (``workers``): studies run in separate processes, the CPU threads shared between them.
+* **Parallel** (``workers``): studies run in separate processes, the CPU threads shared between them;
+  or on a Ray cluster (:class:`RayExecutor`), one task per study.
 
 Study names come from the input paths (the user's own naming); nothing is read from the DICOM
 headers for them, and no patient name or ID is logged.
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from VertebralFractureLib.errors import InputError, OutputError, VertebralFractureError
+from VertebralFractureLib.errors import InputError, OutputError, UsageError, VertebralFractureError
 
 #: Per-study state, rewritten after each study.
 STATE_FILE = "batch.csv"
@@ -367,6 +368,55 @@ def _run_parallel(todo: list[Study], out: Path, options: dict[str, Any] | None, 
             executor.shutdown(wait=True, cancel_futures=True)
 
 
+class RayExecutor:
+    """Runs :func:`analyse_study` as Ray tasks, one per study (``batch --ray ADDRESS``).
+
+    ``address``: ``"auto"`` (the cluster this machine belongs to), ``"HOST:PORT"`` of a running head
+    (``ray start --head``), or ``"local"`` (a private single-machine Ray). Each task takes
+    ``cpus_per_study`` CPUs; each worker process loads the models once and keeps them for the studies
+    it is given (:func:`~VertebralFractureLib.models.load_network` with ``cached``). The inputs and
+    the batch folder must be reachable under the same paths on every node (shared storage).
+    """
+
+    def __init__(self, address: str, cpus_per_study: int = 1) -> None:
+        try:
+            import ray
+        except ImportError as err:
+            raise UsageError("--ray needs Ray: pip install 'vertebral-fracture[cluster]'") from err
+        import logging
+
+        try:
+            ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
+                     logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UsageError(f"cannot connect to the Ray cluster at {address!r}: {' '.join(str(err).split())[:300]}") \
+                from err
+        self._ray = ray
+        self._task = ray.remote(num_cpus=cpus_per_study)(_ray_study)
+        self._threads = cpus_per_study
+
+    def submit(self, fn: Callable[..., StudyResult], *args: Any) -> Any:
+        """Like ``Executor.submit`` for :func:`analyse_study`: a ``concurrent.futures.Future``."""
+        if fn is not analyse_study:
+            raise ValueError("RayExecutor runs analyse_study only")
+        return self._task.remote(self._threads, *args).future()
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Disconnect from the cluster (the cluster itself keeps running)."""
+        self._ray.shutdown()
+
+
+def _ray_study(threads: int, study: Study, out_dir: Path, options: dict[str, Any] | None) -> StudyResult:
+    """One study on a Ray worker, with that task's share of the CPU threads."""
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return analyse_study(study, out_dir, options)
+
+
 def _worker_init(threads: int) -> None:
     """Each worker process: its share of the CPU threads; interrupts left to the parent."""
     import signal
@@ -381,5 +431,5 @@ def _worker_init(threads: int) -> None:
         pass
 
 
-__all__ = ["FINDINGS_FILE", "STATE_FILE", "Study", "StudyResult", "analyse_study", "check_batch_folder",
+__all__ = ["FINDINGS_FILE", "STATE_FILE", "RayExecutor", "Study", "StudyResult", "analyse_study", "check_batch_folder",
            "find_studies", "findings_of", "read_state", "run_batch", "study_name"]

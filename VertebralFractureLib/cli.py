@@ -243,15 +243,25 @@ def cmd_batch(args: argparse.Namespace, progress: Progress) -> int:
 
     options = {"device": args.device, "radiomics": args.radiomics, "keypoints": args.keypoints,
                "dicom_out": args.dicom_out}
+    executor = None
+    if args.ray is not None:
+        from VertebralFractureLib.batch import RayExecutor, check_batch_folder, find_studies
+
+        find_studies(args.inputs)  # bad inputs or output refused before connecting to a cluster
+        check_batch_folder(args.output, args.inputs)
+        executor = RayExecutor(args.ray)
     try:
         results = run_batch(args.inputs, args.output, workers=args.workers, options=options,
-                            retry_failed=args.retry_failed, progress=report)
+                            retry_failed=args.retry_failed, progress=report, executor=executor)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
         print(f"vertebral-fracture: the studies finished so far are recorded in {args.output / STATE_FILE}; "
               "run the same command again to go on", file=sys.stderr)
         raise
+    finally:
+        if executor is not None:
+            executor.shutdown()
     if bar is not None:
         bar.close()
     counts = {k: sum(1 for r in results if r.state == k) for k in ("done", "skipped", "failed")}
@@ -510,6 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "batch's folder is resumed")
     p.add_argument("--workers", type=int, default=1, help="studies analysed at once (default 1)")
     p.add_argument("--retry-failed", action="store_true", help="analyse again the studies that failed before")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run the studies on a Ray cluster, one task per study: 'auto' (the cluster of this "
+                   "machine), HOST:PORT of its head, or 'local'; needs pip install 'vertebral-fracture[cluster]' "
+                   "and the inputs and OUTPUT on storage every node sees")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the networks run")
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"],
                    help="progress display: one bar over the studies on a terminal, JSON lines for programs")

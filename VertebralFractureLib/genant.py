@@ -136,7 +136,7 @@ def select_keypoint_model(context: Any, given: tuple[Any, Any] | None = None) ->
         if status == "corrupt":
             context.warnings.append("the keypoint model file fails its sha256 check: geometric keypoints used")
         return None
-    card, net = models.load_network("keypoints", build_keypoint_network)  # raises when missing/corrupt
+    card, net = models.load_network("keypoints", build_keypoint_network, cached=True)  # raises when missing/corrupt
     context.models["keypoints"] = {"version": card.version, "sha256": card.sha256}
     return card, net.to(models.select_device(context.config.device))
 

@@ -586,7 +586,7 @@ def localize(volume: Volume, device: str = "cpu", threshold: float | None = None
     """
     from VertebralFractureLib import models
 
-    card, net = model if model is not None else models.load_network("localization", build_network)
+    card, net = model if model is not None else models.load_network("localization", build_network, cached=True)
     heat, grid = heatmaps(volume, card, net, device)
     return detect_and_name(heat, grid, card_threshold(card) if threshold is None else threshold, anchors=anchors)
 

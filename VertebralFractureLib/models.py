@@ -167,8 +167,25 @@ def load_state_dict(name: str, directory: str | Path | None = None) -> tuple[Mod
     return card, state
 
 
-def load_network(name: str, build: Any, directory: str | Path | None = None) -> tuple[ModelCard, Any]:
-    """The installed model ``name``: its card and ``build(card.architecture)`` with the checked weights."""
+#: Networks kept by :func:`load_network` with ``cached=True``: (name, folder, sha256, builder) → (card, net).
+_NETWORKS: dict[tuple[str, str, str, str], tuple[ModelCard, Any]] = {}
+
+
+def load_network(name: str, build: Any, directory: str | Path | None = None,
+                 cached: bool = False) -> tuple[ModelCard, Any]:
+    """The installed model ``name``: its card and ``build(card.architecture)`` with the checked weights.
+
+    With ``cached``, the network is built once per process and model file (keyed by its sha256, which
+    is checked on every call): a batch worker analysing many studies loads each model once. Only for
+    inference — the cached network is shared.
+    """
+    if cached:
+        card = require(name, directory)
+        d = Path(directory) if directory is not None else models_dir()
+        key = (name, str(d.resolve()), card.sha256, f"{getattr(build, '__module__', '')}.{getattr(build, '__qualname__', build)}")
+        if key not in _NETWORKS:
+            _NETWORKS[key] = load_network(name, build, directory)
+        return _NETWORKS[key]
     card, state = load_state_dict(name, directory)
     net = build(card.architecture)
     net.load_state_dict(state)

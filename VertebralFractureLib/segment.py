@@ -270,7 +270,7 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
     from VertebralFractureLib import models, preprocess
     from VertebralFractureLib.networks.unet import build_unet
 
-    card, net = model if model is not None else models.load_network("segmentation", build_unet)
+    card, net = model if model is not None else models.load_network("segmentation", build_unet, cached=True)
     net.eval().to(device)
     spacing = float(card.spacing_mm[0])
     grid = preprocess.to_model_grid(volume, spacing)
