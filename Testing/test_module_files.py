@@ -42,6 +42,8 @@ NOT_NEEDED_IN_SLICER = {
     "pylibjpeg": "DICOM decoding; the module passes the volume as NRRD",
     "openjpeg": "DICOM decoding; the module passes the volume as NRRD",
     "PIL": "icons and figures via matplotlib (a matplotlib dependency)",
+    "highdicom": "DICOM SEG/SR output for DICOM input; the module passes the volume as NRRD",
+    "ray": "batch on a cluster, the optional extra [cluster]",
 }
 
 

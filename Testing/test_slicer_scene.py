@@ -581,3 +581,55 @@ def test_rerun_from_corrected_centroids_updates_the_nodes_in_place(mrml, tmp_pat
     assert [(r["Vertebra"], r["Status"], r["Name anchor"]) for r in rows] == [
         ("L1", "normal", "given"), ("L2", "fractured", "given"), ("L3", "normal", "given")]
     assert mrml.scene.GetNodeByID(second.table).GetAttribute(ss.SOURCE_ATTRIBUTE) == str(out)
+
+
+def test_a_scene_per_study_of_a_batch_saved_and_read_back(tmp_path, monkeypatch):
+    """What the module's "analyse a folder" does after `batch`: each finished study's CT and results in
+    a scene, saved as Slicer saves it, and read back by a new scene."""
+    pytest.importorskip("slicer")
+    from conftest import MRML
+
+    from VertebralFractureLib import batch
+    from VertebralFractureLib.io.output import write_outputs
+
+    analysis = make_analysis(labels=(19, 20, 21), fractured=(20,))
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    write_volume(analysis.image, studies / "first.nii.gz")
+    write_volume(analysis.image, studies / "second.nii.gz")
+    (studies / "broken.nii.gz").write_text("not an image")
+
+    def fake(study, out_dir, options=None):  # the analysis itself is tested elsewhere
+        if study.name == "broken":
+            return batch.StudyResult(study.name, str(study.path), "failed", "cannot read it")
+        write_outputs(analysis, out_dir / study.name)
+        return batch.StudyResult(study.name, str(study.path), "done", "", 1.0,
+                                 batch.findings_of(study.name, analysis.to_dict()), str(out_dir / study.name))
+
+    monkeypatch.setattr(batch, "analyse_study", fake)
+    batch.run_batch(studies, tmp_path / "screening")
+    alive = []
+
+    def new_scene():
+        alive.append(MRML())
+        return alive[-1].scene
+
+    saved = ss.scenes_from_batch(tmp_path / "screening", tmp_path / "scenes", new_scene)
+    assert sorted(saved) == ["first", "second"]  # the broken study has no scene
+    for study, path in saved.items():
+        assert path == tmp_path / "scenes" / study / ss.SCENE_FILE
+        files = {p.name for p in path.parent.iterdir()}
+        assert {f"{study}.nrrd", f"{study} vertebrae.seg.nrrd", f"{study} centroids.mrk.json"} <= files
+        assert not any(name.endswith(".csv") and "Rainbow" in name for name in files)  # Slicer's colour tables
+        back = MRML()
+        back.scene.SetURL(str(path))
+        assert back.scene.Import()
+        seg = back.scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+        assert [s.GetName() for s in _segments(seg)] == ["T12", "L1", "L2"]
+        points = _points(back.scene.GetFirstNodeByName(f"{study} centroids"))
+        assert sorted(points) == ["L1", "L2", "T12"]
+        volume = back.scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        assert volume.GetImageData().GetDimensions() == analysis.image.shape_xyz
+    assert ss.scenes_from_batch(tmp_path / "screening", tmp_path / "scenes", new_scene) == {}  # kept, not redone
+    with pytest.raises(OSError, match="not empty"):
+        ss.save_scene(alive[0].scene, tmp_path / "scenes" / "first")

@@ -851,6 +851,39 @@ class VertebralFractureLogic(ScriptedLoadableModuleLogic):
                             showHeightLines, waitForCompletion, progressCallback, completedCallback,
                             centroidsFile=centroidsFile)
 
+    def processFolder(self, inputs, outputFolder, device: str = "auto", workers: int = 1) -> dict:
+        """Analyse every study of a folder (or CSV list) and save a scene per study — batch use from
+        the Python console; blocks until done.
+
+        Runs ``vertebral-fracture batch INPUTS -o OUTPUT`` (resumable: studies done before are not
+        analysed again), then, for each study it finished, clears the scene, loads the CT and its
+        results as the module shows them, and saves the scene as ``OUTPUT/scenes/<study>/scene.mrml``.
+
+        Returns:
+            Study → the scene file written (studies that failed are in ``OUTPUT/batch.csv``).
+
+        Raises:
+            ValueError: for an unknown device.
+            RuntimeError: when the batch itself could not run (its error message).
+        """
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
+        command = [self.pythonSlicerExecutable(), "-m", "VertebralFractureLib", "batch", str(inputs),
+                   "-o", str(outputFolder), "--progress", "json", "--device", DEVICES[device],
+                   "--workers", str(int(workers))]
+        run = _library("process").ProcessRun(command, _subprocessEnvironment())
+        run.start()
+        run.wait()
+        if run.returncode not in (0, 6):  # 6: some studies failed, the others are done
+            raise RuntimeError(run.error or f"batch ended with exit code {run.returncode}")
+
+        def newScene():
+            slicer.mrmlScene.Clear(0)
+            return slicer.mrmlScene
+
+        output = pathlib.Path(outputFolder)
+        return _library("slicer_scene").scenes_from_batch(output, output / "scenes", newScene)
+
     @staticmethod
     def shiftCentroidNames(centroidsNode, step: int) -> list:
         """Rename every point of a centroid point list one level up (``step`` -1: L1 → T12) or down (+1).

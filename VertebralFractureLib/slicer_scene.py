@@ -907,6 +907,81 @@ def load_analysis(folder: str | Path, reference: Volume | None = None) -> Analys
     return analysis
 
 
+# ---------------------------------------------------------------------------------------- saving, batches
+#: File name of a saved scene inside its folder.
+SCENE_FILE = "scene.mrml"
+
+
+def save_scene(scene: Any, folder: str | Path) -> Path:
+    """Write ``scene`` as Slicer does: every storable node's data through its (default) storage node
+    into ``folder``, then ``scene.mrml`` referencing them. Colour tables are Slicer's own and are not
+    written. Returns the ``.mrml`` path.
+
+    Raises:
+        OSError: ``folder`` exists and is not empty, or a node's data could not be written.
+    """
+    out = Path(folder)
+    if out.exists() and any(out.iterdir()):
+        raise OSError(f"{out} is not empty; a scene is saved into a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for i in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(i)
+        if not node.IsA("vtkMRMLStorableNode") or node.IsA("vtkMRMLColorNode") or not node.GetSaveWithScene():
+            continue
+        storage = node.GetStorageNode()
+        if storage is None and node.AddDefaultStorageNode():
+            storage = node.GetStorageNode()
+        if storage is None:
+            continue
+        stem = re.sub(r"[^A-Za-z0-9 ._-]+", "_", node.GetName() or node.GetID()).strip() or node.GetID()
+        name, k = stem, 1
+        while name.lower() in used:
+            k += 1
+            name = f"{stem} {k}"
+        used.add(name.lower())
+        target = out / f"{name}.{storage.GetDefaultWriteFileExtension()}"
+        storage.SetFileName(str(target))
+        if not storage.WriteData(node):
+            raise OSError(f"Slicer could not write {node.GetName()!r} to {target}")
+    scene.SetRootDirectory(str(out))
+    scene.SetURL(str(out / SCENE_FILE))
+    if not scene.Commit():
+        raise OSError(f"Slicer could not write {out / SCENE_FILE}")
+    return out / SCENE_FILE
+
+
+def scenes_from_batch(batch_folder: str | Path, scenes_folder: str | Path, new_scene: Any) -> dict[str, Path]:
+    """A saved Slicer scene per study that a ``vertebral-fracture batch`` run finished: the input CT
+    and its results as the module shows them (segmentation, point lists, height lines, table).
+
+    Args:
+        batch_folder: the batch's output folder (``batch.csv`` and one result folder per study).
+        scenes_folder: where ``<study>/scene.mrml`` and its data go (existing scenes are kept).
+        new_scene: called once per study; returns an empty MRML scene whose module logics are alive
+            (in Slicer: clear ``slicer.mrmlScene`` and return it).
+
+    Returns:
+        Study → the ``.mrml`` written (studies not done, or whose scene exists, are left out).
+    """
+    from VertebralFractureLib.batch import read_state
+    from VertebralFractureLib.io.readers import read_image
+
+    root, out = Path(batch_folder), Path(scenes_folder)
+    written = {}
+    for study, row in read_state(root).items():
+        target = out / study
+        if row.get("state") not in ("done", "skipped") or (target / SCENE_FILE).exists():
+            continue
+        scene = new_scene()
+        image = read_image(row["input"]).volume
+        volume_node = add_volume_node(scene, image, study)
+        analysis = load_analysis(Path(row.get("output") or root / study), reference=image)
+        add_analysis_to_scene(scene, analysis, volume_node, source=str(root / study))
+        written[study] = save_scene(scene, target)
+    return written
+
+
 # ---------------------------------------------------------------------------------------- segmentation → labelmap
 _NAME_PATTERN = re.compile(r"(?<![A-Za-z0-9])([CTL])\s*-?\s*(\d{1,2})(?!\d)", re.IGNORECASE)
 _SNOMED_TO_LABEL: dict[str, int] = {}
@@ -981,11 +1056,11 @@ def segmentation_to_labelmap(
 
 
 __all__ = [
-    "ACCURACY_ATTRIBUTE", "INPUT_ATTRIBUTE", "INPUT_REFERENCE_ROLE", "NAMING_ATTRIBUTE", "NOT_ASSESSABLE_COLOR",
+    "ACCURACY_ATTRIBUTE", "INPUT_ATTRIBUTE", "SCENE_FILE", "INPUT_REFERENCE_ROLE", "NAMING_ATTRIBUTE", "NOT_ASSESSABLE_COLOR",
     "PREFIX_ATTRIBUTE", "ROLES", "ROLE_ATTRIBUTE", "SOURCE_ATTRIBUTE", "TABLE_COLUMNS", "SceneNodes",
     "accuracy_note", "add_analysis_to_scene", "add_volume_node", "fill_table", "find_analysis_nodes",
     "ijk_to_ras_matrix", "load_analysis", "naming_note", "other_warnings", "point_list_centroids",
-    "remove_analysis_nodes", "segmentation_to_labelmap", "shift_point_list_names", "shift_vertebra_names",
+    "remove_analysis_nodes", "save_scene", "scenes_from_batch", "segmentation_to_labelmap", "shift_point_list_names", "shift_vertebra_names",
     "table_rows", "vertebra_color", "vertebra_label_of_segment", "vertebra_levels", "volume_from_node",
     "write_centroid_file", "write_point_list_centroids",
 ]
