@@ -60,3 +60,25 @@ def test_env_var_and_device_choice(tmp_path, monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             models.select_device("cuda")
+
+
+def test_cached_networks_are_built_once_per_weights_and_read_the_card_anew(tmp_path):
+    torch = pytest.importorskip("torch")
+    _install(tmp_path)
+
+    def build(architecture):
+        return torch.nn.Conv3d(1, 2, 3)
+
+    card, net = models.load_network("tiny", build, tmp_path, cached=True)
+    card2, net2 = models.load_network("tiny", build, tmp_path, cached=True)
+    assert net2 is net and models.load_network("tiny", build, tmp_path)[1] is not net  # uncached: a new one
+    registry = json.loads((tmp_path / "models.json").read_text())
+    registry["models"][0]["postprocess"] = {"threshold": 0.3}  # a new card, the same weights
+    (tmp_path / "models.json").write_text(json.dumps(registry))
+    card3, net3 = models.load_network("tiny", build, tmp_path, cached=True)
+    assert net3 is net and card3.postprocess == {"threshold": 0.3}
+    _install(tmp_path)  # new weights (a new random net): built again, and still checked
+    assert models.load_network("tiny", build, tmp_path, cached=True)[1] is not net
+    _install(tmp_path, tamper=True)
+    with pytest.raises(ModelIntegrityError):
+        models.load_network("tiny", build, tmp_path, cached=True)

@@ -167,8 +167,8 @@ def load_state_dict(name: str, directory: str | Path | None = None) -> tuple[Mod
     return card, state
 
 
-#: Networks kept by :func:`load_network` with ``cached=True``: (name, folder, sha256, builder) → (card, net).
-_NETWORKS: dict[tuple[str, str, str, str], tuple[ModelCard, Any]] = {}
+#: Networks kept by :func:`load_network` with ``cached=True``: (name, folder, sha256, builder, architecture) → net.
+_NETWORKS: dict[tuple[str, str, str, str, str], Any] = {}
 
 
 def load_network(name: str, build: Any, directory: str | Path | None = None,
@@ -176,16 +176,18 @@ def load_network(name: str, build: Any, directory: str | Path | None = None,
     """The installed model ``name``: its card and ``build(card.architecture)`` with the checked weights.
 
     With ``cached``, the network is built once per process and model file (keyed by its sha256, which
-    is checked on every call): a batch worker analysing many studies loads each model once. Only for
-    inference — the cached network is shared.
+    is checked on every call): a batch worker analysing many studies loads each model once. The card
+    is read anew each time (its thresholds may change without the weights). Only for inference — the
+    cached network is shared.
     """
     if cached:
         card = require(name, directory)
         d = Path(directory) if directory is not None else models_dir()
-        key = (name, str(d.resolve()), card.sha256, f"{getattr(build, '__module__', '')}.{getattr(build, '__qualname__', build)}")
+        key = (name, str(d.resolve()), card.sha256, f"{getattr(build, '__module__', '')}.{getattr(build, '__qualname__', build)}",
+               json.dumps(card.architecture, sort_keys=True, default=str))
         if key not in _NETWORKS:
-            _NETWORKS[key] = load_network(name, build, directory)
-        return _NETWORKS[key]
+            _NETWORKS[key] = load_network(name, build, directory)[1]
+        return card, _NETWORKS[key]
     card, state = load_state_dict(name, directory)
     net = build(card.architecture)
     net.load_state_dict(state)
