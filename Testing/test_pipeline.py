@@ -66,3 +66,34 @@ def test_config_validation():
         pipeline.AnalysisConfig(device="tpu")
     assert pipeline.AnalysisConfig(device="cpu").device is pipeline.Device.CPU
     assert pipeline.required_models(pipeline.default_stages()) == ["localization", "segmentation"]
+
+
+def test_stage1_centroids_are_reported_at_their_outline_and_given_ones_stay():
+    import numpy as np
+
+    from VertebralFractureLib.analysis import VertebraResult
+    from VertebralFractureLib.pipeline import analyze
+    from VertebralFractureLib.volume import Volume
+
+    ct = Volume(np.zeros((40, 40, 40), np.int16), (1.0, 1.0, 1.0))
+    lab = np.zeros(ct.array.shape, np.uint8)
+    lab[10:30, 10:30, 10:30] = 20  # outline centre (LPS) = (19.5, 19.5, 19.5)
+    seen = {}
+
+    class Found:  # stands in for stage 1 (or for the user's centroids) and stage 2
+        name, models = "found", ()
+
+        def __init__(self, from_stage1):
+            self.from_stage1 = from_stage1
+
+        def run(self, context):
+            context.vertebrae[20] = VertebraResult(label=20, centroid_lps_mm=(19.5, 31.5, 19.5))
+            context.centroids_from_stage1 = self.from_stage1
+            context.labelmap = ct.with_array(lab)
+            seen["during"] = context.vertebrae[20].centroid_lps_mm
+
+    moved = analyze(ct, stages=[Found(True)])
+    assert seen["during"] == (19.5, 31.5, 19.5)  # the stages work from stage 1's centroid
+    assert moved.vertebrae[0].centroid_lps_mm == pytest.approx((19.5, 19.5, 19.5))
+    kept = analyze(ct, stages=[Found(False)])
+    assert kept.vertebrae[0].centroid_lps_mm == (19.5, 31.5, 19.5)

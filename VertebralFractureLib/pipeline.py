@@ -88,7 +88,8 @@ class Context:
     cancel: CancelCallback | None = None
     #: the vertebra masks come from stage 2 (not given by the user): stage 3 checks their outline
     masks_from_stage2: bool = False
-    #: the centroids come from stage 1 (not given by the user): stage 2 moves each to its outline's centre
+    #: the centroids come from stage 1 (not given by the user): once every stage has run, each is reported
+    #: at the centre of its outline (:func:`~VertebralFractureLib.segment.recentre`)
     centroids_from_stage1: bool = False
 
     def report(self, stage: str, fraction: float, message: str = "") -> None:
@@ -344,6 +345,10 @@ def analyze(
         stage.run(context)
         timings[stage.name] = time.perf_counter() - t0
         context.report(stage.name, 1.0, f"{stage.name} done in {timings[stage.name]:.1f} s")
+    if context.centroids_from_stage1 and context.labelmap is not None:
+        from VertebralFractureLib.segment import recentre
+
+        recentre(context.vertebrae, context.labelmap)  # reported where the outline is; stages 2 and 3 ran on stage 1's
     context.warnings.extend(accuracy_statements(context.models))
     return Analysis(
         vertebrae=list(context.vertebrae.values()),

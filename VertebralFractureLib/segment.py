@@ -311,15 +311,14 @@ def run_stage(context: Any) -> None:
     context.labelmap = labelmap
     context.masks_from_stage2 = True
     context.fracture_map = fracture_map_of(labelmap, context.vertebrae)
-    if getattr(context, "centroids_from_stage1", False):
-        recentre(context.vertebrae, labelmap)
 
 
 def recentre(vertebrae: dict[int, Any], labelmap: Volume, max_mm: float = MAX_RECENTRE_MM) -> None:
     """Move each centroid to the centre of mass of its vertebra's outline (the VerSe centroid), when
     that is at most ``max_mm`` away. Stage 1's heatmap peaks sit 8–17 mm behind the body centres on
     real CT (docs/localization.md); the outline, from a network trained with real crops, places the
-    vertebra better. Centroids the user gave are never moved (only stage 1's are passed here)."""
+    vertebra better. The pipeline does this for stage 1's centroids once every stage has run (stages
+    2 and 3 work from stage 1's, as they were validated); centroids the user gave are never moved."""
     from scipy import ndimage
 
     arr = np.asarray(labelmap.array)
