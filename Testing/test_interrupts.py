@@ -161,3 +161,41 @@ def test_a_closed_terminal_ends_the_analysis_cleanly(small_ct, tmp_path):
     assert sent and code == 129, err
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert "cancelled by SIGHUP; nothing was written" in err
+
+
+@POSIX
+@pytest.mark.parametrize("kind", ["probe", "partial"])
+def test_a_signal_just_after_a_hidden_folder_is_made_leaves_nothing(tmp_path, monkeypatch, kind):
+    """The signal that lands between creating the hidden sibling (or the writability probe) and
+    the code that removes it: delivered only once the removal is guaranteed."""
+    import tempfile
+
+    from VertebralFractureLib.io import output
+
+    real_mkdir, real_mkdtemp = Path.mkdir, tempfile.mkdtemp
+
+    def mkdir_then_signal(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if f".{kind}-" in self.name:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+
+    def mkdtemp_then_signal(*args, **kwargs):
+        path = real_mkdtemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+        return path
+
+    if kind == "probe":
+        monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_signal)
+    else:
+        monkeypatch.setattr(Path, "mkdir", mkdir_then_signal)
+    filled = []
+    with pytest.raises(Interrupted), signals_as_interrupts():
+        if kind == "probe":
+            output.check_destination(tmp_path / "result", False, ())
+        else:
+            output.write_folder(tmp_path / "result", lambda folder: filled.append(folder))
+    assert list(tmp_path.iterdir()) == []

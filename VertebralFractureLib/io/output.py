@@ -92,7 +92,8 @@ def check_destination(out_dir: str | Path, overwrite: bool = False, inputs: tupl
     if not parent.is_dir():
         raise OutputError(f"cannot create {out}: {parent} is a file, not a folder")
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
+        with deferred_signals():  # never leave the probe behind
+            os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
     except OSError as err:
         raise OutputError(f"cannot write in {parent}: {err.strerror or err}") from err
     try:
@@ -160,14 +161,17 @@ def write_folder(out_dir: str | Path, fill: Callable[[Path], None], overwrite: b
     out = Path(out_dir).expanduser().absolute()
     _check_destination(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_sibling(out, "partial")
+    tmp: Path | None = None
     try:
+        with deferred_signals():  # an interrupt right after the mkdir would leave the sibling behind
+            tmp = _new_sibling(out, "partial")
         fill(tmp)
         _check_destination(out, overwrite)  # it may have appeared meanwhile
         with deferred_signals():  # an interrupt between the two renames would lose both results
             _move_into_place(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
