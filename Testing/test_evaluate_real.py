@@ -202,6 +202,10 @@ def test_find_cases_pairs_masks_with_cts_and_annotations_with_their_image(tmp_pa
     assert [(c.name, c.kind) for c in cases] == [("sub-a", "masks"), ("scan", "annotation")]
     assert cases[0].grades == {20: 1} and cases[1].ct == images / "scan.nii.gz"
     assert len(notes) == 1 and "sub-b" in notes[0] and "without a CT" in notes[0]
+    # grading the true masks: a mask without its CT is a case too, an annotation is not
+    cases, notes = find_cases([d, ann, images], masks_only=True)
+    assert [(c.name, c.ct) for c in cases] == [("sub-a", d / "sub-a_ct.nii.gz"), ("sub-b", None)]
+    assert any("sub-b" in n and "mask alone" in n for n in notes) and any("scan_bodies.json" in n for n in notes)
     cases, notes = find_cases([ann])  # the image is nowhere to be found: skipped with a note
     assert cases == [] and "scan.nii.gz" in notes[0]
     with pytest.raises(InputError):
@@ -255,6 +259,39 @@ def test_evaluate_real_end_to_end_on_a_synthetic_case(tmp_path, capsys):
     assert len(rows) == n and {r["name"] for r in rows} >= {"T12", "L1", "L2"}
     assert all(r["status"] in ("normal", "fractured", "not assessable") for r in rows)
     assert (out / "real_cases.png").stat().st_size > 10_000
+
+
+def test_evaluate_real_grades_a_true_mask_without_its_ct(tmp_path, capsys):
+    """``--masks-from-truth``: stage 3 alone on a SynthSpine mask given without its CT; the grade-3
+    wedge fracture is found, nothing else is called, and no Dice is reported (the mask is the truth)."""
+    pytest.importorskip("torch")
+    from VertebralFractureLib import cli
+    from VertebralFractureLib.io.readers import write_volume
+    from VertebralFractureLib.synth import FractureSpec, SynthConfig, generate_case
+
+    config = SynthConfig(levels=("T11", "L3"), fractures={"L1": FractureSpec(3, "wedge")}, spacing=(1.0, 1.0, 1.0),
+                         fov=150.0, p_cut=0.0, body=False, noise_hu=(10.0, 10.0))
+    case = generate_case(5, config)
+    d = tmp_path / "real"
+    d.mkdir()
+    write_volume(case.labelmap, d / "sub-synth_seg-vert_msk.nii.gz")  # no CT beside it
+    grades = {str(e["label"]): e["grade"] for e in case.truth}
+    (d / "genant_grades.json").write_text(json.dumps({"grades": {"sub-synth": grades}}))
+    out = tmp_path / "out"
+    code = cli.main(["evaluate", "real", str(d), "--masks-from-truth", "-o", str(out), "--progress", "none"])
+    assert code == cli.EXIT_OK
+    assert "stage 3 alone (no CT)" in capsys.readouterr().out
+    summary = json.loads((out / "real_summary.json").read_text())
+    s = summary["overall"]
+    assert s["fractures_grade2_found"] == {"k": 1, "n": 1, "rate": 1.0}
+    assert s["false_calls_grade0"]["k"] == 0 and s["false_calls_grade0"]["n"] >= 2
+    assert s["dice_mean"] is None and s["identification"]["k"] == s["vertebrae"]
+    with (out / "real_vertebrae.csv").open() as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    assert int(rows["L1"]["predicted_grade"]) >= 2 and rows["L1"]["dice"] == ""
+    # the true centroids and the true masks at once make no sense
+    assert cli.main(["evaluate", "real", str(d), "--masks-from-truth", "--centroids-from-masks",
+                     "--progress", "none"]) == cli.EXIT_INPUT
 
 
 def test_evaluate_real_refuses_bad_arguments(tmp_path):

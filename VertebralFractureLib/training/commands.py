@@ -132,6 +132,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--centroids-from-masks", action="store_true",
                    help="real: the true centroids (masks' centres of mass, or annotated body centres) in "
                         "place of stage 1")
+    p.add_argument("--masks-from-truth", action="store_true",
+                   help="real: grade each true vertebra mask (stage 3 alone, as 'grade' does; a mask without "
+                        "its CT counts too): the grading on real anatomy, apart from stages 1 and 2")
     p.add_argument("--weights", type=Path, default=None, help="a state_dict to evaluate instead of the installed model")
     p.add_argument("--localization-weights", type=Path, default=None,
                    help="segment: stage-1 state_dict to use instead of the installed one")
@@ -217,7 +220,8 @@ def _evaluate_real(args: argparse.Namespace, progress: Any) -> int:
     if args.threshold is not None:
         raise InputError("evaluate real runs stage 1 as analyze does, at its model card's threshold: no --threshold")
     result = evaluate_real(paths, args.output, centroids_from_truth=args.centroids_from_masks,
-                           config=AnalysisConfig(device=args.device), progress=progress)
+                           config=AnalysisConfig(device=args.device), progress=progress,
+                           masks_from_truth=args.masks_from_truth)
     progress.close()
     print(format_table(result))
     for f in result["files"]:

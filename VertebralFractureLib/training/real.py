@@ -119,7 +119,7 @@ class RealCase:
     "annotation" (``truth`` = ``*_bodies.json``)."""
 
     name: str
-    ct: Path
+    ct: Path | None
     truth: Path
     kind: str
     grades: Mapping[int, int | None] = field(default_factory=dict)
@@ -375,13 +375,15 @@ def source_of(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- case discovery
-def find_cases(paths: Sequence[str | Path]) -> tuple[list[RealCase], list[str]]:
+def find_cases(paths: Sequence[str | Path], masks_only: bool = False) -> tuple[list[RealCase], list[str]]:
     """The evaluable cases among folders and files, and notes on what was skipped.
 
     A folder contributes its ``*_seg-vert_msk.nii.gz`` masks that have a ``*_ct.nii.gz`` beside
     them (grades from its ``genant_grades.json``), its ``*_bodies.json`` annotations, or the
     subjects of a VerSe-layout ``rawdata/`` + ``derivatives/`` tree. A file may be a mask or an
     annotation. An annotation's ``image`` is looked for beside it, then in every folder given.
+    With ``masks_only`` (grading the true masks, :func:`evaluate_case`) only masks are cases, and a
+    mask without its CT is one too (``ct`` None); annotations are skipped with a note.
 
     Raises:
         InputError: a path that does not exist or is not a mask, annotation or folder.
@@ -398,13 +400,13 @@ def find_cases(paths: Sequence[str | Path]) -> tuple[list[RealCase], list[str]]:
             if (p / "rawdata").is_dir():
                 cases += _verse_tree_cases(p, notes)
             for mask in sorted(p.glob("*" + MASK_SUFFIX)):
-                _add(cases, _mask_case(mask, notes))
+                _add(cases, _mask_case(mask, notes, masks_only))
             for ann in sorted(p.glob("*" + ANNOTATION_SUFFIX)):
-                _add(cases, _annotation_case(ann, search, notes))
+                _add(cases, _annotation_case(ann, search, notes, masks_only))
         elif p.name.endswith(ANNOTATION_SUFFIX):
-            _add(cases, _annotation_case(p, search, notes))
+            _add(cases, _annotation_case(p, search, notes, masks_only))
         elif p.name.endswith(MASK_SUFFIX):
-            _add(cases, _mask_case(p, notes))
+            _add(cases, _mask_case(p, notes, masks_only))
         else:
             raise InputError(f"'{p.name}': give folders, vertebra masks (*{MASK_SUFFIX}) or annotations (*{ANNOTATION_SUFFIX})")
     names = [c.name for c in cases]
@@ -419,12 +421,15 @@ def _add(cases: list[RealCase], case: RealCase | None) -> None:
         cases.append(case)
 
 
-def _mask_case(mask: Path, notes: list[str]) -> RealCase | None:
+def _mask_case(mask: Path, notes: list[str], masks_only: bool = False) -> RealCase | None:
     subject = mask.name[: -len(MASK_SUFFIX)]
-    ct = mask.with_name(subject + "_ct.nii.gz")
+    ct: Path | None = mask.with_name(subject + "_ct.nii.gz")
     if not ct.exists():
-        notes.append(f"{subject}: vertebra mask without a CT ({ct.name} not found), skipped")
-        return None
+        if not masks_only:
+            notes.append(f"{subject}: vertebra mask without a CT ({ct.name} not found), skipped")
+            return None
+        notes.append(f"{subject}: no CT ({ct.name} not found): graded from the mask alone, without the bone check")
+        ct = None
     grades: dict[int, int | None] = {}
     table = mask.with_name(GRADES_FILE)
     if table.exists():
@@ -458,7 +463,10 @@ def _verse_tree_cases(root: Path, notes: list[str]) -> list[RealCase]:
     return out
 
 
-def _annotation_case(path: Path, search: Sequence[Path], notes: list[str]) -> RealCase | None:
+def _annotation_case(path: Path, search: Sequence[Path], notes: list[str], masks_only: bool = False) -> RealCase | None:
+    if masks_only:
+        notes.append(f"{path.name}: an annotation has no vertebra mask to grade, skipped")
+        return None
     doc = read_annotation(path)
     image = Path(doc["image"])
     if image.name != doc["image"]:
@@ -472,17 +480,36 @@ def _annotation_case(path: Path, search: Sequence[Path], notes: list[str]) -> Re
 
 
 # ------------------------------------------------------------------------------------- runner
-def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: Any = None) -> dict[str, Any]:
-    """Run the pipeline (its default stages, or stage 1 replaced by the true centres) on one case
-    and compare: ``{"case", "rows", "counts", "summary", "analysis", "truth", "image",
-    "true_labelmap", "centroids"}``."""
+def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: Any = None,
+                  masks_from_truth: bool = False) -> dict[str, Any]:
+    """Run the pipeline (its default stages, stage 1 replaced by the true centres, or with
+    ``masks_from_truth`` stage 3 alone on the true mask, as ``grade`` does) on one case and compare:
+    ``{"case", "rows", "counts", "summary", "analysis", "truth", "image", "true_labelmap",
+    "centroids"}``. Grading the true mask measures stage 3 on real anatomy; its Dice is left out
+    (the mask is the truth), and without a CT the bone check cannot run (as in ``grade``)."""
     from VertebralFractureLib.io.readers import read_image, read_labelmap
-    from VertebralFractureLib.pipeline import AnalysisConfig, analyze, default_stages, given_centroid_stages
-    from VertebralFractureLib.sanity import check_ct
+    from VertebralFractureLib.pipeline import (
+        AnalysisConfig,
+        GivenSegmentation,
+        analyze,
+        default_stages,
+        given_centroid_stages,
+        grading_stage,
+    )
+    from VertebralFractureLib.sanity import check_ct, check_geometry
 
     config = config or AnalysisConfig()
-    image = read_image(case.ct).volume
-    check_ct(image, Path(case.ct).name)  # the same gate as analyze: no scores on an unusable image
+    if masks_from_truth and case.kind != "masks":
+        raise InputError(f"{case.name}: grading the true masks needs a vertebra mask, not an annotation")
+    if case.ct is None:
+        if not masks_from_truth:
+            raise InputError(f"{case.name}: no CT")
+        mask = read_labelmap(case.truth)
+        check_geometry(mask, Path(case.truth).name)
+        image = mask.with_array(np.zeros(mask.array.shape, np.int16))  # all zero: "no CT", as grade -s
+    else:
+        image = read_image(case.ct).volume
+        check_ct(image, Path(case.ct).name)  # the same gate as analyze: no scores on an unusable image
     true_map = body = None
     if case.kind == "masks":
         true_map = read_labelmap(case.truth, image)
@@ -493,15 +520,19 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
         truth = read_annotation(case.truth)["vertebrae"]
     if not truth:
         raise InputError(f"{case.name}: no vertebra in the truth")
-    if centroids_from_truth:
+    if masks_from_truth:
+        stages = [GivenSegmentation(true_map), grading_stage()]
+        centroids = "true masks, stage 3 alone" + ("" if case.ct is not None else " (no CT)")
+    elif centroids_from_truth:
         stages = given_centroid_stages({k: t.centroid for k, t in truth.items()})
         centroids = "true (mask centres of mass)" if case.kind == "masks" else "annotated body centres"
     else:
         stages, centroids = default_stages(), "stage 1"
-    analysis = analyze(image, config, stages=stages, input_description=case.ct.name)
+    analysis = analyze(image, config, stages=stages,
+                       input_description=(case.ct or case.truth).name)
     predictions = [Prediction.from_result(v) for v in analysis.vertebrae]
     rows = vertebra_rows(truth, predictions)
-    if true_map is not None and analysis.labelmap is not None:
+    if true_map is not None and analysis.labelmap is not None and not masks_from_truth:
         dice = dice_by_label(analysis.labelmap.array, true_map.array, [r["label"] for r in rows], body,
                              {r["label"]: r["predicted_label"] for r in rows})
         for r in rows:
@@ -511,21 +542,31 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
     summary.update({"truth": case.kind, "source": case.source, "centroids": centroids,
                     "seconds": {k: round(float(v), 2) for k, v in analysis.timings_s.items()}})
     return {"case": case, "rows": rows, "counts": counts, "summary": summary, "analysis": analysis,
-            "truth": truth, "image": image, "true_labelmap": true_map, "centroids": centroids}
+            "truth": truth, "image": image if case.ct is not None else _mask_picture(true_map),
+            "true_labelmap": true_map, "centroids": centroids}
+
+
+def _mask_picture(mask: Volume) -> Volume:
+    """A stand-in picture for the figure where no CT exists: the vertebrae at bone brightness on air."""
+    return mask.with_array(np.where(np.asarray(mask.array) > 0, 700, -1000).astype(np.int16))
 
 
 def evaluate_real(paths: Sequence[str | Path], out_dir: str | Path | None = None, centroids_from_truth: bool = False,
-                  config: Any = None, progress: Callable[[str, float, str], None] | None = None) -> dict[str, Any]:
+                  config: Any = None, progress: Callable[[str, float, str], None] | None = None,
+                  masks_from_truth: bool = False) -> dict[str, Any]:
     """Evaluate every case found in ``paths`` (:func:`find_cases`); write the CSV, the summary
     JSON and the figure into ``out_dir`` when given. Returns ``{"cases", "overall", "notes",
-    "rows", "files"}``.
+    "rows", "files"}``. ``masks_from_truth``: stage 3 alone on each true mask (a mask without its
+    CT counts too; annotations are skipped).
 
     Raises:
-        InputError: no case could be evaluated.
+        InputError: no case could be evaluated, or both ``centroids_from_truth`` and ``masks_from_truth``.
         ModelNotAvailableError: a model the stages need is not installed (stage 1 without
             ``centroids_from_truth``).
     """
-    cases, notes = find_cases(paths)
+    if centroids_from_truth and masks_from_truth:
+        raise InputError("give the true centroids or the true masks, not both")
+    cases, notes = find_cases(paths, masks_only=masks_from_truth)
     if not cases:
         raise InputError("no case to evaluate" + (": " + "; ".join(notes) if notes else ""))
     results = []
@@ -533,7 +574,7 @@ def evaluate_real(paths: Sequence[str | Path], out_dir: str | Path | None = None
         if progress is not None:
             progress("evaluate", k / len(cases), case.name)
         try:
-            results.append(evaluate_case(case, centroids_from_truth, config))
+            results.append(evaluate_case(case, centroids_from_truth, config, masks_from_truth))
         except InputError as err:  # one unusable case is named and left out, not the end of the run
             notes.append(f"{case.name} left out: {err}")
     if not results:
