@@ -538,3 +538,42 @@ def test_realism_statistics_on_real_ct(shared_data, tmp_path):
         assert stats["air"]["p50"] < -900
         assert -130 < stats["fat"]["p50"] < -60
         assert stats["bone"]["p50"] > 200
+
+
+def test_vertebra_planes_show_anterior_left_and_up_whatever_the_file_orientation():
+    """A body (HU 300, anterior) and a process (HU 900, posterior) of one label: in the sagittal plane
+    the body is on the left, in the axial plane at the top, for an LPS and an RAS-stored volume alike."""
+    from VertebralFractureLib.synth.realism import vertebra_planes
+
+    ct = np.full((40, 40, 40), -1000, np.int16)  # z, y, x in LPS: y grows posteriorly
+    lab = np.zeros((40, 40, 40), np.uint8)
+    ct[15:25, 8:18, 15:25], lab[15:25, 8:18, 15:25] = 300, 22  # body, anterior
+    ct[18:22, 22:32, 18:22], lab[18:22, 22:32, 18:22] = 900, 22  # process, posterior
+    lps = Volume(ct, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+    ras = Volume(ct[:, ::-1, ::-1].copy(), (1.0, 1.0, 1.0), (39.0, 39.0, 0.0), np.diag([-1.0, -1.0, 1.0]))
+    for vol, arr in ((lps, lab), (ras, lab[:, ::-1, ::-1].copy())):
+        planes = vertebra_planes(vol, vol.with_array(arr), 22, half_mm=20.0)
+        sag, sag_mask = planes["sagittal"]
+        ax, ax_mask = planes["axial"]
+        assert sag_mask.any() and ax_mask.any()
+        cols = np.nonzero(sag > 600)[1]
+        assert cols.min() > sag.shape[1] // 2  # the posterior process right of centre: anterior left
+        rows = np.nonzero(ax > 600)[0]
+        assert rows.min() > ax.shape[0] // 2  # the process in the lower half: anterior up
+    with pytest.raises(ValueError):
+        vertebra_planes(lps, lps.with_array(lab), 23)
+
+
+def test_vertebra_figure_pairs_each_vertebra_with_a_synthetic_one(tmp_path):
+    from PIL import Image
+
+    from VertebralFractureLib.synth.realism import synthetic_vertebra, vertebra_figure
+
+    ct, lab, label = synthetic_vertebra("L3", seed=3)
+    assert label == 22 and np.any(lab.array == 22) and lab.spacing == (1.0, 1.0, 1.0)
+    out = vertebra_figure([("a SynthSpine L3 as stand-in", ct, lab, label)], tmp_path / "v.png", seed=4)
+    with Image.open(out) as im:
+        assert im.size[0] > 800 and im.size[1] > 200
+        assert np.asarray(im.convert("L")).std() > 20  # pictures, not an empty canvas
+    with pytest.raises(ValueError):
+        vertebra_figure([], tmp_path / "none.png")

@@ -360,3 +360,105 @@ def _markdown(report: dict, levels: list[str]) -> str:
         lines += ["", f"Synthetic dataset: {d['cases']} cases, {d['vertebrae']} vertebrae, {d['fractured']} fractured; "
                   f"median region p50 (HU): {d['median_of_case_p50']}"]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------ vertebra by vertebra
+#: Half-width (mm) of the square shown around each vertebra.
+VERTEBRA_HALF_MM = 45.0
+
+
+def vertebra_planes(ct: Volume, labelmap: Volume, label: int, half_mm: float = VERTEBRA_HALF_MM) -> dict[str, Any]:
+    """The sagittal and axial 1 mm planes through one vertebra's centre of mass, with its mask.
+
+    Both come from the LPS-aligned 1 mm grid of a box ``2 × half_mm`` wide around the vertebra, so
+    real and synthetic vertebrae are shown at the same physical scale: sagittal anterior left and
+    cranial up, axial anterior up and the patient's right on the left (radiological view).
+
+    Returns:
+        ``{"sagittal": (image, mask), "axial": (image, mask)}``, images in HU.
+
+    Raises:
+        ValueError: ``label`` is not in ``labelmap``.
+    """
+    from scipy import ndimage
+
+    from VertebralFractureLib.preprocess import to_model_grid
+
+    lab = np.asarray(labelmap.array)
+    if not np.any(lab == label):
+        raise ValueError(f"label {label} is not in the labelmap")
+    zyx = np.asarray(ndimage.center_of_mass(lab == label), float)
+    centre = labelmap.zyx_to_lps(zyx)
+    n = int(round(2 * half_mm)) + 1
+    origin = centre - half_mm
+    box = Volume(np.zeros((n, n, n), np.int16), (1.0, 1.0, 1.0), tuple(origin), np.eye(3))
+    img = to_model_grid(ct, 1.0).resample_like(box, interpolation="linear", default_value=-1000.0).array
+    mask = labelmap.with_array((lab == label).astype(np.uint8)).resample_like(box, interpolation="nearest").array > 0
+    c = n // 2
+    # LPS-aligned (z, y, x) = (inferior→superior, anterior→posterior, right→left)
+    sagittal = (img[:, :, c], mask[:, :, c])  # rows z up (origin lower), columns y: anterior left
+    axial = (img[c], mask[c])  # rows y: anterior first (up); columns x: the patient's right on the left
+    return {"sagittal": sagittal, "axial": axial}
+
+
+def synthetic_vertebra(name: str, seed: int, spacing_mm: float = 1.0) -> tuple[Volume, Volume, int]:
+    """A SynthSpine case around vertebra ``name`` (one level above and below, with the body), its
+    labelmap and the vertebra's label."""
+    from VertebralFractureLib.anatomy import vertebra
+    from VertebralFractureLib.synth.config import SynthConfig
+    from VertebralFractureLib.synth.generator import generate_case
+
+    v = vertebra(name)
+    order = [n for n in ("C3 C4 C5 C6 C7 T1 T2 T3 T4 T5 T6 T7 T8 T9 T10 T11 T12 L1 L2 L3 L4 L5").split()]
+    k = order.index(v.name)
+    levels = (order[max(0, k - 1)], order[min(len(order) - 1, k + 1)])
+    cfg = SynthConfig(levels=levels, spacing=(spacing_mm,) * 3, fov=150.0, p_cut=0.0, orientation="LPS",
+                      rotation_deg=(0.0, 0.0, 0.0))
+    case = generate_case(seed, cfg)
+    return case.ct, case.labelmap, v.label
+
+
+def vertebra_figure(real: list[tuple[str, Volume, Volume, int]], path: str | Path, seed: int = 7) -> Path:
+    """Each real vertebra beside a SynthSpine vertebra of the same level: sagittal and axial planes
+    through the centre of mass, the mask outlined (posterior elements included), window −400…1000 HU.
+
+    Args:
+        real: ``(title, ct, labelmap, label)`` per real vertebra.
+        path: the PNG to write.
+        seed: seed of the first synthetic case (one case per row, ``seed + row``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from VertebralFractureLib.anatomy import name_of
+
+    if not real:
+        raise ValueError("no real vertebra given")
+    rows = len(real)
+    fig = Figure(figsize=(13.0, 3.4 * rows + 0.6), dpi=80, facecolor="black")
+    FigureCanvasAgg(fig)
+    ext = [-VERTEBRA_HALF_MM, VERTEBRA_HALF_MM, -VERTEBRA_HALF_MM, VERTEBRA_HALF_MM]
+    for r, (title, ct, labelmap, label) in enumerate(real):
+        s_ct, s_lab, s_label = synthetic_vertebra(name_of(label), seed + r)
+        for k, (who, planes) in enumerate(((f"real {name_of(label)}: {title}", vertebra_planes(ct, labelmap, label)),
+                                           (f"SynthSpine {name_of(label)} (seed {seed + r})",
+                                            vertebra_planes(s_ct, s_lab, s_label)))):
+            for j, view in enumerate(("sagittal", "axial")):
+                ax = fig.add_subplot(rows, 4, 4 * r + 2 * k + j + 1)
+                img, mask = planes[view]
+                ax.imshow(img, cmap="gray", vmin=-400, vmax=1000, origin="lower" if view == "sagittal" else "upper",
+                          extent=ext, interpolation="bilinear")
+                if mask.any():
+                    ax.contour(mask, levels=[0.5], colors="#40ff60",
+                               linewidths=0.8, extent=ext, origin="lower" if view == "sagittal" else "upper")
+                ax.set_title(f"{who} — {view}", color="white", fontsize=8)
+                ax.set_axis_off()
+    fig.text(0.5, 0.005, "1 mm planes through each vertebra's centre of mass, 90 mm square; mask outlined in green; "
+             "sagittal: anterior left, axial: anterior up, patient's right on the left",
+             color="white", fontsize=8, ha="center", va="bottom")
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.3 / (3.4 * rows + 0.6), wspace=0.04, hspace=0.18)
+    fig.savefig(path, facecolor="black")
+    return Path(path)
