@@ -324,3 +324,26 @@ def test_real_development_cases_are_found(shared_data):
         for t in read_annotation(c.truth)["vertebrae"].values():
             ijk = ct.lps_to_index(np.asarray(t.centroid))
             assert np.all(ijk >= -0.5) and np.all(ijk <= np.array(ct.shape_xyz) - 0.5), (c.name, t.label)
+
+
+@pytest.mark.slow
+def test_the_whole_analysis_on_the_real_development_cases_keeps_its_measured_safety(shared_data):
+    """Guards what docs/localization.md reports for the real development cases through the whole
+    analysis, so that new weights or thresholds cannot quietly lose it: no fracture called on a
+    grade-0 vertebra or on the normal chest and abdominal CTs, both of those named right from their
+    ribs, at least 33 of the 34 labelled vertebrae found, at least 80 % of the complete ones graded,
+    and the outlines at or above the 0.72 Dice from before stage 1 shipped."""
+    from VertebralFractureLib import models
+    from VertebralFractureLib.training.real import evaluate_real
+
+    if any(models.model_status(m) != "ok" for m in ("localization", "segmentation", "keypoints")):
+        pytest.skip("the models are not installed")
+    result = evaluate_real([shared_data / "real-labelled", ANNOTATIONS, shared_data / "real-ct"])
+    overall, cases = result["overall"], result["cases"]
+    assert overall["false_calls_grade0"]["k"] == 0 and overall["false_calls_grade0"]["n"] >= 20
+    for name in ("lidc-idri-0002_spinefov", "crlm-ct-1004_bodyfov"):
+        ident = cases[name]["identification"]
+        assert ident["k"] == ident["n"], (name, ident)
+    assert overall["detection_recall"]["k"] >= overall["detection_recall"]["n"] - 1
+    assert overall["graded_share"]["rate"] >= 0.8
+    assert overall["dice_paired_mean"] >= 0.72
