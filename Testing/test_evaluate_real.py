@@ -221,25 +221,35 @@ def test_find_cases_reads_a_verse_layout_tree(tmp_path):
     assert all(c.kind == "masks" and c.grades == {19: 0, 20: 2, 21: 0} for c in cases)
 
 
+def _synthetic_real_folder(tmp_path: Path, seed: int, levels: tuple[str, str], grade: int, spacing: float,
+                           fov: float, with_ct: bool = True):
+    """A SynthSpine case (no simulated body, an L1 wedge fracture of ``grade``) in the real-case
+    layout: ``real/sub-synth_ct.nii.gz`` (unless not ``with_ct``), its mask and genant_grades.json."""
+    from VertebralFractureLib.io.readers import write_volume
+    from VertebralFractureLib.synth import FractureSpec, SynthConfig, generate_case
+
+    config = SynthConfig(levels=levels, fractures={"L1": FractureSpec(grade, "wedge")}, spacing=(spacing,) * 3,
+                         fov=fov, p_cut=0.0, body=False, noise_hu=(10.0, 10.0))
+    case = generate_case(seed, config)
+    d = tmp_path / "real"
+    d.mkdir()
+    if with_ct:
+        write_volume(case.ct, d / "sub-synth_ct.nii.gz")
+    write_volume(case.labelmap, d / "sub-synth_seg-vert_msk.nii.gz")
+    grades = {str(e["label"]): e["grade"] for e in case.truth}
+    (d / "genant_grades.json").write_text(json.dumps({"grades": {"sub-synth": grades}}))
+    return case, d
+
+
 def test_evaluate_real_end_to_end_on_a_synthetic_case(tmp_path, capsys):
     """The CLI on a SynthSpine case (no simulated body) in the real-case layout, stage 1 replaced by
     the masks' centres of mass: every vertebra identified, masks overlap, files written."""
     pytest.importorskip("torch")
     from VertebralFractureLib import cli, models
-    from VertebralFractureLib.io.readers import write_volume
-    from VertebralFractureLib.synth import FractureSpec, SynthConfig, generate_case
 
     if models.model_status("segmentation") != "ok":
         pytest.skip("stage-2 weights not installed")
-    config = SynthConfig(levels=("T12", "L2"), fractures={"L1": FractureSpec(2, "wedge")}, spacing=(1.5, 1.5, 1.5),
-                         fov=110.0, p_cut=0.0, body=False, noise_hu=(10.0, 10.0))
-    case = generate_case(3, config)
-    d = tmp_path / "real"
-    d.mkdir()
-    write_volume(case.ct, d / "sub-synth_ct.nii.gz")
-    write_volume(case.labelmap, d / "sub-synth_seg-vert_msk.nii.gz")
-    grades = {str(e["label"]): e["grade"] for e in case.truth}
-    (d / "genant_grades.json").write_text(json.dumps({"grades": {"sub-synth": grades}}))
+    case, d = _synthetic_real_folder(tmp_path, 3, ("T12", "L2"), 2, 1.5, 110.0)
     out = tmp_path / "out"
     code = cli.main(["evaluate", "real", str(d), "--centroids-from-masks", "-o", str(out), "--progress", "none"])
     assert code == cli.EXIT_OK
@@ -266,17 +276,8 @@ def test_evaluate_real_grades_a_true_mask_without_its_ct(tmp_path, capsys):
     wedge fracture is found, nothing else is called, and no Dice is reported (the mask is the truth)."""
     pytest.importorskip("torch")
     from VertebralFractureLib import cli
-    from VertebralFractureLib.io.readers import write_volume
-    from VertebralFractureLib.synth import FractureSpec, SynthConfig, generate_case
 
-    config = SynthConfig(levels=("T11", "L3"), fractures={"L1": FractureSpec(3, "wedge")}, spacing=(1.0, 1.0, 1.0),
-                         fov=150.0, p_cut=0.0, body=False, noise_hu=(10.0, 10.0))
-    case = generate_case(5, config)
-    d = tmp_path / "real"
-    d.mkdir()
-    write_volume(case.labelmap, d / "sub-synth_seg-vert_msk.nii.gz")  # no CT beside it
-    grades = {str(e["label"]): e["grade"] for e in case.truth}
-    (d / "genant_grades.json").write_text(json.dumps({"grades": {"sub-synth": grades}}))
+    _, d = _synthetic_real_folder(tmp_path, 5, ("T11", "L3"), 3, 1.0, 150.0, with_ct=False)
     out = tmp_path / "out"
     code = cli.main(["evaluate", "real", str(d), "--masks-from-truth", "-o", str(out), "--progress", "none"])
     assert code == cli.EXIT_OK
