@@ -1,0 +1,142 @@
+"""Seed 000: per-vertebra slices, the slice classifiers, the conditional GAN and their comparison."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from factories import tiny_verse_folder
+
+from VertebralFractureLib.slices import SLICE_PX, VIEWS, mask_centres, plane_grid, to_unit, vertebra_slices
+from VertebralFractureLib.volume import Volume
+
+
+def _phantom(flip: bool = False) -> tuple[Volume, Volume]:
+    """A 'body' (300 HU) anterior and a 'process' (900 HU) posterior and cranial, one label; stored
+    LPS, or RAS-flipped in x and y (the same anatomy)."""
+    ct = np.full((60, 60, 60), 40, np.int16)  # z, y, x at 1 mm, y posterior
+    lab = np.zeros(ct.shape, np.uint8)
+    ct[20:40, 12:30, 20:40], lab[20:40, 12:30, 20:40] = 300, 22
+    ct[32:38, 34:50, 27:33], lab[32:38, 34:50, 27:33] = 900, 22
+    if not flip:
+        return Volume(ct, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)), Volume(lab, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+    d = np.diag([-1.0, -1.0, 1.0])
+    return (Volume(ct[:, ::-1, ::-1].copy(), (1.0, 1.0, 1.0), (59.0, 59.0, 0.0), d),
+            Volume(lab[:, ::-1, ::-1].copy(), (1.0, 1.0, 1.0), (59.0, 59.0, 0.0), d))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_slices_are_cranial_up_anterior_left_and_anterior_up_whatever_the_storage(flip):
+    ct, lab = _phantom(flip)
+    centre = mask_centres(lab)[22]
+    s = vertebra_slices(ct, centre, px=64, field_mm=64.0)
+    assert s.shape == (len(VIEWS), 64, 64) and s.dtype == np.float32 and 0.0 <= s.min() and s.max() <= 1.0
+    bright = to_unit(np.array([900.0]))[0] - 0.05
+    sag, ax = s[0], s[1]
+    rows, cols = np.nonzero(sag >= bright)
+    assert rows.max() < 32 and cols.min() > 32  # the process: cranial (top) and posterior (right)
+    rows, _ = np.nonzero(ax[:, :] >= to_unit(np.array([250.0]))[0])
+    assert rows.min() < 32  # the body: anterior, the upper half of the axial slice
+    assert vertebra_slices(ct, centre + np.array([0.0, 0.0, 500.0]), px=16).max() == 0.0  # outside: air
+
+
+def test_plane_grids_and_bad_arguments():
+    g = plane_grid([0.0, 0.0, 0.0], "sagittal", px=10, field_mm=20.0)
+    assert g.array.shape == (10, 10, 1) and g.spacing == pytest.approx((1.0, 2.0, 2.0))
+    assert plane_grid([0.0, 0.0, 0.0], "axial", px=10).array.shape == (1, 10, 10)
+    with pytest.raises(ValueError):
+        plane_grid([0, 0, 0], "coronal")
+    with pytest.raises(ValueError):
+        plane_grid([0, 0, 0], "axial", px=1)
+    assert SLICE_PX == 224
+
+
+def test_collect_reads_every_complete_vertebra_with_its_truth(tmp_path):
+    from VertebralFractureLib.training.slice_classifier import collect
+
+    root = tiny_verse_folder(tmp_path / "tree", n_cases=2)
+    data = collect([root], cache=tmp_path / "cache")
+    assert data["x"].shape == (6, 2, SLICE_PX, SLICE_PX) and data["x"].dtype == np.uint8
+    assert list(data["label"]) == [19, 20, 21] * 2 and list(data["y"]) == [0, 1, 0] * 2
+    assert data["x"].max() > 100  # the bright boxes
+    again = collect([root], cache=tmp_path / "cache")  # from the cache
+    assert np.array_equal(again["x"], data["x"]) and list(again["case"]) == list(data["case"])
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+
+
+def test_metrics_with_known_answers():
+    from VertebralFractureLib.training.slice_classifier import bootstrap, classification_metrics, per_vertebra
+
+    y = np.array([1, 1, 0, 0, 0])
+    p = np.array([0.9, 0.4, 0.6, 0.1, 0.2])
+    m = classification_metrics(y, p, 0.5)
+    assert m["accuracy"] == pytest.approx(0.6) and m["precision"] == pytest.approx(0.5)
+    assert m["recall"] == pytest.approx(0.5) and m["f1"] == pytest.approx(0.5)
+    assert m["roc_auc"] == pytest.approx(5 / 6)
+    b = bootstrap(y, p, 0.5, n=50)
+    assert b["confusion"] == {"tp": 1, "fp": 1, "tn": 2, "fn": 1} and b["n_fractured"] == 2
+    assert b["roc_auc"]["ci95"][0] <= b["roc_auc"]["value"] <= b["roc_auc"]["ci95"][1]
+    assert list(per_vertebra(np.array([0.2, 0.4, 1.0, 0.0]), np.array([0, 0, 1, 1]), 2)) == [pytest.approx(0.3), 0.5]
+
+
+def test_handcrafted_features_are_finite_and_tell_a_band_apart():
+    from VertebralFractureLib.training.slice_classifier import handcrafted_features
+
+    rng = np.random.default_rng(0)
+    flat = rng.random((32, 32)).astype(np.float32) * 0.2
+    band = flat.copy()
+    band[10:20] += 0.6
+    a, b = handcrafted_features(flat), handcrafted_features(band)
+    assert a.shape == b.shape and np.all(np.isfinite(a)) and not np.allclose(a, b)
+
+
+def _toy(n: int, n_fractured: int, seed: int, px: int = 32) -> dict[str, np.ndarray]:
+    """Noise slices; the fractured ones carry a bright band (an easy, known signal)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n, 2, px, px)) * 60).astype(np.uint8)
+    y = np.zeros(n, np.int64)
+    y[:n_fractured] = 1
+    x[y == 1, :, 10:20, :] += 150
+    return {"x": x, "y": y, "grade": 2 * y, "case": np.array([f"c{i // 4}" for i in range(n)]),
+            "label": np.arange(n) % 17 + 8}
+
+
+def test_the_comparison_trains_every_model_and_writes_its_report(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from VertebralFractureLib.training.slice_classifier import compare, table
+
+    report = compare(_toy(40, 8, 1), _toy(20, 5, 2), _toy(20, 5, 3), models=("rf", "cnn", "densenet-gan"),
+                     output=tmp_path / "run", iterations=4, gan_budget_s=3.0)
+    assert set(report["models"]) == {"rf", "cnn", "densenet-gan"}
+    assert report["models"]["rf"]["heldout"]["roc_auc"]["value"] > 0.9  # the band is easy
+    gan = report["models"]["densenet-gan"]["gan"]
+    assert gan["generated_fractured"] == gan["generated_normal"] == 2 * (40 - 8) - 2 * 8  # slices: 64 normal, 16 fractured
+    assert 0.0 <= gan["realism_auc"] <= 1.0
+    assert report["models"]["cnn"]["training"]["iterations"] == 4
+    for f in ("report.json", "predictions.csv", "cnn.pt", "densenet-gan.pt", "gan_slices.png"):
+        assert (tmp_path / "run" / f).exists(), f
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["heldout"]["vertebrae"] == 20
+    with (tmp_path / "run" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 20 and {"rf", "cnn", "densenet-gan"} <= set(rows[0])
+    text = table(report)
+    assert text.count("\n") == 4 and "| rf |" in text
+    with pytest.raises(ValueError):
+        compare(_toy(8, 2, 1), _toy(8, 2, 2), _toy(8, 2, 3), models=("svm",))
+
+
+def test_the_gan_generates_slices_of_each_class_in_the_classifiers_size():
+    pytest.importorskip("torch")
+    from VertebralFractureLib.training.slice_gan import generate, train_gan
+
+    data = _toy(16, 4, 0, px=48)
+    x, y = data["x"][:, 0].astype(np.float32) / 255, data["y"]
+    gen, report = train_gan(x, y, iterations=2)
+    assert report["iterations"] == 2 and np.isfinite(report["loss_d"])
+    out = generate(gen, np.array([0, 1, 1]), 48)
+    assert out.shape == (3, 48, 48) and 0.0 <= out.min() and out.max() <= 1.0
+    with pytest.raises(ValueError):
+        train_gan(x, np.zeros_like(y), iterations=1)

@@ -1,0 +1,99 @@
+"""Per-vertebra 2D slices, as a radiologist reads them: the mid-sagittal and the mid-axial plane.
+
+The slice classifier (seed 000, :mod:`.training.slice_classifier`) looks at each vertebra through
+two planes through its centre (the centre of mass of its mask, the VerSe centroid): a sagittal
+plane, where a compression shows as lost height, and an axial plane. Each plane is
+:data:`SLICE_PX` × :data:`SLICE_PX` pixels over a fixed :data:`FIELD_MM` square, so that a vertebra
+has the same size in pixels whatever the scan's resolution, and HU are windowed to
+:data:`HU_WINDOW` and scaled to 0..1.
+
+The planes are aligned with the patient (LPS), not with the vertebra: a tilted vertebra appears
+rotated, which the classifier's rotation augmentation covers. Orientation: sagittal with cranial up
+and anterior left; axial with anterior up and the patient's right on the left (radiological view).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from VertebralFractureLib.volume import Volume
+
+#: Pixels per side of a slice (the seed's 224 × 224 input).
+SLICE_PX = 224
+#: Side of the square a slice covers (mm): a lumbar vertebra with its neighbours' endplates.
+FIELD_MM = 90.0
+#: HU window mapped to 0..1 (bone window wide enough for cortical bone and soft tissue).
+HU_WINDOW: tuple[float, float] = (-250.0, 1250.0)
+#: The planes, in the order of a slice stack's first axis.
+VIEWS: tuple[str, ...] = ("sagittal", "axial")
+#: HU outside the image (air).
+OUTSIDE_HU = -1000.0
+
+
+def plane_grid(centre_lps: Sequence[float], view: str, px: int = SLICE_PX, field_mm: float = FIELD_MM) -> Volume:
+    """A one-voxel-thick LPS-aligned grid of ``px`` × ``px`` pixels over ``field_mm``, centred on
+    ``centre_lps``: (z, y, x) = (px, px, 1) for ``sagittal``, (1, px, px) for ``axial``."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    if px < 2 or field_mm <= 0:
+        raise ValueError(f"a slice needs at least 2 pixels and a positive field, got {px} px over {field_mm} mm")
+    step = field_mm / px
+    half = (px - 1) * step / 2.0
+    c = np.asarray(centre_lps, dtype=float)
+    if view == "sagittal":
+        shape, spacing = (px, px, 1), (1.0, step, step)
+        origin = c - np.array([0.0, half, half])
+    else:
+        shape, spacing = (1, px, px), (step, step, 1.0)
+        origin = c - np.array([half, half, 0.0])
+    return Volume(np.zeros(shape, np.int16), spacing, tuple(origin), np.eye(3))
+
+
+def to_unit(hu: np.ndarray, window: tuple[float, float] = HU_WINDOW) -> np.ndarray:
+    """HU → 0..1 over ``window`` (float32)."""
+    lo, hi = window
+    return ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def vertebra_slices(ct: Volume, centre_lps: Sequence[float], px: int = SLICE_PX, field_mm: float = FIELD_MM,
+                    window: tuple[float, float] = HU_WINDOW) -> np.ndarray:
+    """The sagittal and axial planes through ``centre_lps`` (2, px, px), windowed to 0..1.
+
+    Sagittal: rows cranial → caudal, columns anterior → posterior. Axial: rows anterior →
+    posterior, columns the patient's right → left. Outside the image counts as air.
+    """
+    out = np.empty((len(VIEWS), px, px), np.float32)
+    for k, view in enumerate(VIEWS):
+        grid = plane_grid(centre_lps, view, px, field_mm)
+        plane = np.asarray(ct.resample_like(grid, interpolation="linear", default_value=OUTSIDE_HU).array, np.float32)
+        if view == "sagittal":
+            img = plane[::-1, :, 0]  # z grows cranially: first row the most cranial
+        else:
+            img = plane[0]  # y grows posteriorly, x to the patient's left
+        out[k] = to_unit(img, window)
+    return out
+
+
+def mask_centres(labelmap: Volume, labels: Iterable[int] | None = None) -> dict[int, np.ndarray]:
+    """Centre of mass (LPS mm) of each label (every non-zero label by default) that has voxels."""
+    from scipy import ndimage
+
+    arr = np.asarray(labelmap.array)
+    present = [int(v) for v in np.unique(arr) if v]
+    wanted = present if labels is None else [int(v) for v in labels if int(v) in present]
+    if not wanted:
+        return {}
+    centres = ndimage.center_of_mass(np.ones(arr.shape, np.uint8), arr, wanted)
+    return {lab: np.asarray(labelmap.zyx_to_lps(np.asarray(c, float))) for lab, c in zip(wanted, centres)}
+
+
+def slices_of(ct: Volume, centres_lps: Mapping[int, Sequence[float]], px: int = SLICE_PX,
+              field_mm: float = FIELD_MM) -> dict[int, np.ndarray]:
+    """:func:`vertebra_slices` of every vertebra, by label."""
+    return {int(lab): vertebra_slices(ct, c, px, field_mm) for lab, c in centres_lps.items()}
+
+
+__all__ = ["FIELD_MM", "HU_WINDOW", "SLICE_PX", "VIEWS", "mask_centres", "plane_grid", "slices_of", "to_unit",
+           "vertebra_slices"]

@@ -1,0 +1,435 @@
+"""Seed 000: a slice-based fracture classifier per vertebra, and the seed's comparison.
+
+The seed (DenseNet-121 with GAN augmentation, ``../shared/seeds/000_*.txt``) classifies CT slices
+(224 × 224) as fractured or not. Here each complete vertebra of VerSe-layout folders (SynthSpine:
+exact labels) gives its mid-sagittal and mid-axial slice (:mod:`VertebralFractureLib.slices`),
+"fractured" meaning a Genant grade ≥ 1; a vertebra's probability is the mean over its two slices.
+Compared, on the same held-out vertebrae, as in the seed's table:
+
+* ``densenet`` — MONAI's DenseNet-121 (2D, one channel, from scratch: no ImageNet weights can be
+  downloaded here), Adam lr 1e-3, batch 32, cross-entropy, rotation / flip / zoom augmentation,
+  early stopping on the validation ROC-AUC;
+* ``densenet-gan`` — the same with the training set enlarged by a class-conditional GAN
+  (:mod:`.slice_gan`) up to balance, as the seed does;
+* ``cnn`` — a small plain CNN (four convolution blocks, no dense connections), the same training;
+* ``rf`` — a random forest (scikit-learn) on hand-made histogram, texture and edge features.
+
+Every network sees class-balanced batches. Metrics per vertebra on the held-out set: accuracy,
+precision, recall, F1 and ROC-AUC, each with a 95 % bootstrap CI (1,000 resamples), and the
+confusion matrix, at the threshold that maximises Youden's J on the validation set.
+
+Usage::
+
+    python -m VertebralFractureLib.training.slice_classifier --train data/seg-synth data/rad-synth-a \\
+        --val data/val data/val2 --heldout data/test --models rf cnn densenet --output runs/slices
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The classifiers compared, in the order of the seed's table.
+MODELS: tuple[str, ...] = ("densenet-gan", "densenet", "cnn", "rf")
+METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+# ---------------------------------------------------------------------------------------- data
+def collect(roots: Sequence[str | Path], normal_per_case: int | None = None, seed: int = 0,
+            cache: str | Path | None = None, log: Any = None) -> dict[str, np.ndarray]:
+    """The two slices of every complete vertebra of VerSe-layout folders.
+
+    Args:
+        roots: VerSe-layout folders with ``*_genant.json`` truth (SynthSpine output).
+        normal_per_case: keep every fractured vertebra and at most this many normal ones per case.
+        seed: seed of that choice.
+        cache: a folder for one ``.npz`` per root and setting (reused when present).
+        log: a stream for progress lines.
+
+    Returns:
+        ``{"x": uint8 (n, 2, px, px) (0..255 = the HU window), "y": (n,) 0/1, "grade": (n,),
+        "case": (n,) str, "label": (n,)}``.
+    """
+    from VertebralFractureLib.io.readers import read_image, read_labelmap
+    from VertebralFractureLib.io.verse import list_cases
+    from VertebralFractureLib.slices import mask_centres, slices_of
+    from VertebralFractureLib.training.radiomics_classifier import case_truth
+
+    parts = []
+    for root in roots:
+        root = Path(root)
+        cache_file = None if cache is None else Path(cache) / f"{root.name}-n{normal_per_case}-s{seed}.npz"
+        if cache_file is not None and cache_file.exists():
+            with np.load(cache_file) as data:
+                parts.append({k: data[k] for k in data.files})
+            continue
+        rng = np.random.default_rng(seed)
+        xs, ys, grades, cases, labels = [], [], [], [], []
+        found = list_cases(root)
+        for k, case in enumerate(found):
+            truth = {lab: t for lab, t in case_truth(case).items() if t["complete"]}
+            fractured = sorted(lab for lab, t in truth.items() if t["fractured"])
+            normal = sorted(lab for lab, t in truth.items() if not t["fractured"])
+            if normal_per_case is not None and len(normal) > normal_per_case:
+                normal = sorted(int(v) for v in rng.choice(normal, normal_per_case, replace=False))
+            wanted = sorted(fractured + normal)
+            ct = read_image(case.ct).volume
+            centres = mask_centres(read_labelmap(case.vertebra_mask, reference=ct), wanted)
+            for lab, s in slices_of(ct, centres).items():
+                xs.append(np.round(s * 255).astype(np.uint8))
+                ys.append(int(truth[lab]["fractured"]))
+                grades.append(int(truth[lab]["grade"] or 0))
+                cases.append(case.subject)
+                labels.append(lab)
+            if log is not None:
+                print(f"{root.name} {k + 1}/{len(found)} {case.subject}: {len(centres)} vertebrae", file=log, flush=True)
+        part = {"x": np.stack(xs) if xs else np.zeros((0, 2, 1, 1), np.uint8), "y": np.asarray(ys, np.int64),
+                "grade": np.asarray(grades, np.int64), "case": np.asarray(cases, str), "label": np.asarray(labels, np.int64)}
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(cache_file, **part)
+        parts.append(part)
+    if not parts:
+        raise ValueError("no folder given")
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def per_slice(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slices as single images: x (2n, px, px) float32 0..1, y (2n,), and the vertebra index of each."""
+    x = data["x"].astype(np.float32) / 255.0
+    n, v = x.shape[:2]
+    return x.reshape(n * v, *x.shape[2:]), np.repeat(data["y"], v), np.repeat(np.arange(n), v)
+
+
+def per_vertebra(p_slices: np.ndarray, vertebra: np.ndarray, n: int) -> np.ndarray:
+    """Mean probability over each vertebra's slices."""
+    total = np.bincount(vertebra, weights=p_slices, minlength=n)
+    count = np.bincount(vertebra, minlength=n)
+    return total / np.maximum(count, 1)
+
+
+# ---------------------------------------------------------------------------------------- features
+def handcrafted_features(img: np.ndarray) -> np.ndarray:
+    """The seed's random-forest inputs for one slice (0..1): an intensity histogram and its moments,
+    a texture summary (local standard deviation, Laplacian), and edges (Sobel magnitude statistics
+    and an orientation histogram weighted by magnitude)."""
+    from scipy import ndimage
+
+    a = np.asarray(img, np.float32)
+    hist = np.histogram(a, bins=16, range=(0.0, 1.0))[0] / a.size
+    pct = np.percentile(a, [5, 25, 50, 75, 95])
+    local_sd = np.sqrt(np.maximum(ndimage.uniform_filter(a * a, 5) - ndimage.uniform_filter(a, 5) ** 2, 0))
+    lap = ndimage.laplace(a)
+    gy, gx = ndimage.sobel(a, 0), ndimage.sobel(a, 1)
+    mag = np.hypot(gx, gy)
+    ang = np.mod(np.arctan2(gy, gx), np.pi)
+    orient = np.histogram(ang, bins=8, range=(0, np.pi), weights=mag)[0] / max(float(mag.sum()), 1e-6)
+    bone = a > (400.0 - (-250.0)) / 1500.0  # above 400 HU in the slice window
+    rows, cols = bone.any(axis=1), bone.any(axis=0)
+    return np.concatenate([hist, pct, [a.mean(), a.std(), local_sd.mean(), local_sd.std(), np.abs(lap).mean(),
+                                       lap.std(), mag.mean(), mag.std(), np.percentile(mag, 90), bone.mean(),
+                                       rows.mean(), cols.mean()], orient]).astype(np.float32)
+
+
+def feature_matrix(x: np.ndarray) -> np.ndarray:
+    return np.stack([handcrafted_features(img) for img in x])
+
+
+# ---------------------------------------------------------------------------------------- networks
+def build_network(kind: str) -> Any:
+    """``densenet`` (MONAI DenseNet-121, 2D, one channel in, two classes out) or ``cnn``."""
+    import torch.nn as nn
+
+    if kind in ("densenet", "densenet-gan"):
+        from monai.networks.nets import DenseNet121
+
+        return DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
+    if kind == "cnn":
+        layers: list[Any] = []
+        c_in = 1
+        for c in (16, 32, 64, 128):
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c_in = c
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(c_in, 2)]
+        return nn.Sequential(*layers)
+    raise ValueError(f"unknown network {kind!r}; use densenet or cnn")
+
+
+def augment(batch: Any, rng: np.random.Generator, rotate_deg: float = 10.0, zoom: float = 0.1) -> Any:
+    """Random rotation (± ``rotate_deg``), zoom (1 ± ``zoom``) and mirror image per slice (torch, N×1×H×W)."""
+    import torch
+    import torch.nn.functional as F
+
+    n = batch.shape[0]
+    theta = np.deg2rad(rng.uniform(-rotate_deg, rotate_deg, n))
+    scale = 1.0 / rng.uniform(1 - zoom, 1 + zoom, n)
+    flip = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    mats = np.zeros((n, 2, 3), np.float32)
+    mats[:, 0, 0] = scale * np.cos(theta) * flip
+    mats[:, 0, 1] = -scale * np.sin(theta)
+    mats[:, 1, 0] = scale * np.sin(theta) * flip
+    mats[:, 1, 1] = scale * np.cos(theta)
+    grid = F.affine_grid(torch.from_numpy(mats), list(batch.shape), align_corners=False)
+    return F.grid_sample(batch, grid, padding_mode="border", align_corners=False)
+
+
+def predict(net: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    """P(fractured) of each slice (x: n × H × W, 0..1)."""
+    import torch
+
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for b in range(0, len(x), batch):
+            t = torch.from_numpy(np.ascontiguousarray(x[b: b + batch, None]))
+            out.append(torch.softmax(net(t).float(), dim=1)[:, 1].numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def train_network(kind: str, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                  iterations: int = 1000, batch: int = 32, lr: float = 1e-3, eval_every: int = 50,
+                  eval_seconds: float | None = 300.0, patience: int = 6,
+                  time_budget_s: float | None = None, seed: int = 0, init: str | Path | None = None,
+                  log: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Train one network on slices ``x`` (n × H × W, 0..1) with labels ``y``, class-balanced batches.
+
+    ``val`` = (slices, labels, vertebra index of each slice, vertebra labels): the validation
+    ROC-AUC per vertebra is measured every ``eval_every`` iterations (or once ``eval_seconds`` have
+    passed since the last measurement, for slow networks); the best weights are kept and
+    training stops after ``patience`` evaluations without improvement (early stopping), at
+    ``iterations`` or after ``time_budget_s``.
+
+    Returns:
+        The network (best weights) and its history ``{"iterations", "best_iteration",
+        "best_val_auc", "seconds", "log": [...]}``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from VertebralFractureLib.training.metrics import roc_auc
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = build_network(kind)
+    if init is not None:
+        net.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("training needs fractured and normal slices")
+    vx, vy, vidx, vlab = val
+    best_auc, best_it, best_state, since = -1.0, 0, None, 0
+    history: list[dict[str, float]] = []
+    start = last_eval = time.time()
+    it = 0
+    for it in range(1, iterations + 1):
+        net.train()
+        idx = np.concatenate([rng.choice(pos, batch // 2), rng.choice(neg, batch - batch // 2)])
+        xb = augment(torch.from_numpy(x[idx, None]), rng)
+        loss = F.cross_entropy(net(xb), torch.from_numpy(y[idx]).long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out_of_time = time_budget_s is not None and time.time() - start > time_budget_s
+        due = eval_seconds is not None and time.time() - last_eval >= eval_seconds
+        if it % eval_every == 0 or due or it == iterations or out_of_time:
+            last_eval = time.time()
+            auc = roc_auc(vlab.astype(bool), per_vertebra(predict(net, vx), vidx, len(vlab)))
+            history.append({"iteration": it, "loss": round(float(loss.detach()), 4), "val_auc": round(float(auc), 4),
+                            "seconds": round(time.time() - start, 1)})
+            if log is not None:
+                print(f"{kind} it {it}: loss {float(loss.detach()):.3f}, validation ROC-AUC {auc:.3f}, "
+                      f"{time.time() - start:.0f} s", file=log, flush=True)
+            if auc > best_auc:
+                best_auc, best_it, since = float(auc), it, 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                since += 1
+            if since >= patience or out_of_time:
+                break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return net, {"iterations": it, "best_iteration": best_it, "best_val_auc": round(best_auc, 4),
+                 "seconds": round(time.time() - start, 1), "log": history}
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    from VertebralFractureLib.training.radiomics_classifier import youden_threshold as youden
+
+    return youden(np.asarray(y), np.asarray(p))
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall (sensitivity), F1 and ROC-AUC at ``threshold`` (NaN where undefined)."""
+    from VertebralFractureLib.training.metrics import roc_auc
+
+    y = np.asarray(y, bool)
+    pred = np.asarray(p) >= threshold
+    tp, fp, fn = int(np.sum(pred & y)), int(np.sum(pred & ~y)), int(np.sum(~pred & y))
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if tp else (0.0 if (tp + fp) and (tp + fn) else float("nan"))
+    return {"accuracy": float(np.mean(pred == y)) if len(y) else float("nan"), "precision": precision,
+            "recall": recall, "f1": f1, "roc_auc": roc_auc(y, p)}
+
+
+def confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, int]:
+    y = np.asarray(y, bool)
+    pred = np.asarray(p) >= threshold
+    return {"tp": int(np.sum(pred & y)), "fp": int(np.sum(pred & ~y)), "tn": int(np.sum(~pred & ~y)),
+            "fn": int(np.sum(~pred & y))}
+
+
+def bootstrap(y: np.ndarray, p: np.ndarray, threshold: float, n: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Each metric with its 95 % percentile bootstrap CI over ``n`` resamples of the vertebrae."""
+    y = np.asarray(y, bool)
+    p = np.asarray(p, float)
+    rng = np.random.default_rng(seed)
+    point = classification_metrics(y, p, threshold)
+    samples: dict[str, list[float]] = {m: [] for m in METRICS}
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        for m, v in classification_metrics(y[idx], p[idx], threshold).items():
+            if np.isfinite(v):
+                samples[m].append(v)
+    out: dict[str, Any] = {"n": int(len(y)), "n_fractured": int(y.sum()), "threshold": round(float(threshold), 4),
+                           "confusion": confusion(y, p, threshold)}
+    for m in METRICS:
+        s = np.asarray(samples[m])
+        lo, hi = np.percentile(s, [2.5, 97.5]) if len(s) else (np.nan, np.nan)
+        out[m] = {"value": round(float(point[m]), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)]}
+    return out
+
+
+# ---------------------------------------------------------------------------------------- the comparison
+def compare(train: dict[str, np.ndarray], val: dict[str, np.ndarray], heldout: dict[str, np.ndarray],
+            models: Sequence[str] = MODELS, output: str | Path | None = None, iterations: int = 1000,
+            time_budget_s: float | None = None, gan_budget_s: float | None = None, seed: int = 0,
+            log: Any = None) -> dict[str, Any]:
+    """Train each of ``models`` on ``train``, choose its threshold on ``val`` and score ``heldout``.
+
+    Returns the report: per model its history, validation threshold and held-out metrics with CIs
+    (and the GAN's report for ``densenet-gan``); with ``output``, also ``report.json``, the
+    per-vertebra predictions (``predictions.csv``) and the network weights (``<model>.pt``).
+    """
+    import torch
+
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {MODELS}")
+    out_dir = Path(output) if output is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    tx, ty, _ = per_slice(train)
+    vx, vy, vidx = per_slice(val)
+    hx, hy, hidx = per_slice(heldout)
+    report: dict[str, Any] = {"train": _counts(train), "validation": _counts(val), "heldout": _counts(heldout),
+                              "models": {}}
+    predictions: dict[str, np.ndarray] = {}
+    for kind in models:
+        entry: dict[str, Any] = {}
+        if kind == "rf":
+            from sklearn.ensemble import RandomForestClassifier
+
+            start = time.time()
+            rf = RandomForestClassifier(n_estimators=300, min_samples_leaf=2, class_weight="balanced", n_jobs=1,
+                                        random_state=seed).fit(feature_matrix(tx), ty)
+            pv = per_vertebra(rf.predict_proba(feature_matrix(vx))[:, 1], vidx, len(val["y"]))
+            ph = per_vertebra(rf.predict_proba(feature_matrix(hx))[:, 1], hidx, len(heldout["y"]))
+            entry["seconds"] = round(time.time() - start, 1)
+        else:
+            x, y = tx, ty
+            if kind == "densenet-gan":
+                from VertebralFractureLib.training.slice_gan import balance_with_gan
+
+                x, y, entry["gan"] = balance_with_gan(tx, ty, time_budget_s=gan_budget_s, seed=seed, log=log,
+                                                      figure=None if out_dir is None else out_dir / "gan_slices.png")
+            net, entry["training"] = train_network(kind, x, y, (vx, vy, vidx, val["y"]), iterations=iterations,
+                                                   time_budget_s=time_budget_s, seed=seed, log=log)
+            pv = per_vertebra(predict(net, vx), vidx, len(val["y"]))
+            ph = per_vertebra(predict(net, hx), hidx, len(heldout["y"]))
+            if out_dir is not None:
+                torch.save(net.state_dict(), out_dir / f"{kind}.pt")
+        threshold = youden_threshold(val["y"], pv)
+        entry["validation"] = bootstrap(val["y"], pv, threshold, n=200, seed=seed)
+        entry["heldout"] = bootstrap(heldout["y"], ph, threshold, seed=seed)
+        report["models"][kind] = entry
+        predictions[kind] = ph
+        if log is not None:
+            h = entry["heldout"]
+            print(f"{kind}: held-out ROC-AUC {h['roc_auc']['value']:.3f} {h['roc_auc']['ci95']}, "
+                  f"accuracy {h['accuracy']['value']:.3f}", file=log, flush=True)
+        if out_dir is not None:  # after every model: a long run stopped halfway keeps what it finished
+            (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+            _write_predictions(out_dir / "predictions.csv", heldout, predictions)
+    return report
+
+
+def _counts(data: dict[str, np.ndarray]) -> dict[str, int]:
+    return {"vertebrae": int(len(data["y"])), "fractured": int(np.sum(data["y"])),
+            "cases": int(len(np.unique(data["case"])))}
+
+
+def _write_predictions(path: Path, data: dict[str, np.ndarray], predictions: dict[str, np.ndarray]) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["case", "label", "grade", "fractured", *predictions])
+        for k in range(len(data["y"])):
+            w.writerow([data["case"][k], int(data["label"][k]), int(data["grade"][k]), int(data["y"][k]),
+                        *(f"{predictions[m][k]:.4f}" for m in predictions)])
+
+
+def table(report: dict[str, Any]) -> str:
+    """The seed's comparison table (held-out, per vertebra) as Markdown."""
+    head = "| model | " + " | ".join(METRICS) + " | confusion (tp fp tn fn) | threshold |"
+    lines = [head, "|" + " --- |" * (len(METRICS) + 3)]
+    for kind, entry in report["models"].items():
+        h = entry["heldout"]
+        cells = [f"{h[m]['value']:.3f} [{h[m]['ci95'][0]:.3f}, {h[m]['ci95'][1]:.3f}]" for m in METRICS]
+        c = h["confusion"]
+        lines.append(f"| {kind} | " + " | ".join(cells) + f" | {c['tp']} {c['fp']} {c['tn']} {c['fn']} | {h['threshold']:.3f} |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m VertebralFractureLib.training.slice_classifier",
+                                description="Seed 000: slice classifiers per vertebra (DenseNet-121 with and "
+                                            "without GAN images, a plain CNN, a random forest), compared.")
+    p.add_argument("--train", nargs="+", required=True, type=Path, help="VerSe-layout training folders")
+    p.add_argument("--val", nargs="+", required=True, type=Path, help="validation folders (thresholds, early stopping)")
+    p.add_argument("--heldout", nargs="+", required=True, type=Path, help="held-out folders, used for nothing else")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--normal-per-case", type=int, default=None,
+                   help="keep at most this many normal vertebrae per training case (all fractured ones are kept)")
+    p.add_argument("--iterations", type=int, default=1000, help="per network (batches of 32)")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds per network")
+    p.add_argument("--gan-time-budget", type=float, default=None, help="seconds for the GAN")
+    p.add_argument("--cache", type=Path, default=None, help="folder for the extracted slices")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    train = collect(args.train, args.normal_per_case, args.seed, args.cache, log=sys.stderr)
+    val = collect(args.val, None, args.seed, args.cache, log=sys.stderr)
+    heldout = collect(args.heldout, None, args.seed, args.cache, log=sys.stderr)
+    report = compare(train, val, heldout, args.models, args.output, args.iterations, args.time_budget,
+                     args.gan_time_budget, args.seed, log=sys.stderr)
+    print(table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
