@@ -140,3 +140,55 @@ def test_the_gan_generates_slices_of_each_class_in_the_classifiers_size():
     assert out.shape == (3, 48, 48) and 0.0 <= out.min() and out.max() <= 1.0
     with pytest.raises(ValueError):
         train_gan(x, np.zeros_like(y), iterations=1)
+
+
+def test_an_installed_network_gives_every_complete_vertebra_a_slice_probability(tmp_path, monkeypatch):
+    """A tiny CNN from a comparison run, installed (half precision, sha256, card) into a models folder,
+    then ``analyze`` from a given segmentation with the slice stage: a probability for each complete
+    vertebra, in analysis.json's fields and the report's columns, and the status left alone."""
+    pytest.importorskip("torch")
+    from VertebralFractureLib import models
+    from VertebralFractureLib.io.readers import read_image, read_labelmap
+    from VertebralFractureLib.pipeline import AnalysisConfig, GivenSegmentation, analyze
+    from VertebralFractureLib.report import csv_row
+    from VertebralFractureLib.slices import MODEL_NAME, SliceClassifierStage
+    from VertebralFractureLib.training.slice_classifier import compare, install
+
+    run = tmp_path / "run"
+    report = compare(_toy(16, 4, 1), _toy(8, 2, 2), _toy(8, 2, 3), models=("cnn",), output=run, iterations=2)
+    models_dir = tmp_path / "models"
+    path = install("cnn", run, report, ["toy"], directory=models_dir)
+    card = models.require(MODEL_NAME, models_dir)
+    entry = next(m for m in json.loads((models_dir / "models.json").read_text())["models"] if m["name"] == MODEL_NAME)
+    assert path.exists() and card.architecture["type"] == "cnn" and entry["ledger"][-1]["iterations"] == 2
+    assert 0.0 <= card.postprocess["threshold"] <= 1.0 and "synthetic CT only" in card.accuracy
+    with pytest.raises(ValueError):
+        install("rf", run, report, ["toy"], directory=models_dir)
+
+    root = tiny_verse_folder(tmp_path / "tree", n_cases=1)
+    ct = read_image(root / "rawdata" / "sub-tiny0" / "sub-tiny0_ct.nii.gz").volume
+    seg = read_labelmap(root / "derivatives" / "sub-tiny0" / "sub-tiny0_seg-vert_msk.nii.gz", ct)
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(models_dir))
+    result = analyze(ct, AnalysisConfig(device="cpu"), stages=[GivenSegmentation(seg), SliceClassifierStage()])
+    assert result.models[MODEL_NAME]["sha256"] == card.sha256
+    by = {v.name: v for v in result.vertebrae}
+    complete = [v for v in result.vertebrae if v.complete]
+    assert complete and all(0.0 <= v.slice_fracture_probability <= 1.0 for v in complete)
+    assert all(v.slice_fracture_probability is None for v in result.vertebrae if not v.complete)
+    assert all(v.status is None for v in by.values())  # no grading stage ran: nothing was called
+    row = csv_row(complete[0])
+    assert row["slice_fracture_probability"] == pytest.approx(complete[0].slice_fracture_probability, abs=1e-4)
+    again = type(complete[0]).from_dict(complete[0].to_dict())
+    assert again.slice_fracture_probability == pytest.approx(complete[0].slice_fracture_probability, abs=1e-4)
+
+
+def test_analyze_with_the_slice_classifier_but_no_weights_says_so_before_any_work(tmp_path, monkeypatch, capsys):
+    from VertebralFractureLib import cli, models
+
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "no-models"))
+    root = tiny_verse_folder(tmp_path / "tree", n_cases=1)
+    seg = root / "derivatives" / "sub-tiny0" / "sub-tiny0_seg-vert_msk.nii.gz"
+    out = tmp_path / "out"
+    code = cli.main(["grade", "-s", str(seg), "-o", str(out), "--slice-classifier", "--progress", "none"])
+    assert code == cli.EXIT_MODEL and not out.exists()
+    assert "slice-classifier" in capsys.readouterr().err

@@ -73,7 +73,8 @@ class VertebraResult:
     Coordinates are LPS millimetres. Fields left ``None`` are stages that did not run (or, for
     ``genant``, a vertebra that is not graded because it is cut by the field of view).
     ``radiomics_fracture_probability`` is the optional radiomics classifier's second opinion
-    (``--radiomics``, :mod:`.radiomics`); it never changes ``status``.
+    (``--radiomics``, :mod:`.radiomics`) and ``slice_fracture_probability`` the slice classifier's
+    (``--slice-classifier``, :mod:`.slices`, seed 000); neither ever changes ``status``.
 
     ``status`` is "not assessable" (with ``status_reason``, and no grade) when the evidence for a
     call is weak: an implausible mask, keypoints off the endplates, heights that contradict the
@@ -95,6 +96,7 @@ class VertebraResult:
     genant: GenantResult | None = None
     keypoint_method: str | None = None
     radiomics_fracture_probability: float | None = None
+    slice_fracture_probability: float | None = None
     notes: list[str] = field(default_factory=list)
     status_reason: str | None = None
     naming: dict[str, Any] | None = None
@@ -153,6 +155,7 @@ class VertebraResult:
             "heights_mm": heights,
             "genant": None if self.genant is None else self.genant.to_dict(),
             "radiomics_fracture_probability": _round(self.radiomics_fracture_probability),
+            "slice_fracture_probability": _round(self.slice_fracture_probability),
             "notes": list(self.notes),
         }
 
@@ -171,6 +174,7 @@ class VertebraResult:
             genant=None if d.get("genant") is None else GenantResult.from_dict(d["genant"]),
             keypoint_method=d.get("keypoint_method"),
             radiomics_fracture_probability=d.get("radiomics_fracture_probability"),
+            slice_fracture_probability=d.get("slice_fracture_probability"),
             notes=list(d.get("notes", [])),
             status_reason=d.get("status_reason"),
             naming=d.get("naming"),

@@ -168,11 +168,16 @@ def _from_csv(path: Path) -> list[Study]:
 # ---------------------------------------------------------------------------------------- one study
 def analyse_study(study: Study, out_dir: Path, options: dict[str, Any] | None = None) -> StudyResult:
     """Analyse one study into ``out_dir / study.name`` (never raises for a broken study: the result is
-    ``failed`` with the reason). ``options``: ``device``, ``radiomics``, ``keypoints``, ``dicom_out``
-    (default True: a DICOM study also gets ``dicom/seg.dcm`` and ``dicom/sr.dcm``)."""
+    ``failed`` with the reason). ``options``: ``device``, ``radiomics``, ``slice_classifier``,
+    ``keypoints``, ``dicom_out`` (default True: a DICOM study also gets ``dicom/seg.dcm`` and ``dicom/sr.dcm``)."""
     from VertebralFractureLib.io.output import write_outputs
     from VertebralFractureLib.io.readers import read_image
-    from VertebralFractureLib.pipeline import AnalysisConfig, analyze, available_default_stages
+    from VertebralFractureLib.pipeline import (
+        AnalysisConfig,
+        analyze,
+        available_default_stages,
+        second_opinion_stages,
+    )
     from VertebralFractureLib.sanity import check_ct
 
     options = options or {}
@@ -182,10 +187,7 @@ def analyse_study(study: Study, out_dir: Path, options: dict[str, Any] | None = 
         image = read_image(study.path)
         check_ct(image.volume, study.path.name)
         stages, skipped = available_default_stages()
-        if options.get("radiomics"):
-            from VertebralFractureLib.radiomics import RadiomicsStage
-
-            stages = [*stages, RadiomicsStage()]
+        stages = [*stages, *second_opinion_stages(bool(options.get("radiomics")), bool(options.get("slice_classifier")))]
         config = AnalysisConfig(device=options.get("device", "auto"), keypoints=options.get("keypoints", "auto"))
         analysis = analyze(image.volume, config, stages=stages, input_description=image.description)
         analysis.warnings[:0] = [*image.warnings, *skipped]

@@ -98,6 +98,9 @@ def _radiomics_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--radiomics", action="store_true",
                    help="also run the radiomics classifier (seed 001) on the vertebra segmentation: "
                    "radiomics_fracture_probability per vertebra")
+    p.add_argument("--slice-classifier", action="store_true",
+                   help="also run the slice classifier (seed 000) on each vertebra's mid-sagittal and mid-axial "
+                   "slice: slice_fracture_probability per vertebra")
 
 
 def _keypoints_flag(p: argparse.ArgumentParser) -> None:
@@ -166,15 +169,19 @@ def _vertebra_labels(seg: Any, path: Path, notes: list[str]) -> list[int]:
 
 def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: Progress) -> Any:
     from VertebralFractureLib.io.output import write_outputs
-    from VertebralFractureLib.pipeline import AnalysisConfig, analyze, available_default_stages
+    from VertebralFractureLib.pipeline import (
+        AnalysisConfig,
+        analyze,
+        available_default_stages,
+        second_opinion_stages,
+    )
 
     skipped: list[str] = []
-    if getattr(args, "radiomics", False):
-        from VertebralFractureLib.radiomics import RadiomicsStage
-
+    extra = second_opinion_stages(getattr(args, "radiomics", False), getattr(args, "slice_classifier", False))
+    if extra:
         if stages is None:
             stages, skipped = available_default_stages()
-        stages = [*stages, RadiomicsStage()]
+        stages = [*stages, *extra]
     config = AnalysisConfig(device=args.device, fracture_threshold=getattr(args, "fracture_threshold", 0.5),
                             keypoints=getattr(args, "keypoints", "auto"))
     analysis = analyze(image.volume, config, stages=stages, progress=progress,
@@ -241,8 +248,8 @@ def cmd_batch(args: argparse.Namespace, progress: Progress) -> int:
                        "message": f"{r.study}: {r.state}" + (f" ({r.reason})" if r.state == "failed" else ""),
                        "study": r.study, "state": r.state})
 
-    options = {"device": args.device, "radiomics": args.radiomics, "keypoints": args.keypoints,
-               "dicom_out": args.dicom_out}
+    options = {"device": args.device, "radiomics": args.radiomics, "slice_classifier": args.slice_classifier,
+               "keypoints": args.keypoints, "dicom_out": args.dicom_out}
     executor = None
     if args.ray is not None:
         from VertebralFractureLib.batch import RayExecutor, check_batch_folder, find_studies
@@ -467,11 +474,12 @@ def cmd_synth(args: argparse.Namespace, progress: Progress) -> int:
 def summary_table(analysis: Any) -> str:
     """A plain-text table, one row per vertebra."""
     radiomics = any(v.radiomics_fracture_probability is not None for v in analysis.vertebrae)
+    slice_based = any(v.slice_fracture_probability is not None for v in analysis.vertebrae)
     rows = [("vertebra", "complete", "status", "p(fracture)", "Ha/Hm/Hp mm", "Genant", "type")
-            + (("p radiomics",) if radiomics else ())]
+            + (("p radiomics",) if radiomics else ()) + (("p slices",) if slice_based else ())]
     for v in analysis.vertebrae:
         h = v.heights_mm
-        p = v.radiomics_fracture_probability
+        p, ps = v.radiomics_fracture_probability, v.slice_fracture_probability
         rows.append((
             v.name,
             "yes" if v.complete else "cut",
@@ -480,7 +488,8 @@ def summary_table(analysis: Any) -> str:
             "-" if h is None else f"{h['anterior']:.1f}/{h['middle']:.1f}/{h['posterior']:.1f}",
             "-" if v.genant is None else f"grade {v.genant.grade} ({v.genant.ratio:.2f})",
             "-" if v.genant is None or v.genant.type is None else v.genant.type,
-        ) + (("-" if p is None else f"{p:.2f}",) if radiomics else ()))
+        ) + (("-" if p is None else f"{p:.2f}",) if radiomics else ())
+          + (("-" if ps is None else f"{ps:.2f}",) if slice_based else ()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

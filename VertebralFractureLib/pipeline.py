@@ -281,6 +281,21 @@ def available_default_stages() -> tuple[list[Stage], list[str]]:
     return stages, []
 
 
+def second_opinion_stages(radiomics: bool = False, slices: bool = False) -> list[Stage]:
+    """The optional second opinions that run after the default stages: the radiomics classifier
+    (seed 001, ``--radiomics``) and the slice classifier (seed 000, ``--slice-classifier``)."""
+    out: list[Stage] = []
+    if radiomics:
+        from VertebralFractureLib.radiomics import RadiomicsStage
+
+        out.append(RadiomicsStage())
+    if slices:
+        from VertebralFractureLib.slices import SliceClassifierStage
+
+        out.append(SliceClassifierStage())
+    return out
+
+
 def required_models(stages: Sequence[Stage]) -> list[str]:
     """The model names a list of stages needs, in order, without duplicates."""
     out: list[str] = []

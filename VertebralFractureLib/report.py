@@ -31,7 +31,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "centroid_x_lps_mm", "centroid_y_lps_mm", "centroid_z_lps_mm",
     "height_anterior_mm", "height_middle_mm", "height_posterior_mm",
     "genant_ratio", "genant_grade", "genant_type", "seed_ratio", "seed_class", "keypoint_method",
-    "radiomics_fracture_probability",
+    "radiomics_fracture_probability", "slice_fracture_probability",
 )  # fmt: skip
 
 DISCLAIMER = "Research software, not for diagnosis. Every result must be checked by a qualified reader."
@@ -70,6 +70,7 @@ def csv_row(v: VertebraResult) -> dict[str, Any]:
         "seed_class": None if g is None else g.seed_class,
         "keypoint_method": v.keypoint_method,
         "radiomics_fracture_probability": _r(v.radiomics_fracture_probability),
+        "slice_fracture_probability": _r(v.slice_fracture_probability),
     }
 
 
@@ -215,6 +216,9 @@ def _table(analysis: Analysis) -> str:
     radiomics = any(v.radiomics_fracture_probability is not None for v in analysis.vertebrae)
     if radiomics:
         head.append("P(fracture), radiomics")
+    slice_based = any(v.slice_fracture_probability is not None for v in analysis.vertebrae)
+    if slice_based:
+        head.append("P(fracture), slices")
     rows = ['<table><thead><tr>' + "".join(
         f'<th{" class=name" if i == 0 else ""}>{_e(h)}</th>' for i, h in enumerate(head)) + "</tr></thead><tbody>"]
     for v in analysis.vertebrae:
@@ -241,6 +245,8 @@ def _table(analysis: Analysis) -> str:
         ]
         if radiomics:
             cells.append(_fmt(v.radiomics_fracture_probability, ".2f"))
+        if slice_based:
+            cells.append(_fmt(v.slice_fracture_probability, ".2f"))
         cls = {"fractured": ' class="fractured"', "not assessable": ' class="weak"'}.get(v.status or "", "")
         tds = "".join(f'<td{" class=name" if i == 0 else ""}>{_e(c)}</td>' for i, c in enumerate(cells))
         rows.append(f"<tr{cls}>{tds}</tr>")
@@ -305,6 +311,11 @@ def _method(analysis: Analysis) -> str:
             "<p>Radiomics second opinion (seed 001): pyradiomics features of each complete vertebra, "
             "LASSO-selected, fed to a classifier trained on synthetic CT only; its probability is "
             "shown beside the network's and does not change the status.</p>")
+    if any(v.slice_fracture_probability is not None for v in analysis.vertebrae):
+        text.append(
+            "<p>Slice second opinion (seed 000): a network trained on synthetic CT only reads each complete "
+            "vertebra's mid-sagittal and mid-axial slice; the mean of its two probabilities is shown "
+            "beside the network's and does not change the status.</p>")
     if analysis.models:
         items = []
         for name, info in analysis.models.items():

@@ -124,6 +124,8 @@ TABLE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("G min/max", "float", "", "Seed score G = min(Ha, Hm, Hp) / max(Ha, Hm, Hp)"),
     ("Radiomics fracture probability", "float", "",
      "P(fractured) of the radiomics classifier (seed 001; empty when not run)"),
+    ("Slice fracture probability", "float", "",
+     "P(fractured) of the slice classifier on the mid-sagittal and mid-axial slices (seed 000; empty when not run)"),
 )
 
 
@@ -628,6 +630,7 @@ def table_rows(analysis: Analysis) -> list[list[Any]]:
             "" if g is None or g.type is None else g.type,
             nan if g is None or g.seed_ratio is None else float(g.seed_ratio),
             nan if v.radiomics_fracture_probability is None else float(v.radiomics_fracture_probability),
+            nan if getattr(v, "slice_fracture_probability", None) is None else float(v.slice_fracture_probability),
         ])
     return rows
 

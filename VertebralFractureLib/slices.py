@@ -95,5 +95,79 @@ def slices_of(ct: Volume, centres_lps: Mapping[int, Sequence[float]], px: int = 
     return {int(lab): vertebra_slices(ct, c, px, field_mm) for lab, c in centres_lps.items()}
 
 
-__all__ = ["FIELD_MM", "HU_WINDOW", "SLICE_PX", "VIEWS", "mask_centres", "plane_grid", "slices_of", "to_unit",
-           "vertebra_slices"]
+# ---------------------------------------------------------------------------------------- the classifier
+#: Registry name of the slice classifier's weights (``Resources/Models``).
+MODEL_NAME = "slice-classifier"
+
+
+def build_network(architecture: Mapping[str, object] | str) -> object:
+    """The slice classifier of a model card's ``architecture`` (``{"type": "densenet121" | "cnn"}``,
+    or the type alone): one channel in (a 0..1 slice), two classes out (normal, fractured).
+
+    ``densenet121`` is MONAI's DenseNet-121 (2D), the seed's network; ``cnn`` a small plain CNN of four
+    convolution blocks, the seed's "standard CNN" baseline.
+    """
+    import torch.nn as nn
+
+    kind = architecture if isinstance(architecture, str) else str(architecture.get("type", ""))
+    if kind in ("densenet121", "densenet", "densenet-gan"):
+        from monai.networks.nets import DenseNet121
+
+        return DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
+    if kind == "cnn":
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in (16, 32, 64, 128):
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c_in = c
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(c_in, 2)]
+        return nn.Sequential(*layers)
+    raise ValueError(f"unknown slice classifier {kind!r}; use densenet121 or cnn")
+
+
+def slice_probabilities(net: object, stack: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """P(fractured) of each slice of ``stack`` (n, px, px; 0..1)."""
+    import torch
+
+    net.eval()
+    with torch.inference_mode():
+        t = torch.from_numpy(np.ascontiguousarray(stack[:, None], np.float32)).to(device)
+        return torch.softmax(net(t).float(), dim=1)[:, 1].cpu().numpy()
+
+
+class SliceClassifierStage:
+    """Pipeline stage behind ``analyze --slice-classifier`` (seed 000): the installed slice
+    classifier reads the mid-sagittal and mid-axial slice of each complete vertebra of
+    ``context.labelmap`` (centred on its outline's centre of mass) and fills
+    :attr:`~.analysis.VertebraResult.slice_fracture_probability` with the mean of the two. Cut
+    vertebrae are left out, as in training; the status is never changed."""
+
+    name = "slice-classifier"
+    models: tuple[str, ...] = (MODEL_NAME,)
+
+    def __init__(self, directory: object = None) -> None:
+        self.directory = directory
+
+    def run(self, context: object) -> None:
+        from VertebralFractureLib import models
+        from VertebralFractureLib.models import select_device
+
+        if context.labelmap is None:
+            context.warnings.append("slice classifier not run: no vertebra segmentation")
+            return
+        card, net = models.load_network(MODEL_NAME, build_network, self.directory, cached=True)
+        arch = card.architecture
+        px, field = int(arch.get("px", SLICE_PX)), float(arch.get("field_mm", FIELD_MM))
+        window = tuple(arch.get("hu_window", HU_WINDOW))
+        device = select_device(context.config.device)
+        net.to(device)
+        labels = [lab for lab, v in context.vertebrae.items() if v.complete]
+        centres = mask_centres(context.labelmap, labels)
+        for k, (lab, centre) in enumerate(centres.items()):
+            context.report(self.name, k / max(1, len(centres)), context.vertebrae[lab].name)
+            stack = vertebra_slices(context.image, centre, px, field, window)
+            context.vertebrae[lab].slice_fracture_probability = float(np.mean(slice_probabilities(net, stack, device)))
+
+
+__all__ = ["FIELD_MM", "HU_WINDOW", "MODEL_NAME", "SLICE_PX", "VIEWS", "SliceClassifierStage", "build_network",
+           "mask_centres", "plane_grid", "slice_probabilities", "slices_of", "to_unit", "vertebra_slices"]

@@ -144,22 +144,10 @@ def feature_matrix(x: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- networks
 def build_network(kind: str) -> Any:
-    """``densenet`` (MONAI DenseNet-121, 2D, one channel in, two classes out) or ``cnn``."""
-    import torch.nn as nn
+    """``densenet`` / ``densenet-gan`` (MONAI DenseNet-121) or ``cnn``: :func:`VertebralFractureLib.slices.build_network`."""
+    from VertebralFractureLib.slices import build_network as build
 
-    if kind in ("densenet", "densenet-gan"):
-        from monai.networks.nets import DenseNet121
-
-        return DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
-    if kind == "cnn":
-        layers: list[Any] = []
-        c_in = 1
-        for c in (16, 32, 64, 128):
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-            c_in = c
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(c_in, 2)]
-        return nn.Sequential(*layers)
-    raise ValueError(f"unknown network {kind!r}; use densenet or cnn")
+    return build(kind)
 
 
 def augment(batch: Any, rng: np.random.Generator, rotate_deg: float = 10.0, zoom: float = 0.1) -> Any:
@@ -401,6 +389,54 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def install(kind: str, run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[str | Path],
+            directory: str | Path | None = None, ledger: Sequence[dict[str, Any]] = ()) -> Path:
+    """Install the network ``kind`` of a comparison run as the ``slice-classifier`` model.
+
+    The weights are stored in half precision (DenseNet-121 in single precision would pass the 25 MB
+    limit; they are loaded back into a single-precision network), with a card holding the
+    architecture, the slice geometry, the validation threshold, the held-out metrics and the
+    training ledger.
+    """
+    import datetime
+
+    import torch
+
+    from VertebralFractureLib.slices import FIELD_MM, HU_WINDOW, MODEL_NAME, SLICE_PX
+    from VertebralFractureLib.training.install import install_model
+
+    if kind not in report["models"] or kind == "rf":
+        raise ValueError(f"no network {kind!r} in this run (the random forest is not installed)")
+    entry = report["models"][kind]
+    state = torch.load(Path(run_dir) / f"{kind}.pt", map_location="cpu", weights_only=True)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    tmp = Path(run_dir) / f"{kind}-fp16.pt"
+    torch.save(half, tmp)
+    h, t = entry["heldout"], entry["training"]
+    card = {
+        "version": datetime.date.today().strftime("%Y%m%d"),
+        "architecture": {"type": "densenet121" if kind.startswith("densenet") else "cnn", "px": SLICE_PX,
+                         "field_mm": FIELD_MM, "hu_window": list(HU_WINDOW), "gan_augmented": kind == "densenet-gan"},
+        "classes": ["normal", "fractured"],
+        "training_data": (f"SynthSpine {', '.join(Path(r).name for r in train_roots)}: {report['train']['vertebrae']} "
+                          f"complete vertebrae ({report['train']['fractured']} fractured, Genant grade >= 1), "
+                          "their mid-sagittal and mid-axial slices"),
+        "postprocess": {"threshold": h["threshold"], "why": "Youden's J on the validation vertebrae"},
+        "metrics": {"heldout_synthetic": h, "validation": entry["validation"]},
+        "ledger": [*ledger, {"run": Path(run_dir).name, "from": "scratch", "iterations": t["iterations"],
+                             "best_iteration": t["best_iteration"], "wall_time_min": round(t["seconds"] / 60, 1),
+                             "hardware": "2-core CPU, one thread"}],
+        "accuracy": (f"The slice classifier (seed 000) is trained on synthetic CT only; on held-out synthetic "
+                     f"vertebrae its ROC-AUC is {h['roc_auc']['value']:.2f} "
+                     f"({h['roc_auc']['ci95'][0]:.2f}-{h['roc_auc']['ci95'][1]:.2f}). It is a research second "
+                     "opinion and changes no call."),
+    }
+    try:
+        return install_model(MODEL_NAME, tmp, card, directory)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m VertebralFractureLib.training.slice_classifier",
                                 description="Seed 000: slice classifiers per vertebra (DenseNet-121 with and "
@@ -416,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gan-time-budget", type=float, default=None, help="seconds for the GAN")
     p.add_argument("--cache", type=Path, default=None, help="folder for the extracted slices")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--install", default=None, choices=[m for m in MODELS if m != "rf"],
+                   help="install this network of the run into Resources/Models as the slice-classifier model")
     p.add_argument("-o", "--output", type=Path, required=True)
     return p
 
@@ -428,6 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = compare(train, val, heldout, args.models, args.output, args.iterations, args.time_budget,
                      args.gan_time_budget, args.seed, log=sys.stderr)
     print(table(report))
+    if args.install is not None:
+        print(f"installed {install(args.install, args.output, report, args.train)}", file=sys.stderr)
     return 0
 
 
