@@ -192,3 +192,24 @@ def test_analyze_with_the_slice_classifier_but_no_weights_says_so_before_any_wor
     code = cli.main(["grade", "-s", str(seg), "-o", str(out), "--slice-classifier", "--progress", "none"])
     assert code == cli.EXIT_MODEL and not out.exists()
     assert "slice-classifier" in capsys.readouterr().err
+
+
+def test_real_cases_are_scored_per_scan(tmp_path):
+    pytest.importorskip("torch")
+    from VertebralFractureLib.training.slice_classifier import collect_real, compare, real_summary, real_table
+
+    data = {"grade": np.array([0, 2, 0, 3, 0, -1]), "case": np.array(["a", "a", "a", "b", "b", "b"])}
+    s = real_summary(data, np.array([0.2, 0.7, 0.4, 0.3, 0.5, 0.9]))
+    assert s["a"] == {"grade2": 1, "grade0": 2, "lowest_grade2": 0.7, "highest_grade0": 0.4, "all_above": True}
+    assert s["b"]["all_above"] is False and s["b"]["grade0"] == 1  # the unknown grade counts in neither group
+
+    root = tiny_verse_folder(tmp_path / "tree", n_cases=1)  # T12 0, L1 2, L2 0 (VerSe layout, grades)
+    real = collect_real([root])
+    assert list(real["grade"]) == [0, 2, 0] and list(real["y"]) == [0, 1, 0] and real["x"].shape[1] == 2
+    small = {**real, "x": real["x"][:, :, ::7, ::7]}  # 32 px: a quick network
+    report = compare(_toy(16, 4, 1), _toy(8, 2, 2), _toy(8, 2, 3), models=("rf", "cnn"), output=tmp_path / "run",
+                     iterations=2, real=small)
+    for kind in ("rf", "cnn"):
+        r = report["models"][kind]["real"]["sub-tiny0"]
+        assert r["grade2"] == 1 and r["grade0"] == 2 and isinstance(r["all_above"], bool)
+    assert (tmp_path / "run" / "real_predictions.csv").exists() and "| cnn | sub-tiny0 |" in real_table(report)

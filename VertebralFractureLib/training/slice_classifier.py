@@ -297,16 +297,94 @@ def bootstrap(y: np.ndarray, p: np.ndarray, threshold: float, n: int = 1000, see
     return out
 
 
+# ---------------------------------------------------------------------------------------- real cases
+def collect_real(paths: Sequence[str | Path]) -> dict[str, np.ndarray]:
+    """The two slices of every complete vertebra of the real cases ``evaluate real`` reads
+    (:func:`VertebralFractureLib.training.real.find_cases`): VerSe masks with their CT (centred on
+    each mask's centre of mass, grades from ``genant_grades.json``) and hand annotations (centred on
+    the annotated body centre, about 10 mm anterior to a mask's centre of mass). ``y`` is 1 for a
+    known grade ≥ 1, 0 for grade 0 and -1 where the grade is not known."""
+    from VertebralFractureLib.io.readers import read_image, read_labelmap
+    from VertebralFractureLib.slices import slices_of
+    from VertebralFractureLib.training.real import find_cases, mask_truth, read_annotation
+
+    cases, _ = find_cases(paths)
+    xs, grades, names, labels = [], [], [], []
+    for case in cases:
+        ct = read_image(case.ct).volume
+        if case.kind == "masks":
+            truth = mask_truth(read_labelmap(case.truth, ct), case.grades)
+        else:
+            truth = read_annotation(case.truth)["vertebrae"]
+        complete = {lab: t for lab, t in truth.items() if t.complete}
+        for lab, s in slices_of(ct, {lab: t.centroid for lab, t in complete.items()}).items():
+            xs.append(np.round(s * 255).astype(np.uint8))
+            grades.append(-1 if complete[lab].grade is None else int(complete[lab].grade))
+            names.append(case.name)
+            labels.append(lab)
+    if not xs:
+        raise ValueError("no complete vertebra in the real cases given")
+    g = np.asarray(grades, np.int64)
+    return {"x": np.stack(xs), "y": np.where(g < 0, -1, (g >= 1).astype(np.int64)), "grade": g,
+            "case": np.asarray(names, str), "label": np.asarray(labels, np.int64)}
+
+
+def real_summary(data: dict[str, np.ndarray], p: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per scan: do its grade ≥ 2 vertebrae score above all its grade-0 ones (the seed-000 check)?
+    ``{"grade2": n, "grade0": n, "lowest_grade2", "highest_grade0", "all_above"}``; ``all_above`` is
+    None where the scan lacks either group."""
+    out: dict[str, dict[str, Any]] = {}
+    for case in dict.fromkeys(data["case"].tolist()):
+        m = data["case"] == case
+        g, q = data["grade"][m], np.asarray(p)[m]
+        hi, lo = q[g >= 2], q[g == 0]
+        out[case] = {"grade2": int(len(hi)), "grade0": int(len(lo)),
+                     "lowest_grade2": None if not len(hi) else round(float(hi.min()), 4),
+                     "highest_grade0": None if not len(lo) else round(float(lo.max()), 4),
+                     "all_above": None if not (len(hi) and len(lo)) else bool(hi.min() > lo.max())}
+    return out
+
+
+def score_run(run_dir: str | Path, kinds: Sequence[str], data: dict[str, np.ndarray],
+              train: dict[str, np.ndarray] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per-vertebra probabilities of a comparison run's networks (``<kind>.pt``) on ``data``; the
+    random forest (not saved) is fitted again on ``train`` with the run's seed."""
+    import torch
+
+    x, _, idx = per_slice(data)
+    out: dict[str, np.ndarray] = {}
+    for kind in kinds:
+        if kind == "rf":
+            if train is None:
+                raise ValueError("the random forest needs the training data to be fitted again")
+            out[kind] = per_vertebra(_fit_rf(train, seed).predict_proba(feature_matrix(x))[:, 1], idx, len(data["y"]))
+            continue
+        net = build_network(kind)
+        net.load_state_dict(torch.load(Path(run_dir) / f"{kind}.pt", map_location="cpu", weights_only=True))
+        out[kind] = per_vertebra(predict(net, x), idx, len(data["y"]))
+    return out
+
+
+def _fit_rf(train: dict[str, np.ndarray], seed: int = 0) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+
+    tx, ty, _ = per_slice(train)
+    return RandomForestClassifier(n_estimators=300, min_samples_leaf=2, class_weight="balanced", n_jobs=1,
+                                  random_state=seed).fit(feature_matrix(tx), ty)
+
+
 # ---------------------------------------------------------------------------------------- the comparison
 def compare(train: dict[str, np.ndarray], val: dict[str, np.ndarray], heldout: dict[str, np.ndarray],
             models: Sequence[str] = MODELS, output: str | Path | None = None, iterations: int = 1000,
             time_budget_s: float | None = None, gan_budget_s: float | None = None, seed: int = 0,
-            log: Any = None) -> dict[str, Any]:
-    """Train each of ``models`` on ``train``, choose its threshold on ``val`` and score ``heldout``.
+            log: Any = None, real: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Train each of ``models`` on ``train``, choose its threshold on ``val`` and score ``heldout``
+    (and, given, the ``real`` cases of :func:`collect_real`: :func:`real_summary` per scan).
 
     Returns the report: per model its history, validation threshold and held-out metrics with CIs
     (and the GAN's report for ``densenet-gan``); with ``output``, also ``report.json``, the
-    per-vertebra predictions (``predictions.csv``) and the network weights (``<model>.pt``).
+    per-vertebra predictions (``predictions.csv``, ``real_predictions.csv``) and the network
+    weights (``<model>.pt``).
     """
     import torch
 
@@ -322,16 +400,17 @@ def compare(train: dict[str, np.ndarray], val: dict[str, np.ndarray], heldout: d
     report: dict[str, Any] = {"train": _counts(train), "validation": _counts(val), "heldout": _counts(heldout),
                               "models": {}}
     predictions: dict[str, np.ndarray] = {}
+    real_predictions: dict[str, np.ndarray] = {}
+    rx, _, ridx = per_slice(real) if real is not None else (None, None, None)
     for kind in models:
         entry: dict[str, Any] = {}
         if kind == "rf":
-            from sklearn.ensemble import RandomForestClassifier
-
             start = time.time()
-            rf = RandomForestClassifier(n_estimators=300, min_samples_leaf=2, class_weight="balanced", n_jobs=1,
-                                        random_state=seed).fit(feature_matrix(tx), ty)
+            rf = _fit_rf(train, seed)
             pv = per_vertebra(rf.predict_proba(feature_matrix(vx))[:, 1], vidx, len(val["y"]))
             ph = per_vertebra(rf.predict_proba(feature_matrix(hx))[:, 1], hidx, len(heldout["y"]))
+            if real is not None:
+                real_predictions[kind] = per_vertebra(rf.predict_proba(feature_matrix(rx))[:, 1], ridx, len(real["y"]))
             entry["seconds"] = round(time.time() - start, 1)
         else:
             x, y = tx, ty
@@ -344,11 +423,15 @@ def compare(train: dict[str, np.ndarray], val: dict[str, np.ndarray], heldout: d
                                                    time_budget_s=time_budget_s, seed=seed, log=log)
             pv = per_vertebra(predict(net, vx), vidx, len(val["y"]))
             ph = per_vertebra(predict(net, hx), hidx, len(heldout["y"]))
+            if real is not None:
+                real_predictions[kind] = per_vertebra(predict(net, rx), ridx, len(real["y"]))
             if out_dir is not None:
                 torch.save(net.state_dict(), out_dir / f"{kind}.pt")
         threshold = youden_threshold(val["y"], pv)
         entry["validation"] = bootstrap(val["y"], pv, threshold, n=200, seed=seed)
         entry["heldout"] = bootstrap(heldout["y"], ph, threshold, seed=seed)
+        if real is not None:
+            entry["real"] = real_summary(real, real_predictions[kind])
         report["models"][kind] = entry
         predictions[kind] = ph
         if log is not None:
@@ -358,6 +441,8 @@ def compare(train: dict[str, np.ndarray], val: dict[str, np.ndarray], heldout: d
         if out_dir is not None:  # after every model: a long run stopped halfway keeps what it finished
             (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
             _write_predictions(out_dir / "predictions.csv", heldout, predictions)
+            if real is not None:
+                _write_predictions(out_dir / "real_predictions.csv", real, real_predictions)
     return report
 
 
@@ -387,6 +472,21 @@ def table(report: dict[str, Any]) -> str:
         c = h["confusion"]
         lines.append(f"| {kind} | " + " | ".join(cells) + f" | {c['tp']} {c['fp']} {c['tn']} {c['fn']} | {h['threshold']:.3f} |")
     return "\n".join(lines)
+
+
+def real_table(report: dict[str, Any]) -> str:
+    """Per model and real scan: the lowest grade-≥2 and the highest grade-0 probability (Markdown)."""
+    lines = ["| model | scan | grade ≥ 2 | grade 0 | lowest grade ≥ 2 | highest grade 0 | all above |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for kind, entry in report["models"].items():
+        for case, r in entry.get("real", {}).items():
+            lines.append(f"| {kind} | {case} | {r['grade2']} | {r['grade0']} | {_fmt(r['lowest_grade2'])} | "
+                         f"{_fmt(r['highest_grade0'])} | {'–' if r['all_above'] is None else ('yes' if r['all_above'] else 'no')} |")
+    return "\n".join(lines)
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
 
 
 def install(kind: str, run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[str | Path],
@@ -452,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gan-time-budget", type=float, default=None, help="seconds for the GAN")
     p.add_argument("--cache", type=Path, default=None, help="folder for the extracted slices")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real", nargs="+", type=Path, default=None,
+                   help="real cases to score as evaluate real reads them (VerSe masks with CT and grades, "
+                        "body-centre annotations): do grade >= 2 vertebrae score above grade-0 ones, per scan?")
     p.add_argument("--install", default=None, choices=[m for m in MODELS if m != "rf"],
                    help="install this network of the run into Resources/Models as the slice-classifier model")
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -463,9 +566,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     train = collect(args.train, args.normal_per_case, args.seed, args.cache, log=sys.stderr)
     val = collect(args.val, None, args.seed, args.cache, log=sys.stderr)
     heldout = collect(args.heldout, None, args.seed, args.cache, log=sys.stderr)
+    real = collect_real(args.real) if args.real else None
     report = compare(train, val, heldout, args.models, args.output, args.iterations, args.time_budget,
-                     args.gan_time_budget, args.seed, log=sys.stderr)
+                     args.gan_time_budget, args.seed, log=sys.stderr, real=real)
     print(table(report))
+    if real is not None:
+        print()
+        print(real_table(report))
     if args.install is not None:
         print(f"installed {install(args.install, args.output, report, args.train)}", file=sys.stderr)
     return 0
