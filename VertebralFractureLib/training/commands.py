@@ -432,6 +432,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--centroids", type=Path, default=None, metavar="FILE",
                    help="with --stages all: given centroids (.mrk.json or _ctd.json) in place of stage 1")
+    p.add_argument("--radiomics", action="store_true", help="with --stages all: the radiomics second opinion too")
+    p.add_argument("--slice-classifier", action="store_true",
+                   help="with --stages all: the slice classifier (seed 000) too")
 
 
 def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
@@ -444,10 +447,17 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
     from VertebralFractureLib.io.readers import read_image
     from VertebralFractureLib.localize import localize
     from VertebralFractureLib.models import select_device
-    from VertebralFractureLib.pipeline import AnalysisConfig, analyze, given_centroid_stages
+    from VertebralFractureLib.pipeline import (
+        AnalysisConfig,
+        analyze,
+        default_stages,
+        given_centroid_stages,
+        second_opinion_stages,
+    )
 
-    if args.centroids is not None and args.stages != "all":
-        raise UsageError("--centroids needs --stages all")
+    extra = second_opinion_stages(getattr(args, "radiomics", False), getattr(args, "slice_classifier", False))
+    if (args.centroids is not None or extra) and args.stages != "all":
+        raise UsageError("--centroids, --radiomics and --slice-classifier need --stages all")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -462,6 +472,8 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
         from VertebralFractureLib.io.centroids import read_centroid_file
 
         stages = given_centroid_stages(read_centroid_file(args.centroids, image))
+    if extra:
+        stages = [*(stages or default_stages()), *extra]
     times, stage_times = [], []
     for _ in range(args.repeat + 1):
         t0 = time.perf_counter()
@@ -486,5 +498,8 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
         report["stage_median_s"] = {k: round(float(np.median([t[k] for t in stage_times[1:]])), 2) for k in stage_times[0]}
         if "segment" in report["stage_median_s"] and n:
             report["segment_s_per_vertebra"] = round(report["stage_median_s"]["segment"] / n, 3)
+        complete = sum(1 for v in analysis.vertebrae if v.complete)
+        if "slice-classifier" in report["stage_median_s"] and complete:
+            report["slice_classifier_s_per_vertebra"] = round(report["stage_median_s"]["slice-classifier"] / complete, 3)
     print(json.dumps(report, indent=2))
     return 0
