@@ -126,6 +126,11 @@ def test_the_comparison_trains_every_model_and_writes_its_report(tmp_path):
     assert text.count("\n") == 4 and "| rf |" in text
     with pytest.raises(ValueError):
         compare(_toy(8, 2, 1), _toy(8, 2, 2), _toy(8, 2, 3), models=("svm",))
+    # training adds up: a second run starts each network from the first run's weights
+    again = compare(_toy(40, 8, 1), _toy(20, 5, 2), _toy(20, 5, 3), models=("cnn",), output=tmp_path / "run2",
+                    iterations=1, init=tmp_path / "run")
+    assert again["models"]["cnn"]["training"]["from"] == str(tmp_path / "run" / "cnn.pt")
+    assert report["models"]["cnn"]["training"]["from"] == "scratch"
 
 
 def test_the_gan_generates_slices_of_each_class_in_the_classifiers_size():

@@ -377,9 +377,12 @@ def _fit_rf(train: dict[str, np.ndarray], seed: int = 0) -> Any:
 def compare(train: dict[str, np.ndarray], val: dict[str, np.ndarray], heldout: dict[str, np.ndarray],
             models: Sequence[str] = MODELS, output: str | Path | None = None, iterations: int = 1000,
             time_budget_s: float | None = None, gan_budget_s: float | None = None, seed: int = 0,
-            log: Any = None, real: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+            log: Any = None, real: dict[str, np.ndarray] | None = None,
+            init: str | Path | None = None) -> dict[str, Any]:
     """Train each of ``models`` on ``train``, choose its threshold on ``val`` and score ``heldout``
-    (and, given, the ``real`` cases of :func:`collect_real`: :func:`real_summary` per scan).
+    (and, given, the ``real`` cases of :func:`collect_real`: :func:`real_summary` per scan). With
+    ``init`` (an earlier run's folder), each network starts from that run's ``<model>.pt`` where it
+    exists, so that training adds up.
 
     Returns the report: per model its history, validation threshold and held-out metrics with CIs
     (and the GAN's report for ``densenet-gan``); with ``output``, also ``report.json``, the
@@ -419,8 +422,10 @@ def compare(train: dict[str, np.ndarray], val: dict[str, np.ndarray], heldout: d
 
                 x, y, entry["gan"] = balance_with_gan(tx, ty, time_budget_s=gan_budget_s, seed=seed, log=log,
                                                       figure=None if out_dir is None else out_dir / "gan_slices.png")
+            start_from = None if init is None or not (Path(init) / f"{kind}.pt").exists() else Path(init) / f"{kind}.pt"
             net, entry["training"] = train_network(kind, x, y, (vx, vy, vidx, val["y"]), iterations=iterations,
-                                                   time_budget_s=time_budget_s, seed=seed, log=log)
+                                                   time_budget_s=time_budget_s, seed=seed, log=log, init=start_from)
+            entry["training"]["from"] = "scratch" if start_from is None else str(start_from)
             pv = per_vertebra(predict(net, vx), vidx, len(val["y"]))
             ph = per_vertebra(predict(net, hx), hidx, len(heldout["y"]))
             if real is not None:
@@ -523,7 +528,7 @@ def install(kind: str, run_dir: str | Path, report: dict[str, Any], train_roots:
                           "their mid-sagittal and mid-axial slices"),
         "postprocess": {"threshold": h["threshold"], "why": "Youden's J on the validation vertebrae"},
         "metrics": {"heldout_synthetic": h, "validation": entry["validation"]},
-        "ledger": [*ledger, {"run": Path(run_dir).name, "from": "scratch", "iterations": t["iterations"],
+        "ledger": [*ledger, {"run": Path(run_dir).name, "from": t.get("from", "scratch"), "iterations": t["iterations"],
                              "best_iteration": t["best_iteration"], "wall_time_min": round(t["seconds"] / 60, 1),
                              "hardware": "2-core CPU, one thread"}],
         "accuracy": (f"The slice classifier (seed 000) is trained on synthetic CT only; on held-out synthetic "
@@ -555,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", nargs="+", type=Path, default=None,
                    help="real cases to score as evaluate real reads them (VerSe masks with CT and grades, "
                         "body-centre annotations): do grade >= 2 vertebrae score above grade-0 ones, per scan?")
+    p.add_argument("--init", type=Path, default=None,
+                   help="an earlier run's folder: each network starts from its <model>.pt there (training adds up)")
     p.add_argument("--install", default=None, choices=[m for m in MODELS if m != "rf"],
                    help="install this network of the run into Resources/Models as the slice-classifier model")
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -568,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     heldout = collect(args.heldout, None, args.seed, args.cache, log=sys.stderr)
     real = collect_real(args.real) if args.real else None
     report = compare(train, val, heldout, args.models, args.output, args.iterations, args.time_budget,
-                     args.gan_time_budget, args.seed, log=sys.stderr, real=real)
+                     args.gan_time_budget, args.seed, log=sys.stderr, real=real, init=args.init)
     print(table(report))
     if real is not None:
         print()
