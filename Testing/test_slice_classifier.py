@@ -61,6 +61,7 @@ def test_collect_reads_every_complete_vertebra_with_its_truth(tmp_path):
     assert data["x"].shape == (6, 2, SLICE_PX, SLICE_PX) and data["x"].dtype == np.uint8
     assert list(data["label"]) == [19, 20, 21] * 2 and list(data["y"]) == [0, 1, 0] * 2
     assert data["x"].max() > 100  # the bright boxes
+    assert data["case"][0] == "tree/sub-tiny0"  # folder/subject: two folders may hold the same subject name
     again = collect([root], cache=tmp_path / "cache")  # from the cache
     assert np.array_equal(again["x"], data["x"]) and list(again["case"]) == list(data["case"])
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1

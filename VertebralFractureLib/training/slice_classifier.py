@@ -68,7 +68,7 @@ def collect(roots: Sequence[str | Path], normal_per_case: int | None = None, see
         cache_file = None if cache is None else Path(cache) / f"{root.name}-n{normal_per_case}-s{seed}.npz"
         if cache_file is not None and cache_file.exists():
             with np.load(cache_file) as data:
-                parts.append({k: data[k] for k in data.files})
+                parts.append(_named_cases({k: data[k] for k in data.files}, root))
             continue
         rng = np.random.default_rng(seed)
         xs, ys, grades, cases, labels = [], [], [], [], []
@@ -95,10 +95,15 @@ def collect(roots: Sequence[str | Path], normal_per_case: int | None = None, see
         if cache_file is not None:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(cache_file, **part)
-        parts.append(part)
+        parts.append(_named_cases(part, root))
     if not parts:
         raise ValueError("no folder given")
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _named_cases(part: dict[str, np.ndarray], root: Path) -> dict[str, np.ndarray]:
+    """Case names prefixed with their folder (two folders may both hold a ``sub-synth0000``)."""
+    return {**part, "case": np.asarray([f"{root.name}/{c}" for c in part["case"]], str)}
 
 
 def per_slice(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
