@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -32,17 +33,23 @@ check_demo_output = load_utility("check_demo_output")
 
 
 # ------------------------------------------------------------------------------------ the helpers
+def _to_main_thread(sig: int) -> None:
+    """Send ``sig`` to this (the main) thread. Sent to the process, it may land in any other thread
+    (torch's pools), which may take it only after the block under test has ended."""
+    signal.pthread_kill(threading.main_thread().ident, sig)
+
+
 @POSIX
 def test_sigterm_and_sighup_raise_inside_the_block_only():
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as info, signals_as_interrupts():
-        os.kill(os.getpid(), signal.SIGTERM)
+        _to_main_thread(signal.SIGTERM)
         for _ in range(1000):  # the handler runs between bytecodes
             pass
     assert info.value.signum == signal.SIGTERM and exit_code(info.value) == 143
     assert signal.getsignal(signal.SIGTERM) is before
     with pytest.raises(Interrupted) as info, signals_as_interrupts():
-        os.kill(os.getpid(), signal.SIGHUP)
+        _to_main_thread(signal.SIGHUP)
         for _ in range(1000):
             pass
     assert exit_code(info.value) == 129
@@ -54,7 +61,7 @@ def test_a_signal_during_deferred_work_arrives_after_it():
     done = []
     with pytest.raises(Interrupted), signals_as_interrupts():
         with deferred_signals():
-            os.kill(os.getpid(), signal.SIGTERM)
+            _to_main_thread(signal.SIGTERM)
             for _ in range(1000):
                 pass
             done.append("finished")  # not interrupted halfway
@@ -62,6 +69,31 @@ def test_a_signal_during_deferred_work_arrives_after_it():
             pass
         done.append("after")  # never reached: the signal is delivered when the block ends
     assert done == ["finished"]
+
+
+@POSIX
+def test_a_signal_that_another_thread_receives_during_deferred_work_still_arrives_after_it():
+    """A signal sent to the process may land in any thread that does not block it (torch's and VTK's
+    worker threads): Python then runs the handler in the main thread at once. Deferred work must
+    still finish first."""
+    started, stop = threading.Event(), threading.Event()
+    worker = threading.Thread(target=lambda: (started.set(), stop.wait(10)))
+    worker.start()
+    started.wait(5)
+    done = []
+    try:
+        with pytest.raises(Interrupted) as info, signals_as_interrupts():
+            with deferred_signals():
+                signal.pthread_kill(worker.ident, signal.SIGTERM)  # the worker does not block it
+                time.sleep(0.3)  # the worker takes it; Python's handler then runs here, in the main thread
+                done.append("finished")
+            for _ in range(1000):
+                pass
+            done.append("after")
+    finally:
+        stop.set()
+        worker.join()
+    assert done == ["finished"] and info.value.signum == signal.SIGTERM
 
 
 def test_outside_the_main_thread_the_handlers_are_left_alone():
@@ -177,13 +209,13 @@ def test_a_signal_just_after_a_hidden_folder_is_made_leaves_nothing(tmp_path, mo
     def mkdir_then_signal(self, *args, **kwargs):
         real_mkdir(self, *args, **kwargs)
         if f".{kind}-" in self.name:
-            os.kill(os.getpid(), signal.SIGTERM)
+            _to_main_thread(signal.SIGTERM)
             for _ in range(1000):  # the handler runs between bytecodes
                 pass
 
     def mkdtemp_then_signal(*args, **kwargs):
         path = real_mkdtemp(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)
+        _to_main_thread(signal.SIGTERM)
         for _ in range(1000):
             pass
         return path

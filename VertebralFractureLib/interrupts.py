@@ -8,7 +8,7 @@ files. Inside :func:`signals_as_interrupts` all three raise :class:`Interrupted`
 (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP).
 
 Native code that must not be interrupted halfway (importing VTK's compiled modules, a render) runs
-inside :func:`deferred_signals`: the signals are blocked there and delivered right after.
+inside :func:`deferred_signals`: a signal arriving there is held and delivered right after.
 """
 
 from __future__ import annotations
@@ -62,16 +62,44 @@ def signals_as_interrupts() -> Iterator[None]:
 
 @contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Block SIGINT, SIGTERM and SIGHUP for the duration of the block; a signal that arrives
-    meanwhile is delivered (and raises) as soon as the block ends."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """Hold SIGINT, SIGTERM and SIGHUP for the duration of the block; a signal that arrives
+    meanwhile is delivered (and raises, under :func:`signals_as_interrupts`) as soon as the block ends.
+
+    Their Python handlers only record them meanwhile. Blocking them in this thread would not do: a
+    signal sent to the process goes to any thread that does not block it (torch's and VTK's worker
+    threads), and Python then runs its handler in the main thread at once, inside the block; and a
+    signal left pending by a mask may arrive after the handlers are restored to the default action.
+    (Main thread only; elsewhere the block changes nothing.)
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(HANDLED))
+    pending: list[int] = []
+
+    def record(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    previous: dict[int, Any] = {}
+    for sig in HANDLED:
+        try:
+            previous[sig] = signal.signal(sig, record)
+        except (OSError, ValueError):  # not settable here
+            continue
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if pending:
+            _deliver(pending[0], previous.get(pending[0]))
+
+
+def _deliver(signum: int, handler: Any) -> None:
+    """Deliver a signal held back by :func:`deferred_signals` as its handler would have."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler in (signal.SIG_DFL, None):
+        signal.raise_signal(signum)  # the default action
 
 
 __all__ = ["HANDLED", "Interrupted", "deferred_signals", "exit_code", "signals_as_interrupts"]
