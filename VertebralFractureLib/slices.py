@@ -163,10 +163,14 @@ class SliceClassifierStage:
         net.to(device)
         labels = [lab for lab, v in context.vertebrae.items() if v.complete]
         centres = mask_centres(context.labelmap, labels)
-        for k, (lab, centre) in enumerate(centres.items()):
-            context.report(self.name, k / max(1, len(centres)), context.vertebrae[lab].name)
-            stack = vertebra_slices(context.image, centre, px, field, window)
-            context.vertebrae[lab].slice_fracture_probability = float(np.mean(slice_probabilities(net, stack, device)))
+        if not centres:
+            return
+        context.report(self.name, 0.1, f"slices of {len(centres)} vertebrae")
+        stacks = np.concatenate([vertebra_slices(context.image, c, px, field, window) for c in centres.values()])
+        context.report(self.name, 0.3, "classifying the slices")
+        p = np.concatenate([slice_probabilities(net, stacks[b: b + 16], device) for b in range(0, len(stacks), 16)])
+        for k, lab in enumerate(centres):  # the mean over each vertebra's slices
+            context.vertebrae[lab].slice_fracture_probability = float(np.mean(p[k * len(VIEWS): (k + 1) * len(VIEWS)]))
 
 
 __all__ = ["FIELD_MM", "HU_WINDOW", "MODEL_NAME", "SLICE_PX", "VIEWS", "SliceClassifierStage", "build_network",
