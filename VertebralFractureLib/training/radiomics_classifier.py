@@ -66,6 +66,18 @@ def case_truth(case: Any) -> dict[int, dict[str, Any]]:
     return out
 
 
+def chosen_vertebrae(case: Any, normal_per_case: int | None, rng: np.random.Generator
+                     ) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """The complete vertebrae of a case (:func:`case_truth`) and the labels to use: every fractured
+    one and at most ``normal_per_case`` normal ones, drawn with ``rng`` (None keeps all)."""
+    truth = {lab: t for lab, t in case_truth(case).items() if t["complete"]}
+    fractured = sorted(lab for lab, t in truth.items() if t["fractured"])
+    normal = sorted(lab for lab, t in truth.items() if not t["fractured"])
+    if normal_per_case is not None and len(normal) > normal_per_case:
+        normal = sorted(int(v) for v in rng.choice(normal, normal_per_case, replace=False))
+    return truth, sorted(fractured + normal)
+
+
 def collect(
     roots: Sequence[str | Path],
     normal_per_case: int | None = None,
@@ -101,12 +113,7 @@ def collect(
     for root in roots:
         cases = list_cases(root)
         for k, case in enumerate(cases):
-            truth = {lab: t for lab, t in case_truth(case).items() if t["complete"]}
-            fractured = sorted(lab for lab, t in truth.items() if t["fractured"])
-            normal = sorted(lab for lab, t in truth.items() if not t["fractured"])
-            if normal_per_case is not None and len(normal) > normal_per_case:
-                normal = sorted(int(v) for v in rng.choice(normal, normal_per_case, replace=False))
-            wanted = sorted(fractured + normal)
+            truth, wanted = chosen_vertebrae(case, normal_per_case, rng)
             cache_file = None if cache is None else Path(cache) / Path(root).name / f"{case.subject}.json"
             cached: dict[str, Any] = {}
             if cache_file is not None and cache_file.exists():
@@ -274,20 +281,23 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, 
     }
 
 
-def bootstrap_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Each metric with its 95 % percentile bootstrap CI over ``n`` resamples of the vertebrae."""
+def bootstrap_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n: int = 1000, seed: int = 0,
+                      metric_fn: Any = None, names: Sequence[str] = METRICS) -> dict[str, Any]:
+    """Each metric with its 95 % percentile bootstrap CI over ``n`` resamples of the vertebrae
+    (``metric_fn(y, p, threshold)`` → ``{name: value}``, by default :func:`binary_metrics`)."""
+    metric_fn = metric_fn or binary_metrics
     y = np.asarray(y, dtype=bool)
     p = np.asarray(p, dtype=float)
     rng = np.random.default_rng(seed)
-    point = binary_metrics(y, p, threshold)
-    samples: dict[str, list[float]] = {m: [] for m in METRICS}
+    point = metric_fn(y, p, threshold)
+    samples: dict[str, list[float]] = {m: [] for m in names}
     for _ in range(n):
         idx = rng.integers(0, len(y), len(y))
-        for m, v in binary_metrics(y[idx], p[idx], threshold).items():
-            if np.isfinite(v):
+        for m, v in metric_fn(y[idx], p[idx], threshold).items():
+            if m in samples and np.isfinite(v):
                 samples[m].append(v)
     out: dict[str, Any] = {"n": int(len(y)), "n_fractured": int(y.sum()), "threshold": float(threshold)}
-    for m in METRICS:
+    for m in names:
         s = np.asarray(samples[m])
         lo, hi = (np.percentile(s, [2.5, 97.5]) if len(s) else (np.nan, np.nan))
         out[m] = {"value": round(point[m], 4), "ci95": [round(float(lo), 4), round(float(hi), 4)]}

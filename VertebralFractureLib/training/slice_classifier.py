@@ -60,7 +60,7 @@ def collect(roots: Sequence[str | Path], normal_per_case: int | None = None, see
     from VertebralFractureLib.io.readers import read_image, read_labelmap
     from VertebralFractureLib.io.verse import list_cases
     from VertebralFractureLib.slices import mask_centres, slices_of
-    from VertebralFractureLib.training.radiomics_classifier import case_truth
+    from VertebralFractureLib.training.radiomics_classifier import chosen_vertebrae
 
     parts = []
     for root in roots:
@@ -74,12 +74,7 @@ def collect(roots: Sequence[str | Path], normal_per_case: int | None = None, see
         xs, ys, grades, cases, labels = [], [], [], [], []
         found = list_cases(root)
         for k, case in enumerate(found):
-            truth = {lab: t for lab, t in case_truth(case).items() if t["complete"]}
-            fractured = sorted(lab for lab, t in truth.items() if t["fractured"])
-            normal = sorted(lab for lab, t in truth.items() if not t["fractured"])
-            if normal_per_case is not None and len(normal) > normal_per_case:
-                normal = sorted(int(v) for v in rng.choice(normal, normal_per_case, replace=False))
-            wanted = sorted(fractured + normal)
+            truth, wanted = chosen_vertebrae(case, normal_per_case, rng)
             ct = read_image(case.ct).volume
             centres = mask_centres(read_labelmap(case.vertebra_mask, reference=ct), wanted)
             for lab, s in slices_of(ct, centres).items():
@@ -282,23 +277,13 @@ def confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, int]:
 
 
 def bootstrap(y: np.ndarray, p: np.ndarray, threshold: float, n: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Each metric with its 95 % percentile bootstrap CI over ``n`` resamples of the vertebrae."""
-    y = np.asarray(y, bool)
-    p = np.asarray(p, float)
-    rng = np.random.default_rng(seed)
-    point = classification_metrics(y, p, threshold)
-    samples: dict[str, list[float]] = {m: [] for m in METRICS}
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        for m, v in classification_metrics(y[idx], p[idx], threshold).items():
-            if np.isfinite(v):
-                samples[m].append(v)
-    out: dict[str, Any] = {"n": int(len(y)), "n_fractured": int(y.sum()), "threshold": round(float(threshold), 4),
-                           "confusion": confusion(y, p, threshold)}
-    for m in METRICS:
-        s = np.asarray(samples[m])
-        lo, hi = np.percentile(s, [2.5, 97.5]) if len(s) else (np.nan, np.nan)
-        out[m] = {"value": round(float(point[m]), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)]}
+    """Each metric with its 95 % percentile bootstrap CI over ``n`` resamples of the vertebrae, and
+    the confusion matrix."""
+    from VertebralFractureLib.training.radiomics_classifier import bootstrap_metrics
+
+    out = bootstrap_metrics(y, p, threshold, n, seed, metric_fn=classification_metrics, names=METRICS)
+    out["threshold"] = round(float(threshold), 4)
+    out["confusion"] = confusion(y, p, threshold)
     return out
 
 
