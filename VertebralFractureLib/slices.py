@@ -125,14 +125,17 @@ def build_network(architecture: Mapping[str, object] | str) -> object:
     raise ValueError(f"unknown slice classifier {kind!r}; use densenet121 or cnn")
 
 
-def slice_probabilities(net: object, stack: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """P(fractured) of each slice of ``stack`` (n, px, px; 0..1)."""
+def slice_probabilities(net: object, stack: np.ndarray, device: str = "cpu", batch: int = 16) -> np.ndarray:
+    """P(fractured) of each slice of ``stack`` (n, px, px; 0..1), ``batch`` slices a pass."""
     import torch
 
     net.eval()
+    out = []
     with torch.inference_mode():
-        t = torch.from_numpy(np.ascontiguousarray(stack[:, None], np.float32)).to(device)
-        return torch.softmax(net(t).float(), dim=1)[:, 1].cpu().numpy()
+        for b in range(0, len(stack), batch):
+            t = torch.from_numpy(np.ascontiguousarray(stack[b: b + batch, None], np.float32)).to(device)
+            out.append(torch.softmax(net(t).float(), dim=1)[:, 1].cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 class SliceClassifierStage:
@@ -168,7 +171,7 @@ class SliceClassifierStage:
         context.report(self.name, 0.1, f"slices of {len(centres)} vertebrae")
         stacks = np.concatenate([vertebra_slices(context.image, c, px, field, window) for c in centres.values()])
         context.report(self.name, 0.3, "classifying the slices")
-        p = np.concatenate([slice_probabilities(net, stacks[b: b + 16], device) for b in range(0, len(stacks), 16)])
+        p = slice_probabilities(net, stacks, device)
         for k, lab in enumerate(centres):  # the mean over each vertebra's slices
             context.vertebrae[lab].slice_fracture_probability = float(np.mean(p[k * len(VIEWS): (k + 1) * len(VIEWS)]))
 

@@ -380,25 +380,22 @@ def vertebra_planes(ct: Volume, labelmap: Volume, label: int, half_mm: float = V
     Raises:
         ValueError: ``label`` is not in ``labelmap``.
     """
-    from scipy import ndimage
+    from VertebralFractureLib.slices import mask_centres, plane_grid
 
-    from VertebralFractureLib.preprocess import to_model_grid
-
-    lab = np.asarray(labelmap.array)
-    if not np.any(lab == label):
+    centre = mask_centres(labelmap, [label]).get(label)
+    if centre is None:
         raise ValueError(f"label {label} is not in the labelmap")
-    zyx = np.asarray(ndimage.center_of_mass(lab == label), float)
-    centre = labelmap.zyx_to_lps(zyx)
     n = int(round(2 * half_mm)) + 1
-    origin = centre - half_mm
-    box = Volume(np.zeros((n, n, n), np.int16), (1.0, 1.0, 1.0), tuple(origin), np.eye(3))
-    img = to_model_grid(ct, 1.0).resample_like(box, interpolation="linear", default_value=-1000.0).array
-    mask = labelmap.with_array((lab == label).astype(np.uint8)).resample_like(box, interpolation="nearest").array > 0
-    c = n // 2
-    # LPS-aligned (z, y, x) = (inferior→superior, anterior→posterior, right→left)
-    sagittal = (img[:, :, c], mask[:, :, c])  # rows z up (origin lower), columns y: anterior left
-    axial = (img[c], mask[c])  # rows y: anterior first (up); columns x: the patient's right on the left
-    return {"sagittal": sagittal, "axial": axial}
+    mask_volume = labelmap.with_array((np.asarray(labelmap.array) == label).astype(np.uint8))
+    planes = {}
+    for view in ("sagittal", "axial"):  # 1 mm pixels
+        grid = plane_grid(centre, view, px=n, field_mm=float(n))
+        img = ct.resample_like(grid, interpolation="linear", default_value=-1000.0).array.astype(np.float32)
+        mask = mask_volume.resample_like(grid, interpolation="nearest").array > 0
+        # LPS-aligned (z, y, x): sagittal rows z (shown with origin lower), columns y: anterior left;
+        # axial rows y: anterior first (up), columns x: the patient's right on the left
+        planes[view] = (img[:, :, 0], mask[:, :, 0]) if view == "sagittal" else (img[0], mask[0])
+    return planes
 
 
 def synthetic_vertebra(name: str, seed: int, spacing_mm: float = 1.0) -> tuple[Volume, Volume, int]:

@@ -36,6 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from VertebralFractureLib.slices import build_network, slice_probabilities
+from VertebralFractureLib.training.radiomics_classifier import youden_threshold
+
 #: The classifiers compared, in the order of the seed's table.
 MODELS: tuple[str, ...] = ("densenet-gan", "densenet", "cnn", "rf")
 METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -143,13 +146,6 @@ def feature_matrix(x: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- networks
-def build_network(kind: str) -> Any:
-    """``densenet`` / ``densenet-gan`` (MONAI DenseNet-121) or ``cnn``: :func:`VertebralFractureLib.slices.build_network`."""
-    from VertebralFractureLib.slices import build_network as build
-
-    return build(kind)
-
-
 def augment(batch: Any, rng: np.random.Generator, rotate_deg: float = 10.0, zoom: float = 0.1) -> Any:
     """Random rotation (± ``rotate_deg``), zoom (1 ± ``zoom``) and mirror image per slice (torch, N×1×H×W)."""
     import torch
@@ -170,15 +166,7 @@ def augment(batch: Any, rng: np.random.Generator, rotate_deg: float = 10.0, zoom
 
 def predict(net: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
     """P(fractured) of each slice (x: n × H × W, 0..1)."""
-    import torch
-
-    net.eval()
-    out = []
-    with torch.inference_mode():
-        for b in range(0, len(x), batch):
-            t = torch.from_numpy(np.ascontiguousarray(x[b: b + batch, None]))
-            out.append(torch.softmax(net(t).float(), dim=1)[:, 1].numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+    return slice_probabilities(net, x, batch=batch)
 
 
 def train_network(kind: str, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -249,12 +237,6 @@ def train_network(kind: str, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray
 
 
 # ---------------------------------------------------------------------------------------- metrics
-def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
-    from VertebralFractureLib.training.radiomics_classifier import youden_threshold as youden
-
-    return youden(np.asarray(y), np.asarray(p))
-
-
 def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     """Accuracy, precision, recall (sensitivity), F1 and ROC-AUC at ``threshold`` (NaN where undefined)."""
     from VertebralFractureLib.training.metrics import roc_auc
