@@ -399,3 +399,28 @@ def test_field_of_view_crop_blanks_outside_and_drops_cut_vertebrae():
     outside = {8: np.array([-30.0, 20.0, 20.0]), 9: np.array([-25.0, 20.0, 20.0]), 10: np.array([3.0, 20.0, 20.0])}
     same, kept = crop_field_of_view(patch, outside, 5.0, np.random.default_rng(0), -1.0)
     assert same is patch and kept is outside
+
+
+def test_mirrored_heatmaps_are_the_mean_of_both_readings_mirrored_back():
+    import torch
+
+    from VertebralFractureLib.localize import heatmaps
+
+    class Card:  # the two fields heatmaps() reads
+        spacing_mm, patch_size = 4.0, (16, 16, 16)
+
+    class LeftBiased(torch.nn.Module):  # reads the image and adds a ramp towards the grid's left
+        divisor = 4
+
+        def forward(self, x):
+            ramp = torch.linspace(0.0, 1.0, x.shape[-1]).expand_as(x)
+            return torch.cat([x, ramp], dim=1)
+
+    ct = Volume(np.random.default_rng(0).normal(0, 200, (16, 16, 16)).astype(np.float32), (4.0, 4.0, 4.0),
+                (0.0, 0.0, 0.0), np.eye(3))
+    plain, grid = heatmaps(ct, Card, LeftBiased())
+    mirrored, grid2 = heatmaps(ct, Card, LeftBiased(), mirror=True)
+    assert grid.same_geometry(grid2)
+    np.testing.assert_allclose(mirrored[0], plain[0], atol=1e-6)  # a reading that follows the image is kept
+    np.testing.assert_allclose(mirrored[1], 0.5, atol=1e-6)  # a left-right bias cancels
+    assert np.ptp(plain[1]) > 0.9

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from factories import tiny_verse_folder
 
-from VertebralFractureLib.slices import SLICE_PX, VIEWS, mask_centres, plane_grid, to_unit, vertebra_slices
+from VertebralFractureLib.slices import (OUTSIDE_HU, SLICE_PX, VIEWS, build_network, mask_centres, plane_grid,
+                                         sample_plane, to_unit, vertebra_slices)
 from VertebralFractureLib.volume import Volume
 
 
@@ -51,6 +52,33 @@ def test_plane_grids_and_bad_arguments():
     with pytest.raises(ValueError):
         plane_grid([0, 0, 0], "axial", px=1)
     assert SLICE_PX == 224
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_a_plane_is_sampled_as_simpleitk_resamples_it_on_any_oblique_ct(view):
+    rng = np.random.default_rng(3)
+    direction = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    ct = Volume(rng.normal(0, 300, (30, 40, 50)).astype(np.float32), (0.8, 0.9, 2.5), (10.0, -20.0, 30.0), direction)
+    grid = plane_grid(ct.index_to_lps([25, 20, 15]), view, px=48, field_mm=70.0)  # reaches outside the CT
+    ours = sample_plane(ct, grid)
+    theirs = np.asarray(ct.resample_like(grid, "linear", OUTSIDE_HU).array)
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours == OUTSIDE_HU, theirs == OUTSIDE_HU)  # the same points inside
+    assert 0 < np.sum(ours == OUTSIDE_HU) < ours.size
+    np.testing.assert_allclose(ours, theirs, atol=1e-2)
+
+
+def test_the_thin_densenet_has_densenet121s_layers_at_a_quarter_of_the_width():
+    import torch
+
+    full, thin = build_network("densenet121"), build_network({"type": "densenet121-thin"})
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in n.modules()) for n in (full, thin)]
+    assert convs[0] == convs[1] == 120  # + the classifier: 121 layers
+    n_full, n_thin = (sum(p.numel() for p in n.parameters()) for n in (full, thin))
+    assert n_thin < n_full / 10
+    assert build_network("densenet-thin")(torch.zeros(2, 1, 64, 64)).shape == (2, 2)
+    with pytest.raises(ValueError, match="unknown slice classifier"):
+        build_network("resnet")
 
 
 def test_collect_reads_every_complete_vertebra_with_its_truth(tmp_path):

@@ -558,13 +558,25 @@ def build_network(card_architecture: dict[str, Any]) -> Any:
     return MSCN(dims=3, **kwargs)
 
 
-def heatmaps(volume: Volume, card: Any, net: Any, device: str = "cpu") -> tuple[np.ndarray, Volume]:
-    """The network's heatmaps (C, z, y, x) of a CT in HU and the model grid they lie on."""
+def heatmaps(volume: Volume, card: Any, net: Any, device: str = "cpu",
+             mirror: bool = False) -> tuple[np.ndarray, Volume]:
+    """The network's heatmaps (C, z, y, x) of a CT in HU and the model grid they lie on.
+
+    With ``mirror``, the mean of the image's and its left–right mirror image's heatmaps (mirrored
+    back; the network was trained with left–right flips). Measured and not used by the pipeline:
+    on the real development cases it found every vertebra but moved two centroids of sub-verse008
+    13–18 mm and left fewer vertebrae graded (``docs/localization.md``).
+    """
     from VertebralFractureLib import preprocess
 
     net.eval().to(device)
     grid = preprocess.to_model_grid(volume, card.spacing_mm)
-    return heatmaps_on_grid(net, preprocess.normalize(grid.array), tuple(card.patch_size), device), grid
+    image = preprocess.normalize(grid.array)
+    heat = heatmaps_on_grid(net, image, tuple(card.patch_size), device)
+    if mirror:  # x is the model grid's left–right axis
+        heat += heatmaps_on_grid(net, np.ascontiguousarray(image[:, :, ::-1]), tuple(card.patch_size), device)[..., ::-1]
+        heat *= 0.5
+    return heat, grid
 
 
 def card_threshold(card: Any) -> float:

@@ -57,6 +57,31 @@ def to_unit(hu: np.ndarray, window: tuple[float, float] = HU_WINDOW) -> np.ndarr
     return ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)
 
 
+def sample_plane(ct: Volume, grid: Volume, default_value: float = OUTSIDE_HU) -> np.ndarray:
+    """``ct`` linearly interpolated at every voxel of ``grid`` (array in ``grid``'s z, y, x order).
+
+    The values of ``ct.resample_like(grid)`` (trilinear; a point within half a voxel outside the
+    image takes its edge value, farther out ``default_value``), without copying the whole CT into
+    SimpleITK for each plane and without rounding to the CT's integer type.
+    """
+    from scipy import ndimage
+
+    shape = grid.array.shape
+    # one affine from the grid's array indices (z, y, x) to the CT's: the points are a regular lattice
+    flip = np.eye(4)[[2, 1, 0, 3]]
+    to_ct = (flip @ np.linalg.inv(ct.affine_lps) @ grid.affine_lps @ flip).astype(np.float32)
+    coords = to_ct[:3, 3].reshape(3, 1, 1, 1).copy()
+    for axis, n in enumerate(shape):
+        ramp = np.arange(n, dtype=np.float32).reshape([-1 if a == axis else 1 for a in range(3)])
+        coords = coords + to_ct[:3, axis].reshape(3, 1, 1, 1) * ramp
+    arr = np.asarray(ct.array)
+    dims = np.asarray(arr.shape, np.float32).reshape(3, 1, 1, 1)
+    inside = np.all((coords >= -0.5) & (coords <= dims - 0.5), axis=0)
+    values = ndimage.map_coordinates(arr, coords, order=1, mode="nearest", output=np.float32)
+    values[~inside] = default_value
+    return values
+
+
 def vertebra_slices(ct: Volume, centre_lps: Sequence[float], px: int = SLICE_PX, field_mm: float = FIELD_MM,
                     window: tuple[float, float] = HU_WINDOW) -> np.ndarray:
     """The sagittal and axial planes through ``centre_lps`` (2, px, px), windowed to 0..1.
@@ -66,8 +91,7 @@ def vertebra_slices(ct: Volume, centre_lps: Sequence[float], px: int = SLICE_PX,
     """
     out = np.empty((len(VIEWS), px, px), np.float32)
     for k, view in enumerate(VIEWS):
-        grid = plane_grid(centre_lps, view, px, field_mm)
-        plane = np.asarray(ct.resample_like(grid, interpolation="linear", default_value=OUTSIDE_HU).array, np.float32)
+        plane = sample_plane(ct, plane_grid(centre_lps, view, px, field_mm))
         if view == "sagittal":
             img = plane[::-1, :, 0]  # z grows cranially: first row the most cranial
         else:
@@ -100,20 +124,33 @@ def slices_of(ct: Volume, centres_lps: Mapping[int, Sequence[float]], px: int = 
 MODEL_NAME = "slice-classifier"
 
 
-def build_network(architecture: Mapping[str, object] | str) -> object:
-    """The slice classifier of a model card's ``architecture`` (``{"type": "densenet121" | "cnn"}``,
-    or the type alone): one channel in (a 0..1 slice), two classes out (normal, fractured).
+#: DenseNet-121's widths: the seed's network (``densenet121``) and the thin one the product ships
+#: (``densenet121-thin``: the same 121 layers and dense blocks 6-12-24-16, a quarter of the growth
+#: rate and of the stem, about a sixteenth of the parameters and a seventh of the time a slice).
+DENSENET_WIDTHS: dict[str, dict[str, int]] = {"densenet121": {"init_features": 64, "growth_rate": 32},
+                                              "densenet121-thin": {"init_features": 16, "growth_rate": 8}}
+#: Network names of the training comparison → architecture type of :func:`build_network`.
+NETWORK_TYPES: dict[str, str] = {"densenet": "densenet121", "densenet-gan": "densenet121",
+                                 "densenet-thin": "densenet121-thin", "cnn": "cnn"}
 
-    ``densenet121`` is MONAI's DenseNet-121 (2D), the seed's network; ``cnn`` a small plain CNN of four
-    convolution blocks, the seed's "standard CNN" baseline.
+
+def build_network(architecture: Mapping[str, object] | str) -> object:
+    """The slice classifier of a model card's ``architecture`` (``{"type": ...}``, or the type
+    alone: ``densenet121``, ``densenet121-thin``, ``cnn``, or a comparison name of
+    :data:`NETWORK_TYPES`): one channel in (a 0..1 slice), two classes out (normal, fractured).
+
+    ``densenet121`` is MONAI's DenseNet-121 (2D), the seed's network; ``densenet121-thin`` the same
+    layers at the widths of :data:`DENSENET_WIDTHS`; ``cnn`` a small plain CNN of four convolution
+    blocks, the seed's "standard CNN" baseline.
     """
     import torch.nn as nn
 
     kind = architecture if isinstance(architecture, str) else str(architecture.get("type", ""))
-    if kind in ("densenet121", "densenet", "densenet-gan"):
+    kind = NETWORK_TYPES.get(kind, kind)
+    if kind in DENSENET_WIDTHS:
         from monai.networks.nets import DenseNet121
 
-        return DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
+        return DenseNet121(spatial_dims=2, in_channels=1, out_channels=2, **DENSENET_WIDTHS[kind])
     if kind == "cnn":
         layers: list[nn.Module] = []
         c_in = 1
@@ -122,7 +159,7 @@ def build_network(architecture: Mapping[str, object] | str) -> object:
             c_in = c
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(c_in, 2)]
         return nn.Sequential(*layers)
-    raise ValueError(f"unknown slice classifier {kind!r}; use densenet121 or cnn")
+    raise ValueError(f"unknown slice classifier {kind!r}; use one of {sorted(DENSENET_WIDTHS) + ['cnn']}")
 
 
 def slice_probabilities(net: object, stack: np.ndarray, device: str = "cpu", batch: int = 16) -> np.ndarray:
@@ -130,10 +167,12 @@ def slice_probabilities(net: object, stack: np.ndarray, device: str = "cpu", bat
     import torch
 
     net.eval()
+    net.to(memory_format=torch.channels_last)  # a fifth faster on a CPU; a no-op when already so
     out = []
     with torch.inference_mode():
         for b in range(0, len(stack), batch):
             t = torch.from_numpy(np.ascontiguousarray(stack[b: b + batch, None], np.float32)).to(device)
+            t = t.contiguous(memory_format=torch.channels_last)
             out.append(torch.softmax(net(t).float(), dim=1)[:, 1].cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -176,5 +215,6 @@ class SliceClassifierStage:
             context.vertebrae[lab].slice_fracture_probability = float(np.mean(p[k * len(VIEWS): (k + 1) * len(VIEWS)]))
 
 
-__all__ = ["FIELD_MM", "HU_WINDOW", "MODEL_NAME", "SLICE_PX", "VIEWS", "SliceClassifierStage", "build_network",
-           "mask_centres", "plane_grid", "slice_probabilities", "slices_of", "to_unit", "vertebra_slices"]
+__all__ = ["DENSENET_WIDTHS", "FIELD_MM", "HU_WINDOW", "MODEL_NAME", "NETWORK_TYPES", "SLICE_PX", "VIEWS",
+           "SliceClassifierStage", "build_network", "mask_centres", "plane_grid", "sample_plane",
+           "slice_probabilities", "slices_of", "to_unit", "vertebra_slices"]

@@ -11,6 +11,8 @@ Compared, on the same held-out vertebrae, as in the seed's table:
   early stopping on the validation ROC-AUC;
 * ``densenet-gan`` — the same with the training set enlarged by a class-conditional GAN
   (:mod:`.slice_gan`) up to balance, as the seed does;
+* ``densenet-thin`` — DenseNet-121's layers at a quarter of its width (growth rate 8), the same
+  training: the network the product can afford at 0.05 s a vertebra on a CPU;
 * ``cnn`` — a small plain CNN (four convolution blocks, no dense connections), the same training;
 * ``rf`` — a random forest (scikit-learn) on hand-made histogram, texture and edge features.
 
@@ -40,7 +42,7 @@ from VertebralFractureLib.slices import build_network, slice_probabilities
 from VertebralFractureLib.training.radiomics_classifier import youden_threshold
 
 #: The classifiers compared, in the order of the seed's table.
-MODELS: tuple[str, ...] = ("densenet-gan", "densenet", "cnn", "rf")
+MODELS: tuple[str, ...] = ("densenet-gan", "densenet", "densenet-thin", "cnn", "rf")
 METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 
@@ -350,7 +352,7 @@ def compare(train: dict[str, np.ndarray], val: dict[str, np.ndarray], heldout: d
             models: Sequence[str] = MODELS, output: str | Path | None = None, iterations: int = 1000,
             time_budget_s: float | None = None, gan_budget_s: float | None = None, seed: int = 0,
             log: Any = None, real: dict[str, np.ndarray] | None = None,
-            init: str | Path | None = None) -> dict[str, Any]:
+            init: str | Path | None = None, patience: int = 6) -> dict[str, Any]:
     """Train each of ``models`` on ``train``, choose its threshold on ``val`` and score ``heldout``
     (and, given, the ``real`` cases of :func:`collect_real`: :func:`real_summary` per scan). With
     ``init`` (an earlier run's folder), each network starts from that run's ``<model>.pt`` where it
@@ -396,7 +398,8 @@ def compare(train: dict[str, np.ndarray], val: dict[str, np.ndarray], heldout: d
                                                       figure=None if out_dir is None else out_dir / "gan_slices.png")
             start_from = None if init is None or not (Path(init) / f"{kind}.pt").exists() else Path(init) / f"{kind}.pt"
             net, entry["training"] = train_network(kind, x, y, (vx, vy, vidx, val["y"]), iterations=iterations,
-                                                   time_budget_s=time_budget_s, seed=seed, log=log, init=start_from)
+                                                   time_budget_s=time_budget_s, seed=seed, log=log, init=start_from,
+                                                   patience=patience)
             entry["training"]["from"] = "scratch" if start_from is None else str(start_from)
             pv = per_vertebra(predict(net, vx), vidx, len(val["y"]))
             ph = per_vertebra(predict(net, hx), hidx, len(heldout["y"]))
@@ -479,7 +482,7 @@ def install(kind: str, run_dir: str | Path, report: dict[str, Any], train_roots:
 
     import torch
 
-    from VertebralFractureLib.slices import FIELD_MM, HU_WINDOW, MODEL_NAME, SLICE_PX
+    from VertebralFractureLib.slices import FIELD_MM, HU_WINDOW, MODEL_NAME, NETWORK_TYPES, SLICE_PX
     from VertebralFractureLib.training.install import install_model
 
     if kind not in report["models"] or kind == "rf":
@@ -492,7 +495,7 @@ def install(kind: str, run_dir: str | Path, report: dict[str, Any], train_roots:
     h, t = entry["heldout"], entry["training"]
     card = {
         "version": datetime.date.today().strftime("%Y%m%d"),
-        "architecture": {"type": "densenet121" if kind.startswith("densenet") else "cnn", "px": SLICE_PX,
+        "architecture": {"type": NETWORK_TYPES[kind], "px": SLICE_PX,
                          "field_mm": FIELD_MM, "hu_window": list(HU_WINDOW), "gan_augmented": kind == "densenet-gan"},
         "classes": ["normal", "fractured"],
         "training_data": (f"SynthSpine {', '.join(Path(r).name for r in train_roots)}: {report['train']['vertebrae']} "
@@ -526,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep at most this many normal vertebrae per training case (all fractured ones are kept)")
     p.add_argument("--iterations", type=int, default=1000, help="per network (batches of 32)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds per network")
+    p.add_argument("--patience", type=int, default=6,
+                   help="validation measurements without improvement before a network stops early")
     p.add_argument("--gan-time-budget", type=float, default=None, help="seconds for the GAN")
     p.add_argument("--cache", type=Path, default=None, help="folder for the extracted slices")
     p.add_argument("--seed", type=int, default=0)
@@ -547,7 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     heldout = collect(args.heldout, None, args.seed, args.cache, log=sys.stderr)
     real = collect_real(args.real) if args.real else None
     report = compare(train, val, heldout, args.models, args.output, args.iterations, args.time_budget,
-                     args.gan_time_budget, args.seed, log=sys.stderr, real=real, init=args.init)
+                     args.gan_time_budget, args.seed, log=sys.stderr, real=real, init=args.init,
+                     patience=args.patience)
     print(table(report))
     if real is not None:
         print()
