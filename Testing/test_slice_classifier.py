@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 from factories import tiny_verse_folder
 
-from VertebralFractureLib.slices import (OUTSIDE_HU, SLICE_PX, VIEWS, build_network, mask_centres, plane_grid,
-                                         sample_plane, to_unit, vertebra_slices)
+from VertebralFractureLib.slices import (
+    OUTSIDE_HU,
+    SLICE_PX,
+    VIEWS,
+    build_network,
+    mask_centres,
+    plane_grid,
+    sample_plane,
+    to_unit,
+    vertebra_slices,
+)
 from VertebralFractureLib.volume import Volume
 
 

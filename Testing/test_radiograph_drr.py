@@ -1,0 +1,95 @@
+"""Lateral radiographs reconstructed from CT (synth.radiograph): physics, geometry and boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from VertebralFractureLib.synth.radiograph import (
+    MU_WATER,
+    RadiographParams,
+    body_boxes,
+    draw_params,
+    expose,
+    lateral_radiograph,
+    line_integrals,
+)
+from VertebralFractureLib.volume import Volume
+
+
+def _phantom(direction=None) -> Volume:
+    """Air around a 100 mm water block (x 50..150 mm), with a 1000 HU bone bead centred at LPS
+    (100, 60, 80) mm; 2 mm voxels."""
+    ct = np.full((100, 100, 100), -1000, np.int16)  # z, y, x
+    ct[10:90, 10:90, 25:75] = 0
+    ct[38:43, 28:33, 48:53] = 1000  # centre voxel (40, 30, 50): LPS (100, 60, 80) mm
+    if direction is None:
+        return Volume(ct, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
+    # the same anatomy stored RAS-like: x and y reversed
+    return Volume(ct[:, ::-1, ::-1].copy(), (2.0, 2.0, 2.0), (198.0, 198.0, 0.0), np.diag([-1.0, -1.0, 1.0]))
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_line_integrals_follow_the_attenuation_and_the_geometry_maps_lps_to_pixels(flipped):
+    ct = _phantom(direction=flipped or None)
+    integrals, geo = line_integrals(ct, pixel_mm=0.5, sample_mm=2.0)
+    assert integrals.shape == geo.shape
+    col, row = np.round(geo.to_pixels(np.array([100.0, 60.0, 80.0]))).astype(int)
+    # through the water block beside the bead: 100 mm of water
+    c_water, r_water = np.round(geo.to_pixels(np.array([100.0, 120.0, 120.0]))).astype(int)
+    assert integrals[r_water, c_water] == pytest.approx(MU_WATER * 100.0, rel=0.03)
+    # through the bead: 10 mm at twice water's attenuation in place of 10 mm of water
+    assert integrals[row, col] == pytest.approx(MU_WATER * 110.0, rel=0.03)
+    c_air, r_air = np.round(geo.to_pixels(np.array([100.0, 195.0, 195.0]))).astype(int)
+    assert integrals[r_air, c_air] == pytest.approx(0.0, abs=1e-6)
+    # rows run cranial to caudal, columns anterior to posterior
+    upper = geo.to_pixels(np.array([100.0, 60.0, 150.0]))
+    posterior = geo.to_pixels(np.array([100.0, 150.0, 80.0]))
+    assert upper[1] < row and posterior[0] > col
+
+
+def test_exposure_shows_bone_bright_collimation_white_and_noise_falling_with_dose():
+    ct = _phantom()
+    integrals, geo = line_integrals(ct, pixel_mm=0.5, sample_mm=2.0)
+    col, row = np.round(geo.to_pixels(np.array([100.0, 60.0, 80.0]))).astype(int)
+    c_w, r_w = np.round(geo.to_pixels(np.array([100.0, 120.0, 120.0]))).astype(int)
+    plain = RadiographParams(pixel_mm=0.5, compression=0.0, scatter_fraction=0.0, photons=1e6,
+                             window_percentiles=(0.5, 100.0))
+    img = expose(integrals, plain, np.random.default_rng(0))
+    assert img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
+    assert img[row, col] > img[r_w, c_w] + 0.1  # the bead is brighter than water
+    coll = expose(integrals, RadiographParams(pixel_mm=0.5, collimation=(0.1, 0.0, 0.2, 0.0)), np.random.default_rng(0))
+    assert np.all(coll[: int(0.1 * img.shape[0])] == 1.0) and np.all(coll[:, : int(0.2 * img.shape[1])] == 1.0)
+    patch = (slice(r_w - 10, r_w + 10), slice(c_w - 10, c_w + 10))
+    low = expose(integrals, RadiographParams(pixel_mm=0.5, compression=0.0, photons=1e3), np.random.default_rng(1))
+    high = expose(integrals, RadiographParams(pixel_mm=0.5, compression=0.0, photons=1e6), np.random.default_rng(1))
+    assert np.std(low[patch]) > 3 * np.std(high[patch])
+
+
+def test_random_acquisitions_differ_and_stay_in_range():
+    ct = _phantom()
+    a = draw_params(np.random.default_rng(1))
+    b = draw_params(np.random.default_rng(2))
+    assert a != b and 0.3 <= a.pixel_mm <= 0.5 and 0.6 <= a.compression <= 0.9
+    img, geo = lateral_radiograph(ct, a, np.random.default_rng(0))
+    assert img.shape == geo.shape and np.isfinite(img).all()
+
+
+def test_body_boxes_enclose_the_six_keypoints_of_each_named_vertebra():
+    ct = _phantom()
+    _, geo = line_integrals(ct, pixel_mm=0.5, sample_mm=2.0)
+    kp = {"A_sup": [100, 40, 100], "A_inf": [100, 42, 70], "M_sup": [100, 55, 98], "M_inf": [100, 55, 72],
+          "P_sup": [100, 70, 100], "P_inf": [100, 68, 70]}
+    vertebrae = [{"name": "L1", "keypoints_lps_mm": kp}, {"name": "T12", "keypoints_lps_mm": kp},
+                 {"name": "L2", "keypoints_lps_mm": None}]
+    boxes = body_boxes(vertebrae, geo)
+    assert list(boxes) == ["L1"]  # T12 is not among L1-L5; L2 has no keypoints
+    x0, y0, x1, y1 = boxes["L1"]
+    assert (x1 - x0) * 0.5 == pytest.approx(30.0) and (y1 - y0) * 0.5 == pytest.approx(30.0)
+    assert [x0, y0] == pytest.approx(list(geo.to_pixels(np.array([100.0, 40.0, 100.0]))))
+    assert list(body_boxes(vertebrae, geo, names=None)) == ["L1", "T12"]
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="positive"):
+        line_integrals(_phantom(), pixel_mm=0.0)

@@ -1,0 +1,192 @@
+"""Lateral radiographs reconstructed from CT (digitally reconstructed radiographs, DRR).
+
+Seeds 003 and 004 read lateral spine radiographs. Their training data here are radiographs
+computed from CT with exact labels (SynthSpine cases), and the real CTs in ``../shared/data`` give
+radiographs of real anatomy with known grades. A DRR follows the physics of a projection
+radiograph, simplified to a parallel beam (the source–detector distance of a lateral lumbar
+radiograph, about 1 m, magnifies the spine by a few per cent and changes little else):
+
+1. **Attenuation.** HU → linear attenuation μ = μ_water · (1 + HU / 1000) (:data:`MU_WATER`, an
+   effective energy near 60 keV); air and anything below it attenuate nothing.
+2. **Line integrals** through the patient from left to right (the LPS x axis): the log of the
+   primary beam's attenuation, on a detector grid of ``pixel_mm``.
+3. **The detector**: the primary intensity exp(−∫μ), plus scatter (a wide blur of the primary,
+   ``scatter_fraction`` of it), blurred by the focal spot, counted as Poisson photons
+   (``photons`` per pixel unattenuated: the exposure), log-transformed so that bone is bright.
+4. **Presentation**: dynamic-range compression (a share of the large-scale signal taken out, as
+   radiography workstations do, so that the lumbar spine behind a thick abdomen shows), collimation (outside the collimated rectangle nothing is exposed: white), the
+   anti-scatter grid's faint lines, and a display window from the image's own percentiles.
+
+Orientation, as a lateral radiograph is hung: rows cranial → caudal, columns anterior →
+posterior (the patient faces left); ``geometry`` maps pixels back to LPS (y, z).
+
+Boxes (:func:`body_boxes`): each vertebral body's bounding box from its six Genant keypoints
+(anterior, middle and posterior points of both endplates), projected like the image: the box a
+reader draws around a body on the radiograph (seed 004's L1–L5 boxes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from VertebralFractureLib.volume import Volume
+
+#: Linear attenuation of water at an effective energy near 60 keV (1/mm).
+MU_WATER = 0.0206
+#: HU of air, used outside the CT.
+AIR_HU = -1000.0
+#: Line integral above which a ray crossed the patient (about 5 cm of water).
+BODY_INTEGRAL = 1.0
+
+
+@dataclass(frozen=True)
+class RadiographParams:
+    """The drawn acquisition of one radiograph."""
+
+    pixel_mm: float = 0.4
+    #: Focal-spot (and detector) blur, Gaussian sigma in mm.
+    blur_mm: float = 0.3
+    #: Scatter reaching the detector, as a fraction of the primary, and its spread (mm).
+    scatter_fraction: float = 0.3
+    scatter_sigma_mm: float = 25.0
+    #: Unattenuated photons per pixel (exposure): fewer means noisier.
+    photons: float = 2.0e4
+    #: Collimated rectangle as fractions of the image (top, bottom, anterior, posterior margins).
+    collimation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    #: Anti-scatter grid: lines per mm across the columns, and their contrast (0: none).
+    grid_lines_per_mm: float = 0.0
+    grid_contrast: float = 0.0
+    #: Dynamic-range compression, as a radiography workstation applies it: this share of the
+    #: large-scale signal (Gaussian of ``compression_sigma_mm``) is taken out, so that a thin thorax
+    #: and a thick abdomen both show their bones.
+    compression: float = 0.75
+    compression_sigma_mm: float = 25.0
+    #: Display window: the percentiles of the patient's pixels mapped to 0 and 1.
+    window_percentiles: tuple[float, float] = (1.0, 99.5)
+
+
+def draw_params(rng: np.random.Generator) -> RadiographParams:
+    """A random acquisition within the range of lateral spine radiographs."""
+    margins = tuple(float(m) for m in rng.uniform(0.0, 0.08, 4) * (rng.random(4) < 0.5))
+    grid = rng.random() < 0.6
+    return RadiographParams(
+        pixel_mm=float(rng.uniform(0.3, 0.5)),
+        blur_mm=float(rng.uniform(0.15, 0.6)),
+        scatter_fraction=float(rng.uniform(0.1, 0.6)),
+        scatter_sigma_mm=float(rng.uniform(15.0, 40.0)),
+        photons=float(10 ** rng.uniform(3.5, 4.7)),
+        collimation=margins,  # type: ignore[arg-type]
+        grid_lines_per_mm=float(rng.uniform(3.0, 8.0)) if grid else 0.0,
+        grid_contrast=float(rng.uniform(0.005, 0.02)) if grid else 0.0,
+        compression=float(rng.uniform(0.6, 0.9)),
+        compression_sigma_mm=float(rng.uniform(15.0, 40.0)),
+        window_percentiles=(float(rng.uniform(0.2, 3.0)), float(rng.uniform(98.5, 99.9))),
+    )
+
+
+@dataclass(frozen=True)
+class RadiographGeometry:
+    """Where the pixels of a lateral radiograph lie: row r and column c are at LPS
+    z = ``z0_mm`` − r · ``pixel_mm`` and y = ``y0_mm`` + c · ``pixel_mm``."""
+
+    pixel_mm: float
+    y0_mm: float
+    z0_mm: float
+    shape: tuple[int, int]
+
+    def to_pixels(self, lps: np.ndarray) -> np.ndarray:
+        """LPS points (..., 3) → (column, row) pixel coordinates (..., 2)."""
+        p = np.asarray(lps, float)
+        return np.stack([(p[..., 1] - self.y0_mm) / self.pixel_mm, (self.z0_mm - p[..., 2]) / self.pixel_mm], -1)
+
+
+def line_integrals(ct: Volume, pixel_mm: float = 0.4, sample_mm: float = 1.0) -> tuple[np.ndarray, RadiographGeometry]:
+    """∫μ dx from the patient's right to left through ``ct`` (HU), on a lateral detector grid of
+    ``pixel_mm`` (rows cranial → caudal, columns anterior → posterior).
+
+    The CT is sampled every ``sample_mm`` (or its own spacing, if coarser) across and along the
+    beam, and the projection is interpolated to ``pixel_mm``: finer sampling than the CT's adds no
+    detail, and a whole-spine CT at 0.4 mm would be hundreds of millions of samples.
+    """
+    from scipy import ndimage
+
+    from VertebralFractureLib.preprocess import aligned_grid
+
+    if pixel_mm <= 0 or sample_mm <= 0:
+        raise ValueError(f"pixel and sample sizes must be positive, got {pixel_mm} and {sample_mm}")
+    finest = float(min(ct.spacing))
+    step = max(float(sample_mm), finest)
+    grid = aligned_grid(ct, step)
+    hu = np.asarray(ct.resample_like(grid, "linear", AIR_HU).array, np.float32)
+    mu = MU_WATER * np.clip(1.0 + hu / 1000.0, 0.0, None)
+    proj = mu.sum(axis=2, dtype=np.float64) * step  # (z, y): z grows cranially in an LPS grid
+    factor = step / pixel_mm
+    image = ndimage.zoom(proj[::-1], factor, order=1, grid_mode=True, mode="nearest")  # first row the most cranial
+    # pixel centres: the first sample's outer edge stays where it was
+    y0 = float(grid.origin[1] - step / 2 + pixel_mm / 2)
+    z0 = float(grid.origin[2] + (grid.array.shape[0] - 0.5) * step - pixel_mm / 2)
+    return np.ascontiguousarray(image, np.float32), RadiographGeometry(pixel_mm, y0, z0, image.shape)
+
+
+def expose(integrals: np.ndarray, params: RadiographParams, rng: np.random.Generator) -> np.ndarray:
+    """Detector, noise and presentation (module docstring, steps 3 and 4): a radiograph in 0..1,
+    bone bright, from the line integrals at ``params.pixel_mm``."""
+    from scipy import ndimage
+
+    px = params.pixel_mm
+    primary = np.exp(-np.asarray(integrals, np.float64))
+    scatter = params.scatter_fraction * ndimage.gaussian_filter(primary, params.scatter_sigma_mm / px, mode="nearest")
+    signal = ndimage.gaussian_filter(primary + scatter, params.blur_mm / px, mode="nearest")
+    counts = rng.poisson(np.clip(signal, 0.0, None) * params.photons) + 1.0  # + 1: no log of zero
+    image = -np.log(counts / (params.photons * (1.0 + params.scatter_fraction)))
+    if params.compression > 0:
+        image = image - params.compression * ndimage.gaussian_filter(image, params.compression_sigma_mm / px,
+                                                                      mode="nearest")
+    if params.grid_contrast > 0 and params.grid_lines_per_mm > 0:
+        cols = np.arange(image.shape[1]) * px
+        image = image + params.grid_contrast * np.sin(2 * np.pi * params.grid_lines_per_mm * cols)[None, :]
+    body = np.asarray(integrals) > BODY_INTEGRAL  # the window is set on the patient, not on the air around
+    lo, hi = np.percentile(image[body] if body.sum() > 100 else image, params.window_percentiles)
+    out = np.clip((image - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    top, bottom, ant, post = params.collimation
+    rows, cols = out.shape
+    collimated = np.zeros_like(out, bool)
+    collimated[: int(top * rows)] = True
+    collimated[rows - int(bottom * rows):] = True
+    collimated[:, : int(ant * cols)] = True
+    collimated[:, cols - int(post * cols):] = True
+    out[collimated] = 1.0  # unexposed: white
+    return out.astype(np.float32)
+
+
+def lateral_radiograph(ct: Volume, params: RadiographParams | None = None,
+                       rng: np.random.Generator | None = None) -> tuple[np.ndarray, RadiographGeometry]:
+    """A lateral radiograph (0..1, bone bright) of a CT in HU and its geometry."""
+    params = params or RadiographParams()
+    rng = rng or np.random.default_rng(0)
+    integrals, geometry = line_integrals(ct, params.pixel_mm)
+    return expose(integrals, params, rng), geometry
+
+
+def body_boxes(vertebrae: Sequence[Mapping[str, Any]], geometry: RadiographGeometry,
+               names: Sequence[str] | None = ("L1", "L2", "L3", "L4", "L5")) -> dict[str, list[float]]:
+    """The pixel box [x0, y0, x1, y1] (columns, rows) of each vertebral body from its six keypoints
+    (``keypoints_lps_mm`` of SynthSpine's truth or of ``analysis.json``), for the vertebrae named
+    in ``names`` (all with keypoints if None); vertebrae without keypoints are left out."""
+    out: dict[str, list[float]] = {}
+    for v in vertebrae:
+        kp = v.get("keypoints_lps_mm")
+        name = v.get("name")
+        if not kp or (names is not None and name not in names):
+            continue
+        cr = geometry.to_pixels(np.array(list(kp.values()), float))
+        out[str(name)] = [float(cr[:, 0].min()), float(cr[:, 1].min()), float(cr[:, 0].max()), float(cr[:, 1].max())]
+    return out
+
+
+__all__ = ["AIR_HU", "BODY_INTEGRAL", "MU_WATER", "RadiographGeometry", "RadiographParams", "body_boxes", "draw_params", "expose",
+           "lateral_radiograph", "line_integrals"]
