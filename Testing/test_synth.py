@@ -478,6 +478,8 @@ def test_cli_run_writes_two_cases(tmp_path):
         run(_cli_args("--n", "1", "--levels", "T12", "Q3", "-o", str(tmp_path / "x")))
     with pytest.raises(InputError, match="--n"):
         run(_cli_args("--n", "0", "-o", str(tmp_path / "y")))
+    with pytest.raises(InputError, match="p_old_fracture"):
+        run(_cli_args("--n", "1", "--old-fractures", "2", "-o", str(tmp_path / "z")))
 
 
 def test_shipped_sample_is_consistent():
@@ -577,3 +579,26 @@ def test_vertebra_figure_pairs_each_vertebra_with_a_synthetic_one(tmp_path):
         assert np.asarray(im.convert("L")).std() > 20  # pictures, not an empty canvas
     with pytest.raises(ValueError):
         vertebra_figure([], tmp_path / "none.png")
+
+
+def test_an_old_fracture_has_a_thin_sclerotic_rim_where_a_fresh_one_has_a_condensation_band():
+    cases = {}
+    for age in ("fresh", "old"):
+        cfg = SynthConfig(levels=("T12", "L2"), fractures={"L1": FractureSpec(2, "wedge", age)}, body=False,
+                          spacing=(1.0, 1.0, 1.0), fov=110.0, p_cut=0.0, noise_hu=(5.0, 5.0))
+        cases[age] = generate_case(5, cfg)
+    for age, case in cases.items():
+        truth = {v["name"]: v for v in case.truth}
+        assert truth["L1"]["fracture_age"] == age and truth["L1"]["grade"] == 2
+        assert truth["T12"]["fracture_age"] is None
+    fresh, old = (np.asarray(cases[a].ct.array, np.float32) for a in ("fresh", "old"))
+    l1 = (cases["fresh"].labelmap.array == 20) & (cases["old"].labelmap.array == 20)
+    denser_fresh = int(np.sum(fresh[l1] > old[l1] + 100))  # the band of impacted bone, thinned when old
+    denser_old = int(np.sum(old[l1] > fresh[l1] + 100))
+    assert denser_fresh > 300 and denser_fresh > 5 * denser_old
+    elsewhere = cases["fresh"].labelmap.array == 22  # L3: untouched
+    np.testing.assert_array_equal(fresh[elsewhere], old[elsewhere])
+    with pytest.raises(ValueError, match="age"):
+        FractureSpec(2, "wedge", "ancient")
+    with pytest.raises(ValueError, match="p_old_fracture"):
+        SynthConfig(p_old_fracture=1.5)

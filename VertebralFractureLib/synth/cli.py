@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-body", action="store_true",
                         help="spine in homogeneous soft tissue, no body/organs (fast, for tests)")
     parser.add_argument("--no-fractures", action="store_true", help="only normal vertebrae")
+    parser.add_argument("--old-fractures", type=float, default=0.0, metavar="P",
+                        help="share of random fractures drawn old (remodelled: thin sclerotic rim, smooth endplate) "
+                             "rather than fresh (condensation band); written as fracture_age (default 0: all fresh)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     parser.add_argument("--sample", action="store_true",
                         help="write the demo sample (synthspine-demo_*) into the output folder instead of a dataset")
@@ -69,6 +72,8 @@ def _config(args: argparse.Namespace):
         kw["body"] = False
     if args.no_fractures:
         kw["p_fractured_case"] = 0.0
+    if getattr(args, "old_fractures", 0.0):
+        kw["p_old_fracture"] = float(args.old_fractures)
     try:
         return SynthConfig(**kw)
     except ValueError as err:

@@ -29,16 +29,28 @@ class FractureType(str, Enum):
     CRUSH = "crush"
 
 
+#: How a fracture may look (:class:`FractureSpec`).
+FRACTURE_AGES: tuple[str, ...] = ("fresh", "old")
+
+
 @dataclass(frozen=True)
 class FractureSpec:
-    """A requested fracture: Genant grade 1–3 and type."""
+    """A requested fracture: Genant grade 1–3, type, and age.
+
+    ``age`` is how the fracture looks, as radiologists tell them apart: ``"fresh"`` — a thick
+    condensation band of impacted trabeculae under an irregular fractured endplate; ``"old"`` — a
+    smooth, remodelled endplate with a thin sclerotic rim and no band.
+    """
 
     grade: int
     type: FractureType | str = FractureType.WEDGE
+    age: str = "fresh"
 
     def __post_init__(self) -> None:
         if self.grade not in (1, 2, 3):
             raise ValueError(f"fracture grade must be 1, 2 or 3, got {self.grade!r}")
+        if self.age not in FRACTURE_AGES:
+            raise ValueError(f"fracture age must be one of {FRACTURE_AGES}, got {self.age!r}")
         try:
             object.__setattr__(self, "type", FractureType(self.type))
         except ValueError as err:
@@ -90,6 +102,8 @@ class SynthConfig:
         fracture_levels: levels eligible for random fractures.
         grade_weights: relative frequency of grades 1, 2, 3.
         type_weights: relative frequency of wedge, biconcave, crush.
+        p_old_fracture: probability that a random fracture is old (remodelled) rather than fresh
+            (:class:`FractureSpec`); 0 (the default) draws nothing, so cases are as before.
         p_osteoporotic: probability of osteoporotic bone (trabecular 50–150 HU instead of 150–300).
         p_scoliosis: probability of a scoliotic curve; ``scoliosis_deg`` its Cobb-like amplitude.
         size_sd: subject body-size factor spread (relative); per-level jitter ``level_sd``.
@@ -130,6 +144,7 @@ class SynthConfig:
         "T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "T13", "L1", "L2", "L3", "L4", "L5", "L6")  # fmt: skip
     grade_weights: tuple[float, float, float] = (0.3, 0.4, 0.3)
     type_weights: tuple[float, float, float] = (0.55, 0.25, 0.20)
+    p_old_fracture: float = 0.0
     p_osteoporotic: float = 0.4
     p_scoliosis: float = 0.15
     scoliosis_deg: tuple[float, float] = (8.0, 30.0)
@@ -182,7 +197,8 @@ class SynthConfig:
             if len(code) != 3 or set(code) - valid or len({_AXIS[c] for c in code}) != 3:
                 raise ValueError(f"orientation must be 3 axis codes like 'LPS' or 'PIR', got {code!r}")
         for name in ("p_t13", "p_l6", "p_11_ribs", "p_lumbar_rib", "p_rib_stump", "p_sacralisation",
-                     "p_lumbarisation", "p_fractured_case", "p_osteoporotic", "p_scoliosis", "p_cut", "p_contrast"):
+                     "p_lumbarisation", "p_fractured_case", "p_osteoporotic", "p_scoliosis", "p_cut", "p_contrast",
+                     "p_old_fracture"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")

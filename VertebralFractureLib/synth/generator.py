@@ -407,6 +407,7 @@ def _truth(plan: SpinePlan, labelmap: Volume, pose: np.ndarray, t: np.ndarray) -
                     nb.append(w.heights()["posterior"])
         g = genant.grade(heights, nb)
         entry.update(grade=int(g.grade), type=g.type, ratio=round(float(g.ratio), 4),
+                     fracture_age=v.fracture.age if v.fracture is not None else None,
                      heights_mm={k: round(float(h), 3) for k, h in heights.items()},
                      keypoints_lps_mm={k: [round(float(c), 3) for c in kp[k]] for k in KEYPOINT_NAMES})
         entries.append(entry)

@@ -50,6 +50,8 @@ class Fracture:
         irregularity: endplate roughness amplitude (mm).
         band: thickness (mm) of the dense band of impacted bone under the fractured endplate(s).
         noise: smooth 2D bump terms of the irregular endplate.
+        age: "fresh" (condensation band, irregular endplate) or "old" (band and roughness reduced to
+            a thin sclerotic rim on a smooth endplate).
     """
 
     grade: int
@@ -61,6 +63,7 @@ class Fracture:
     irregularity: float = 0.8
     band: float = 5.0
     noise: list = field(default_factory=list)
+    age: str = "fresh"
 
 
 @dataclass
@@ -395,7 +398,9 @@ def _apply_fracture(v: Vertebra, spec: FractureSpec, rng: np.random.Generator,
         endplate = str(rng.choice(["superior", "inferior", "both"], p=[0.65, 0.15, 0.20]))
         f = Fracture(grade=spec.grade, type=ftype, reduction=target, endplate=endplate,
                      ramp_start=float(rng.uniform(0.3, 0.5)), irregularity=float(rng.uniform(0.3, 0.9)),
-                     band=float(rng.uniform(3.0, 7.0)), noise=smooth_noise_2d(rng, 5, (5.0, 14.0)))
+                     band=float(rng.uniform(3.0, 7.0)), noise=smooth_noise_2d(rng, 5, (5.0, 14.0)), age=spec.age)
+        if spec.age == "old":  # remodelled: a smooth endplate and a thin sclerotic rim (no new draws)
+            f.band, f.irregularity = f.band / 4.0, f.irregularity / 3.0
         v.fracture, v.crush_scale = f, 1.0
 
         def reduction(x: float, f: Fracture = f) -> float:
@@ -444,7 +449,9 @@ def _plan_fractures(rng: np.random.Generator, verts: list[Vertebra], rng_idx: tu
         if ftype == FractureType.CRUSH and any(out.get(j) is not None and out[j].type == FractureType.CRUSH
                                                for j in (k - 1, k + 1)):
             ftype = FractureType.WEDGE
-        out[k] = FractureSpec(int(rng.choice([1, 2, 3], p=gw / gw.sum())), ftype)
+        grade = int(rng.choice([1, 2, 3], p=gw / gw.sum()))
+        age = "old" if config.p_old_fracture > 0 and rng.random() < config.p_old_fracture else "fresh"
+        out[k] = FractureSpec(grade, ftype, age)
     return out
 
 
