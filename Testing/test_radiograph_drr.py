@@ -93,3 +93,47 @@ def test_body_boxes_enclose_the_six_keypoints_of_each_named_vertebra():
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="positive"):
         line_integrals(_phantom(), pixel_mm=0.0)
+
+
+# ---------------------------------------------------------------------------------------- the training data
+def test_vertebra_classes_and_fields_of_view():
+    from VertebralFractureLib.training.radiograph_data import field_rows, vertebra_class
+
+    assert vertebra_class({"grade": 0}) == "normal"
+    assert vertebra_class({"grade": 2, "fracture_age": "old"}) == "old"
+    assert vertebra_class({"grade": 1, "fracture_age": "fresh"}) == "fresh"
+    assert vertebra_class({"grade": 3}) == "fresh"  # truth written before ages: SynthSpine's band is fresh
+    assert vertebra_class({"grade": None}) is None
+    boxes = {"T10": [0, 100, 10, 150], "L1": [0, 300, 10, 350], "L5": [0, 600, 10, 650]}
+    rng = np.random.default_rng(0)
+    r0, r1 = field_rows(boxes, "lumbar", 0.5, 2000, rng)
+    assert 300 - 120 <= r0 <= 300 - 30 and 650 + 50 <= r1 <= 650 + 140
+    assert field_rows(boxes, "thoracolumbar", 0.5, 2000, rng)[0] < 100
+    assert field_rows({"L1": boxes["L1"]}, "lumbar", 0.5, 2000, rng) is None
+    assert field_rows(boxes, "whole", 0.5, 2000, rng) == (0, 2000)
+
+
+def test_a_dataset_is_written_with_boxes_inside_its_images_and_read_back(tmp_path):
+    from factories import tiny_verse_folder
+
+    from VertebralFractureLib.training.radiograph_data import read_dataset, write_dataset
+
+    root = tiny_verse_folder(tmp_path / "synth", n_cases=2)
+    index = write_dataset([root], tmp_path / "rad", per_case=2, seed=1)
+    data = read_dataset(tmp_path / "rad")
+    assert len(data) == 4 and index.name == "radiographs.json"
+    for e in data:
+        img = e["image"]
+        assert img.dtype == np.float32 and img.ndim == 2 and 0.0 <= img.min() and img.max() <= 1.0
+        names = [v["name"] for v in e["vertebrae"]]
+        assert names == ["T12", "L1", "L2"]  # every complete body, cranial to caudal
+        for v in e["vertebrae"]:
+            x0, y0, x1, y1 = v["box_px"]
+            assert 0 <= x0 < x1 <= img.shape[1] and 0 <= y0 < y1 <= img.shape[0]
+            # the tiny vertebrae are 400 HU blocks in soft tissue: brighter inside the box than beside it
+            inside = img[int(y0) + 2:int(y1) - 2, int(x0) + 2:int(x1) - 2].mean()
+            assert inside > img[int(y0) + 2:int(y1) - 2, : max(1, int(x0) - 6)].mean()
+        assert {v["name"]: v["class"] for v in e["vertebrae"]} == {"T12": "normal", "L1": "fresh", "L2": "normal"}
+        assert e["fresh_vcf"] is True
+    with pytest.raises(FileExistsError):
+        write_dataset([root], tmp_path / "rad")

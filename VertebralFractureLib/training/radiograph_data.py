@@ -1,0 +1,155 @@
+"""Synthetic lateral radiographs with exact labels, for the radiograph models (seeds 003 and 004).
+
+Each SynthSpine case of a VerSe-layout folder gives ``per_case`` radiographs
+(:mod:`VertebralFractureLib.synth.radiograph`), each with its own drawn acquisition and field of
+view: ``lumbar`` (L1–L5 with a margin, as a lateral lumbar radiograph), ``thoracolumbar`` (T10–L5)
+or the whole projection. Labels per radiograph:
+
+* the box of every complete vertebral body in view (from its six Genant keypoints), its name,
+  Genant grade and type, and its class: ``normal`` (grade 0), ``fresh`` or ``old`` (grade ≥ 1, by
+  the fracture's age; SynthSpine's ``fracture_age``, fresh where the truth predates ages);
+* ``fresh_vcf``: a fresh fracture of grade ≥ 1 in view (seed 003's label for the whole image).
+
+Written as 16-bit PNG images and one ``radiographs.json``::
+
+    python -m VertebralFractureLib.training.radiograph_data data/rad-synth-a -o data/radiographs-a --per-case 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Vertebra classes of seed 004, in the order of a network's outputs.
+CLASSES: tuple[str, ...] = ("normal", "old", "fresh")
+#: The vertebrae seed 004 detects.
+LUMBAR: tuple[str, ...] = ("L1", "L2", "L3", "L4", "L5")
+#: Fields of view drawn, with their weights.
+FIELDS: tuple[str, ...] = ("lumbar", "thoracolumbar", "whole")
+FIELD_WEIGHTS: tuple[float, ...] = (0.6, 0.25, 0.15)
+
+
+def vertebra_class(entry: Mapping[str, Any]) -> str | None:
+    """``normal``, ``old`` or ``fresh`` from a truth entry; None where the grade is not known."""
+    grade = entry.get("grade")
+    if grade is None:
+        return None
+    if int(grade) == 0:
+        return "normal"
+    return "old" if entry.get("fracture_age") == "old" else "fresh"
+
+
+def field_rows(boxes: Mapping[str, Sequence[float]], field: str, pixel_mm: float, n_rows: int,
+               rng: np.random.Generator) -> tuple[int, int] | None:
+    """The rows a field of view keeps (first, last + 1), or None where its levels are not all in view."""
+    first, last = {"lumbar": ("L1", "L5"), "thoracolumbar": ("T10", "L5")}.get(field, (None, None))
+    if first is None:
+        return 0, n_rows
+    if first not in boxes or last not in boxes:
+        return None
+    top = boxes[first][1] - rng.uniform(15.0, 60.0) / pixel_mm
+    bottom = boxes[last][3] + rng.uniform(25.0, 70.0) / pixel_mm
+    return max(0, int(np.floor(top))), min(n_rows, int(np.ceil(bottom)))
+
+
+def radiograph_samples(ct: Any, truth: Sequence[Mapping[str, Any]], rng: np.random.Generator,
+                       per_case: int = 2) -> list[dict[str, Any]]:
+    """``per_case`` labelled radiographs of one CT (module docstring); each sample is
+    ``{"image": float32 0..1, "pixel_mm", "field", "fresh_vcf", "vertebrae": [...]}``."""
+    from VertebralFractureLib.synth.radiograph import body_boxes, draw_params, lateral_radiograph
+
+    complete = [e for e in truth if e.get("complete") and e.get("keypoints_lps_mm")]
+    out = []
+    for _ in range(per_case):
+        params = draw_params(rng)
+        image, geo = lateral_radiograph(ct, params, rng)
+        boxes = body_boxes(complete, geo, names=None)
+        field = str(rng.choice(FIELDS, p=np.asarray(FIELD_WEIGHTS) / sum(FIELD_WEIGHTS)))
+        rows = field_rows(boxes, field, geo.pixel_mm, image.shape[0], rng)
+        if rows is None:
+            field, rows = "whole", (0, image.shape[0])
+        r0, r1 = rows
+        image = image[r0:r1]
+        vertebrae = []
+        for e in complete:
+            name = e["name"]
+            if name not in boxes:
+                continue
+            x0, y0, x1, y1 = boxes[name]
+            y0, y1 = y0 - r0, y1 - r0
+            if y0 < 0 or y1 > image.shape[0] or x0 < 0 or x1 > image.shape[1]:
+                continue  # not wholly in this field of view
+            vertebrae.append({"name": name, "box_px": [round(v, 2) for v in (x0, y0, x1, y1)],
+                              "grade": e.get("grade"), "type": e.get("type"), "age": e.get("fracture_age"),
+                              "class": vertebra_class(e)})
+        out.append({"image": image, "pixel_mm": geo.pixel_mm, "field": field,
+                    "fresh_vcf": any(v["class"] == "fresh" for v in vertebrae), "vertebrae": vertebrae})
+    return out
+
+
+def write_dataset(roots: Sequence[str | Path], output: str | Path, per_case: int = 2, seed: int = 0,
+                  log: Any = None) -> Path:
+    """Radiographs of every case of ``roots`` into ``output`` (``images/*.png``, 16-bit, and
+    ``radiographs.json``); refuses a folder that already holds a dataset."""
+    from PIL import Image
+
+    from VertebralFractureLib.io.readers import read_image
+    from VertebralFractureLib.io.verse import list_cases
+
+    out = Path(output)
+    index = out / "radiographs.json"
+    if index.exists():
+        raise FileExistsError(f"{index} exists: choose another folder")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    entries: list[dict[str, Any]] = []
+    for root in roots:
+        cases = list_cases(root)
+        for k, case in enumerate(cases):
+            truth = json.loads(case.genant.read_text(encoding="utf-8"))
+            ct = read_image(case.ct).volume
+            for j, sample in enumerate(radiograph_samples(ct, truth, rng, per_case)):
+                name = f"{Path(root).name}_{case.subject}_{j}.png"
+                Image.fromarray(np.round(sample.pop("image") * 65535).astype(np.uint16)).save(out / "images" / name)
+                entries.append({"image": f"images/{name}", "case": case.subject, "source": Path(root).name, **sample})
+            if log is not None:
+                print(f"{Path(root).name} {k + 1}/{len(cases)} {case.subject}", file=log, flush=True)
+    index.write_text(json.dumps({"classes": list(CLASSES), "radiographs": entries}, indent=1) + "\n", encoding="utf-8")
+    return index
+
+
+def read_dataset(folder: str | Path) -> list[dict[str, Any]]:
+    """The entries of a folder written by :func:`write_dataset`, each with its ``image`` loaded
+    (float32, 0..1)."""
+    from PIL import Image
+
+    folder = Path(folder)
+    data = json.loads((folder / "radiographs.json").read_text(encoding="utf-8"))
+    out = []
+    for e in data["radiographs"]:
+        with Image.open(folder / e["image"]) as im:
+            img = np.asarray(im, np.float32) / 65535.0
+        out.append({**e, "image": img})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m VertebralFractureLib.training.radiograph_data",
+                                description="Synthetic lateral radiographs with labels from SynthSpine folders.")
+    p.add_argument("roots", nargs="+", type=Path, help="VerSe-layout SynthSpine folders")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--per-case", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(f"wrote {write_dataset(args.roots, args.output, args.per_case, args.seed, log=sys.stderr)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
