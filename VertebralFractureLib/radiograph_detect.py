@@ -1,0 +1,173 @@
+"""L1–L5 on a lateral radiograph: an anchor-free detector (seed 004's detection step).
+
+Seed 004 finds L1–L5 with YOLOv5, which needs torchvision (it does not install with this torch
+build). Here the detector is CenterNet-style on a MONAI 2D U-Net: for each of the five levels a
+heatmap whose peak is the vertebral body's centre, and two maps giving the box's width and height
+at that centre. The image is first resampled to :data:`DET_MM` a pixel from its pixel spacing, so a
+body has the same size in pixels whatever the detector.
+
+Decoding: each level is one vertebra, so its box is taken at its heatmap's maximum, with the
+maximum as the detection score (1 = the training target's peak); a level whose maximum is below
+the threshold is not reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Levels detected, in the order of the network's heatmap channels.
+LEVELS: tuple[str, ...] = ("L1", "L2", "L3", "L4", "L5")
+#: Pixel size the detector works at (mm).
+DET_MM = 2.0
+#: Gaussian sigma of a centre's target heatmap (mm).
+SIGMA_MM = 4.0
+#: Box sizes are regressed in units of this many mm.
+SIZE_UNIT_MM = 50.0
+#: Image sides are padded to a multiple of this (the U-Net's three halvings).
+DIVISOR = 8
+#: Registry name of the detector's weights.
+MODEL_NAME = "radiograph-detector"
+#: Default detection threshold (heatmap peak).
+DEFAULT_THRESHOLD = 0.3
+
+
+def build_network(architecture: Mapping[str, Any] | None = None) -> Any:
+    """The detector: MONAI's 2D U-Net, one channel in, a heatmap per level and two size maps out."""
+    from monai.networks.nets import UNet
+
+    arch = dict(architecture or {})
+    return UNet(spatial_dims=2, in_channels=1, out_channels=len(LEVELS) + 2,
+                channels=tuple(arch.get("channels", (16, 32, 64, 128))), strides=(2, 2, 2),
+                num_res_units=int(arch.get("num_res_units", 1)), norm="instance")
+
+
+def to_detector_grid(image: np.ndarray, pixel_mm: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` (rows, cols; 0..1) resampled to :data:`DET_MM` and padded (with its edge values)
+    to a multiple of :data:`DIVISOR`; returns it and the scale (row, col) from detector pixels to
+    the image's pixels."""
+    from scipy import ndimage
+
+    sp = np.broadcast_to(np.asarray(pixel_mm, float), (2,))
+    zoom = sp / DET_MM
+    small = ndimage.zoom(np.asarray(image, np.float32), zoom, order=1, grid_mode=True, mode="nearest")
+    pads = [(0, (-n) % DIVISOR) for n in small.shape]
+    return np.pad(small, pads, mode="edge").astype(np.float32), 1.0 / zoom
+
+
+def targets(shape: tuple[int, int], boxes: Mapping[str, Sequence[float]], scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training targets on the detector grid for ``boxes`` (name → [x0, y0, x1, y1] in image pixels):
+    heatmaps (levels, rows, cols) and size maps (2, rows, cols: width and height in
+    :data:`SIZE_UNIT_MM`, set at the pixels within one of each centre) and a mask of those pixels
+    (sizes[2])."""
+    rows, cols = shape
+    heat = np.zeros((len(LEVELS), rows, cols), np.float32)
+    size = np.zeros((3, rows, cols), np.float32)  # width, height, mask
+    rr, cc = np.mgrid[0:rows, 0:cols]
+    s = SIGMA_MM / DET_MM
+    for k, name in enumerate(LEVELS):
+        if name not in boxes:
+            continue
+        x0, y0, x1, y1 = boxes[name]
+        cy, cx = (y0 + y1) / 2 / scale[0], (x0 + x1) / 2 / scale[1]
+        heat[k] = np.exp(-((rr - cy) ** 2 + (cc - cx) ** 2) / (2 * s * s))
+        near = (np.abs(rr - cy) <= 1.0) & (np.abs(cc - cx) <= 1.0)  # the pixels the peak may fall on
+        size[0][near] = (x1 - x0) * DET_MM / scale[1] / SIZE_UNIT_MM  # image pixels → mm
+        size[1][near] = (y1 - y0) * DET_MM / scale[0] / SIZE_UNIT_MM
+        size[2][near] = 1.0
+    return heat, size
+
+
+def decode(output: np.ndarray, scale: np.ndarray, shape: tuple[int, int],
+           threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
+    """Boxes from the network's output (levels + 2, rows, cols) on the detector grid: per level the
+    heatmap's maximum (sub-pixel by a parabola), with its size; in image pixels, clipped to the
+    image of ``shape`` (rows, cols)."""
+    out = []
+    for k, name in enumerate(LEVELS):
+        h = output[k]
+        r, c = np.unravel_index(int(np.argmax(h)), h.shape)
+        score = float(h[r, c])
+        if score < threshold:
+            continue
+        dr = _parabola(h[max(r - 1, 0):r + 2, c]) if 0 < r < h.shape[0] - 1 else 0.0
+        dc = _parabola(h[r, max(c - 1, 0):c + 2]) if 0 < c < h.shape[1] - 1 else 0.0
+        w = max(float(output[len(LEVELS), r, c]), 0.0) * SIZE_UNIT_MM / DET_MM * scale[1]
+        hh = max(float(output[len(LEVELS) + 1, r, c]), 0.0) * SIZE_UNIT_MM / DET_MM * scale[0]
+        cy, cx = (r + dr) * scale[0], (c + dc) * scale[1]
+        box = [max(0.0, cx - w / 2), max(0.0, cy - hh / 2), min(float(shape[1]), cx + w / 2),
+               min(float(shape[0]), cy + hh / 2)]
+        out.append({"name": name, "box_px": [round(v, 2) for v in box], "detection_score": round(score, 4)})
+    return out
+
+
+def _parabola(trio: np.ndarray) -> float:
+    if len(trio) != 3:
+        return 0.0
+    a, b, c = (float(v) for v in trio)
+    den = a - 2 * b + c
+    return float(np.clip(0.5 * (a - c) / den, -0.5, 0.5)) if den < 0 else 0.0
+
+
+def detect(net: Any, image: np.ndarray, pixel_mm: float | Sequence[float], threshold: float = DEFAULT_THRESHOLD,
+           device: str = "cpu") -> list[dict[str, Any]]:
+    """L1–L5 boxes on a radiograph (0..1, bone bright) with its pixel spacing (mm)."""
+    import torch
+
+    grid, scale = to_detector_grid(image, pixel_mm)
+    net.eval()
+    with torch.inference_mode():
+        y = net(torch.from_numpy(grid)[None, None].to(device))[0].float().cpu().numpy()
+    y[: len(LEVELS)] = 1.0 / (1.0 + np.exp(-y[: len(LEVELS)]))  # heatmap logits → 0..1
+    return decode(y, scale, image.shape, threshold)
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two boxes [x0, y0, x1, y1]."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]], truths: Sequence[Mapping[str, Sequence[float]]],
+                      level: str, iou_min: float = 0.5) -> float | None:
+    """AP of one level over images (VOC-style, all-point interpolation): each image's predictions
+    (``name``, ``box_px``, ``detection_score``) against its true boxes (name → box). None where no
+    image holds that level."""
+    n_true = sum(level in t for t in truths)
+    if n_true == 0:
+        return None
+    scored = []
+    for preds, truth in zip(predictions, truths):
+        for p in preds:
+            if p["name"] == level:
+                hit = level in truth and iou(p["box_px"], truth[level]) >= iou_min
+                scored.append((float(p["detection_score"]), hit))
+    scored.sort(key=lambda t: -t[0])
+    tp = np.cumsum([h for _, h in scored]) if scored else np.zeros(0)
+    fp = np.cumsum([not h for _, h in scored]) if scored else np.zeros(0)
+    recall = tp / n_true
+    precision = tp / np.maximum(tp + fp, 1)
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[1.0], precision, [0.0]])
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    idx = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def mean_average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]],
+                           truths: Sequence[Mapping[str, Sequence[float]]], iou_min: float = 0.5) -> dict[str, Any]:
+    """mAP@``iou_min`` over L1–L5 (the seed's measure) and the AP of each level."""
+    per = {lv: average_precision(predictions, truths, lv, iou_min) for lv in LEVELS}
+    present = [v for v in per.values() if v is not None]
+    return {"map": float(np.mean(present)) if present else None, "per_level": per}
+
+
+__all__ = ["DEFAULT_THRESHOLD", "DET_MM", "LEVELS", "MODEL_NAME", "average_precision", "build_network", "decode",
+           "detect", "iou", "mean_average_precision", "targets", "to_detector_grid"]
