@@ -7,7 +7,9 @@ radiograph, simplified to a parallel beam (the source–detector distance of a l
 radiograph, about 1 m, magnifies the spine by a few per cent and changes little else):
 
 1. **Attenuation.** HU → linear attenuation μ = μ_water · (1 + HU / 1000) (:data:`MU_WATER`, an
-   effective energy near 60 keV); air and anything below it attenuate nothing.
+   effective energy near 60 keV); air and anything below it attenuate nothing. Above water, HU are
+   multiplied by ``bone_gain``: a radiograph's beam (70–90 kVp, no CT filtration) is softer than
+   the CT's, and calcium's photoelectric absorption makes bone stand out more than its HU say.
 2. **Line integrals** through the patient from left to right (the LPS x axis): the log of the
    primary beam's attenuation, on a detector grid of ``pixel_mm``.
 3. **The detector**: the primary intensity exp(−∫μ), plus scatter (a wide blur of the primary,
@@ -48,6 +50,8 @@ class RadiographParams:
     """The drawn acquisition of one radiograph."""
 
     pixel_mm: float = 0.4
+    #: Attenuation above water relative to the CT's (a softer beam: see the module docstring).
+    bone_gain: float = 2.0
     #: Focal-spot (and detector) blur, Gaussian sigma in mm.
     blur_mm: float = 0.3
     #: Scatter reaching the detector, as a fraction of the primary, and its spread (mm).
@@ -75,6 +79,7 @@ def draw_params(rng: np.random.Generator) -> RadiographParams:
     grid = rng.random() < 0.6
     return RadiographParams(
         pixel_mm=float(rng.uniform(0.3, 0.5)),
+        bone_gain=float(rng.uniform(1.5, 2.5)),
         blur_mm=float(rng.uniform(0.15, 0.6)),
         scatter_fraction=float(rng.uniform(0.1, 0.6)),
         scatter_sigma_mm=float(rng.uniform(15.0, 40.0)),
@@ -104,7 +109,8 @@ class RadiographGeometry:
         return np.stack([(p[..., 1] - self.y0_mm) / self.pixel_mm, (self.z0_mm - p[..., 2]) / self.pixel_mm], -1)
 
 
-def line_integrals(ct: Volume, pixel_mm: float = 0.4, sample_mm: float = 1.0) -> tuple[np.ndarray, RadiographGeometry]:
+def line_integrals(ct: Volume, pixel_mm: float = 0.4, sample_mm: float = 1.0,
+                   bone_gain: float = 1.0) -> tuple[np.ndarray, RadiographGeometry]:
     """∫μ dx from the patient's right to left through ``ct`` (HU), on a lateral detector grid of
     ``pixel_mm`` (rows cranial → caudal, columns anterior → posterior).
 
@@ -122,7 +128,7 @@ def line_integrals(ct: Volume, pixel_mm: float = 0.4, sample_mm: float = 1.0) ->
     step = max(float(sample_mm), finest)
     grid = aligned_grid(ct, step)
     hu = np.asarray(ct.resample_like(grid, "linear", AIR_HU).array, np.float32)
-    mu = MU_WATER * np.clip(1.0 + hu / 1000.0, 0.0, None)
+    mu = MU_WATER * np.clip(1.0 + np.where(hu > 0, bone_gain, 1.0) * hu / 1000.0, 0.0, None)
     proj = mu.sum(axis=2, dtype=np.float64) * step  # (z, y): z grows cranially in an LPS grid
     factor = step / pixel_mm
     image = ndimage.zoom(proj[::-1], factor, order=1, grid_mode=True, mode="nearest")  # first row the most cranial
@@ -168,7 +174,7 @@ def lateral_radiograph(ct: Volume, params: RadiographParams | None = None,
     """A lateral radiograph (0..1, bone bright) of a CT in HU and its geometry."""
     params = params or RadiographParams()
     rng = rng or np.random.default_rng(0)
-    integrals, geometry = line_integrals(ct, params.pixel_mm)
+    integrals, geometry = line_integrals(ct, params.pixel_mm, bone_gain=params.bone_gain)
     return expose(integrals, params, rng), geometry
 
 
