@@ -101,16 +101,20 @@ def vertebra_slices(ct: Volume, centre_lps: Sequence[float], px: int = SLICE_PX,
 
 
 def mask_centres(labelmap: Volume, labels: Iterable[int] | None = None) -> dict[int, np.ndarray]:
-    """Centre of mass (LPS mm) of each label (every non-zero label by default) that has voxels."""
-    from scipy import ndimage
+    """Centre of mass (LPS mm) of each label (every non-zero label by default) that has voxels.
 
+    One pass over the labelled voxels only (a whole-spine labelmap is mostly background)."""
     arr = np.asarray(labelmap.array)
-    present = [int(v) for v in np.unique(arr) if v]
-    wanted = present if labels is None else [int(v) for v in labels if int(v) in present]
-    if not wanted:
+    flat = np.flatnonzero(arr)
+    if flat.size == 0:
         return {}
-    centres = ndimage.center_of_mass(np.ones(arr.shape, np.uint8), arr, wanted)
-    return {lab: np.asarray(labelmap.zyx_to_lps(np.asarray(c, float))) for lab, c in zip(wanted, centres)}
+    lab = arr.reshape(-1)[flat].astype(np.int64)
+    n = np.bincount(lab)
+    zyx = np.unravel_index(flat, arr.shape)
+    sums = [np.bincount(lab, weights=axis.astype(np.float64), minlength=len(n)) for axis in zyx]
+    present = [int(v) for v in np.flatnonzero(n) if v]
+    wanted = present if labels is None else [int(v) for v in labels if 0 < int(v) < len(n) and n[int(v)]]
+    return {v: np.asarray(labelmap.zyx_to_lps(np.array([sm[v] / n[v] for sm in sums]))) for v in wanted}
 
 
 def slices_of(ct: Volume, centres_lps: Mapping[int, Sequence[float]], px: int = SLICE_PX,
