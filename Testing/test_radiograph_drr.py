@@ -137,3 +137,20 @@ def test_a_dataset_is_written_with_boxes_inside_its_images_and_read_back(tmp_pat
         assert e["fresh_vcf"] is True
     with pytest.raises(FileExistsError):
         write_dataset([root], tmp_path / "rad")
+
+
+def test_an_oblique_ct_is_projected_like_the_same_anatomy_stored_straight():
+    from VertebralFractureLib.synth.radiograph import line_integrals
+
+    ct = _phantom()
+    a = np.deg2rad(4.0)  # a slight tilt about x: the block stays where it is within a few mm
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    centre = np.array([100.0, 100.0, 100.0])
+    origin = centre - rot @ (centre - np.zeros(3))
+    tilted = Volume(ct.array, ct.spacing, tuple(origin), rot)
+    straight, geo = line_integrals(ct, pixel_mm=1.0)
+    oblique, geo2 = line_integrals(tilted, pixel_mm=1.0, sample_mm=2.0)
+    for lps in ([100.0, 100.0, 100.0], [100.0, 60.0, 80.0]):
+        c1, r1 = np.round(geo.to_pixels(np.array(lps))).astype(int)
+        c2, r2 = np.round(geo2.to_pixels(rot @ (np.array(lps) - centre) + centre)).astype(int)
+        assert oblique[r2, c2] == pytest.approx(straight[r1, c1], rel=0.1)

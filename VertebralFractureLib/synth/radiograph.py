@@ -114,9 +114,10 @@ def line_integrals(ct: Volume, pixel_mm: float = 0.4, sample_mm: float = 1.0,
     """∫μ dx from the patient's right to left through ``ct`` (HU), on a lateral detector grid of
     ``pixel_mm`` (rows cranial → caudal, columns anterior → posterior).
 
-    The CT is sampled every ``sample_mm`` (or its own spacing, if coarser) across and along the
-    beam, and the projection is interpolated to ``pixel_mm``: finer sampling than the CT's adds no
-    detail, and a whole-spine CT at 0.4 mm would be hundreds of millions of samples.
+    A CT stored along the patient's axes is summed at its own voxels; an oblique one is first
+    resampled onto an LPS-aligned grid every ``sample_mm`` (or its own spacing, if coarser). The
+    projection is then interpolated to ``pixel_mm``: finer sampling than the CT's adds no detail,
+    and a whole-spine CT at 0.4 mm would be hundreds of millions of samples.
     """
     from scipy import ndimage
 
@@ -124,17 +125,30 @@ def line_integrals(ct: Volume, pixel_mm: float = 0.4, sample_mm: float = 1.0,
 
     if pixel_mm <= 0 or sample_mm <= 0:
         raise ValueError(f"pixel and sample sizes must be positive, got {pixel_mm} and {sample_mm}")
-    finest = float(min(ct.spacing))
-    step = max(float(sample_mm), finest)
-    grid = aligned_grid(ct, step)
-    hu = np.asarray(ct.resample_like(grid, "linear", AIR_HU).array, np.float32)
+    direction = np.asarray(ct.direction, float)
+    if np.allclose(np.abs(direction), np.eye(3)):  # stored along x, y, z (any signs): no resampling
+        hu = np.asarray(ct.array, np.float32)
+        signs = np.sign(np.diag(direction))
+        hu = hu[tuple(slice(None, None, -1) if sg < 0 else slice(None) for sg in signs[::-1])]  # LPS-increasing
+        sx, sy, sz = (float(v) for v in ct.spacing)
+        nx, ny, nz = ct.shape_xyz
+        corners = ct.index_to_lps(np.array([[i, j, k] for i in (0, nx - 1) for j in (0, ny - 1) for k in (0, nz - 1)]))
+        lo, hi = corners.min(axis=0), corners.max(axis=0)
+        along, (step_z, step_y) = sx, (sz, sy)
+        y_first, z_last = lo[1], hi[2]
+    else:  # oblique: onto an LPS-aligned grid first
+        step = max(float(sample_mm), float(min(ct.spacing)))
+        grid = aligned_grid(ct, step)
+        hu = np.asarray(ct.resample_like(grid, "linear", AIR_HU).array, np.float32)
+        along, step_z, step_y = step, step, step
+        y_first, z_last = grid.origin[1], grid.origin[2] + (grid.array.shape[0] - 1) * step
     mu = MU_WATER * np.clip(1.0 + np.where(hu > 0, bone_gain, 1.0) * hu / 1000.0, 0.0, None)
-    proj = mu.sum(axis=2, dtype=np.float64) * step  # (z, y): z grows cranially in an LPS grid
-    factor = step / pixel_mm
-    image = ndimage.zoom(proj[::-1], factor, order=1, grid_mode=True, mode="nearest")  # first row the most cranial
-    # pixel centres: the first sample's outer edge stays where it was
-    y0 = float(grid.origin[1] - step / 2 + pixel_mm / 2)
-    z0 = float(grid.origin[2] + (grid.array.shape[0] - 0.5) * step - pixel_mm / 2)
+    proj = mu.sum(axis=2, dtype=np.float64) * along  # (z, y): z grows cranially
+    zoom = (step_z / pixel_mm, step_y / pixel_mm)
+    image = ndimage.zoom(proj[::-1], zoom, order=1, grid_mode=True, mode="nearest")  # first row the most cranial
+    # pixel centres: the outer edges of the first and last samples stay where they were
+    y0 = float(y_first - step_y / 2 + pixel_mm / 2)
+    z0 = float(z_last + step_z / 2 - pixel_mm / 2)
     return np.ascontiguousarray(image, np.float32), RadiographGeometry(pixel_mm, y0, z0, image.shape)
 
 
@@ -145,13 +159,12 @@ def expose(integrals: np.ndarray, params: RadiographParams, rng: np.random.Gener
 
     px = params.pixel_mm
     primary = np.exp(-np.asarray(integrals, np.float64))
-    scatter = params.scatter_fraction * ndimage.gaussian_filter(primary, params.scatter_sigma_mm / px, mode="nearest")
+    scatter = params.scatter_fraction * _wide_blur(primary, params.scatter_sigma_mm / px)
     signal = ndimage.gaussian_filter(primary + scatter, params.blur_mm / px, mode="nearest")
     counts = rng.poisson(np.clip(signal, 0.0, None) * params.photons) + 1.0  # + 1: no log of zero
     image = -np.log(counts / (params.photons * (1.0 + params.scatter_fraction)))
     if params.compression > 0:
-        image = image - params.compression * ndimage.gaussian_filter(image, params.compression_sigma_mm / px,
-                                                                      mode="nearest")
+        image = image - params.compression * _wide_blur(image, params.compression_sigma_mm / px)
     if params.grid_contrast > 0 and params.grid_lines_per_mm > 0:
         cols = np.arange(image.shape[1]) * px
         image = image + params.grid_contrast * np.sin(2 * np.pi * params.grid_lines_per_mm * cols)[None, :]
@@ -167,6 +180,20 @@ def expose(integrals: np.ndarray, params: RadiographParams, rng: np.random.Gener
     collimated[:, cols - int(post * cols):] = True
     out[collimated] = 1.0  # unexposed: white
     return out.astype(np.float32)
+
+
+def _wide_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """A Gaussian blur of ``sigma_px``; a wide one is computed on a smaller copy (the result is smooth
+    anyway) and interpolated back."""
+    from scipy import ndimage
+
+    factor = int(sigma_px // 4)
+    if factor < 2:
+        return ndimage.gaussian_filter(image, sigma_px, mode="nearest")
+    small = ndimage.zoom(image, 1.0 / factor, order=1, grid_mode=True, mode="nearest")
+    small = ndimage.gaussian_filter(small, sigma_px / factor, mode="nearest")
+    back = ndimage.zoom(small, np.asarray(image.shape) / np.asarray(small.shape), order=1, grid_mode=True, mode="nearest")
+    return back[: image.shape[0], : image.shape[1]]
 
 
 def lateral_radiograph(ct: Volume, params: RadiographParams | None = None,
