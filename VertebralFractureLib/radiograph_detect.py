@@ -26,8 +26,11 @@ DET_MM = 2.0
 SIGMA_MM = 4.0
 #: Box sizes are regressed in units of this many mm.
 SIZE_UNIT_MM = 50.0
-#: Image sides are padded to a multiple of this (the U-Net's three halvings).
-DIVISOR = 8
+#: Image sides are padded to a multiple of this (the U-Net's four halvings).
+DIVISOR = 16
+#: U-Net widths: four halvings give a field of view of about 200 mm at 2 mm a pixel, enough to see
+#: the sacrum or the last ribs that tell the levels apart.
+CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 128)
 #: Registry name of the detector's weights.
 MODEL_NAME = "radiograph-detector"
 #: Default detection threshold (heatmap peak).
@@ -39,9 +42,9 @@ def build_network(architecture: Mapping[str, Any] | None = None) -> Any:
     from monai.networks.nets import UNet
 
     arch = dict(architecture or {})
-    return UNet(spatial_dims=2, in_channels=1, out_channels=len(LEVELS) + 2,
-                channels=tuple(arch.get("channels", (16, 32, 64, 128))), strides=(2, 2, 2),
-                num_res_units=int(arch.get("num_res_units", 1)), norm="instance")
+    channels = tuple(arch.get("channels", CHANNELS))
+    return UNet(spatial_dims=2, in_channels=1, out_channels=len(LEVELS) + 2, channels=channels,
+                strides=(2,) * (len(channels) - 1), num_res_units=int(arch.get("num_res_units", 1)), norm="instance")
 
 
 def to_detector_grid(image: np.ndarray, pixel_mm: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

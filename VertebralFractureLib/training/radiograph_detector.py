@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from VertebralFractureLib.radiograph_detect import (
+    DIVISOR,
     LEVELS,
     MODEL_NAME,
     build_network,
@@ -57,7 +58,7 @@ def _augment(img: np.ndarray, heat: np.ndarray, size: np.ndarray, rng: np.random
         img, heat, size = img[:, ::-1], heat[:, :, ::-1], size[:, :, ::-1]
     rows = img.shape[0]
     if rows > 96 and rng.random() < 0.5:  # a smaller field of view (cut rows lose their centres)
-        keep = int(rng.uniform(0.6, 1.0) * rows) // 8 * 8
+        keep = int(rng.uniform(0.6, 1.0) * rows) // DIVISOR * DIVISOR
         r0 = int(rng.integers(0, rows - keep + 1))
         img, heat, size = img[r0:r0 + keep], heat[:, r0:r0 + keep], size[:, r0:r0 + keep]
     img = np.clip(img, 0, 1) ** rng.uniform(0.7, 1.4) * rng.uniform(0.85, 1.15) + rng.uniform(-0.08, 0.08)
@@ -156,12 +157,12 @@ def install(run_dir: str | Path, report: dict[str, Any], heldout: dict[str, Any]
     """Install a run's ``best.pt`` as the ``radiograph-detector`` model, with its card."""
     import datetime
 
-    from VertebralFractureLib.radiograph_detect import DEFAULT_THRESHOLD, DET_MM
+    from VertebralFractureLib.radiograph_detect import CHANNELS, DEFAULT_THRESHOLD, DET_MM
     from VertebralFractureLib.training.install import install_model
 
     card = {
         "version": datetime.date.today().strftime("%Y%m%d"),
-        "architecture": {"type": "UNet2D-centre-heatmaps", "channels": [16, 32, 64, 128], "num_res_units": 1,
+        "architecture": {"type": "UNet2D-centre-heatmaps", "channels": list(CHANNELS), "num_res_units": 1,
                          "levels": list(LEVELS), "pixel_mm": DET_MM},
         "classes": list(LEVELS),
         "training_data": (f"synthetic lateral radiographs reconstructed from SynthSpine CT "
