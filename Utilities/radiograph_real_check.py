@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 7))
     for ax, (name, image, rows, masks, centres) in zip(np.atleast_1d(axes), panels):
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-        for n, m in masks.items():
+        for m in masks.values():
             ax.contour(m, levels=[0.5], colors="yellow", linewidths=0.5)
-        for n, p in centres.items():
+        for p in centres.values():
             ax.plot(*p, "y+", ms=8)
         for r in rows:
             x0, y0, x1, y1 = r["box_px"]
