@@ -186,7 +186,8 @@ def test_the_gan_generates_slices_of_each_class_in_the_classifiers_size():
 
 
 def test_an_installed_network_gives_every_complete_vertebra_a_slice_probability(tmp_path, monkeypatch):
-    """A tiny CNN from a comparison run, installed (half precision, sha256, card) into a models folder,
+    """The shipped kind of network (the thin DenseNet-121) from a tiny comparison run, installed (half
+    precision, sha256, card) into a models folder,
     then ``analyze`` from a given segmentation with the slice stage: a probability for each complete
     vertebra, in analysis.json's fields and the report's columns, and the status left alone."""
     pytest.importorskip("torch")
@@ -198,12 +199,12 @@ def test_an_installed_network_gives_every_complete_vertebra_a_slice_probability(
     from VertebralFractureLib.training.slice_classifier import compare, install
 
     run = tmp_path / "run"
-    report = compare(_toy(16, 4, 1), _toy(8, 2, 2), _toy(8, 2, 3), models=("cnn",), output=run, iterations=2)
+    report = compare(_toy(16, 4, 1), _toy(8, 2, 2), _toy(8, 2, 3), models=("densenet-thin",), output=run, iterations=2)
     models_dir = tmp_path / "models"
-    path = install("cnn", run, report, ["toy"], directory=models_dir)
+    path = install("densenet-thin", run, report, ["toy"], directory=models_dir)
     card = models.require(MODEL_NAME, models_dir)
     entry = next(m for m in json.loads((models_dir / "models.json").read_text())["models"] if m["name"] == MODEL_NAME)
-    assert path.exists() and card.architecture["type"] == "cnn" and entry["ledger"][-1]["iterations"] == 2
+    assert path.exists() and card.architecture["type"] == "densenet121-thin" and entry["ledger"][-1]["iterations"] == 2
     assert 0.0 <= card.postprocess["threshold"] <= 1.0 and "synthetic CT only" in card.accuracy
     with pytest.raises(ValueError):
         install("rf", run, report, ["toy"], directory=models_dir)
