@@ -74,7 +74,20 @@ def test_training_runs_and_learns_to_find_bright_blocks(tmp_path):
     net.load_state_dict(torch.load(tmp_path / "run" / "best.pt", weights_only=True))
     boxes = detect(net, entries[0]["image"], 1.0, threshold=0.0)
     assert [b["name"] for b in boxes] == list(LEVELS)
-    assert evaluate(net, entries[:1])["images"] == 1
+    held = evaluate(net, entries[:1])
+    assert held["images"] == 1 and set(held["per_level"]) == set(LEVELS)
+    from VertebralFractureLib import models
+    from VertebralFractureLib.radiograph_detect import MODEL_NAME
+    from VertebralFractureLib.training.radiograph_detector import install
+
+    install(tmp_path / "run", report, held, ["toy"], directory=tmp_path / "models")
+    card, loaded = models.load_network(MODEL_NAME, build_network, tmp_path / "models")
+    assert card.architecture["levels"] == list(LEVELS) and "synthetic radiographs only" in card.accuracy
+    import json
+
+    entry = json.loads((tmp_path / "models" / "models.json").read_text())["models"][0]
+    assert entry["ledger"][-1]["iterations"] == 4 and entry["metrics"]["heldout_synthetic"]["images"] == 1
+    assert detect(loaded, entries[0]["image"], 1.0, threshold=0.0) == boxes  # the same weights
     x, h, s = prepare(entries[:1])[0]
     heat, size = torch.from_numpy(h)[None], torch.from_numpy(s)[None]
     right = torch.cat([torch.logit(heat.clamp(1e-4, 1 - 1e-4)), size[:, :2]], 1)
