@@ -173,7 +173,8 @@ def install(run_dir: str | Path, report: dict[str, Any], heldout: dict[str, Any]
                     "best_iteration": report["best_iteration"], "wall_time_min": round(report["seconds"] / 60, 1),
                     "hardware": "2-core CPU"}],
         "accuracy": (f"The L1-L5 detector is trained on synthetic radiographs only; on held-out synthetic "
-                     f"radiographs its mAP@0.5 is {heldout['map']:.2f}. It has not been measured on real radiographs."),
+                     f"radiographs its mAP@0.5 is {heldout['map']:.2f}. It has not been measured on real radiographs; on "
+                     "radiographs reconstructed from real CT most names were wrong (docs/radiographs.md)."),
     }
     return install_model(MODEL_NAME, Path(run_dir) / "best.pt", card, directory)
 
