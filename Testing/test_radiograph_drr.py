@@ -154,3 +154,17 @@ def test_an_oblique_ct_is_projected_like_the_same_anatomy_stored_straight():
         c1, r1 = np.round(geo.to_pixels(np.array(lps))).astype(int)
         c2, r2 = np.round(geo2.to_pixels(rot @ (np.array(lps) - centre) + centre)).astype(int)
         assert oblique[r2, c2] == pytest.approx(straight[r1, c1], rel=0.1)
+
+
+def test_label_shadows_lie_where_the_label_projects():
+    from VertebralFractureLib.synth.radiograph import label_shadows
+
+    ct = _phantom()
+    lab = np.zeros(ct.array.shape, np.uint8)
+    lab[38:43, 28:33, 48:53] = 20  # the bead
+    labelmap = ct.with_array(lab)
+    image, geo = lateral_radiograph(ct, RadiographParams(pixel_mm=0.5))
+    shadows = label_shadows(labelmap, 0.5, image.shape)
+    assert list(shadows) == [20] and shadows[20].shape == image.shape
+    col, row = np.round(geo.to_pixels(np.array([100.0, 60.0, 80.0]))).astype(int)
+    assert shadows[20][row, col] and 300 < shadows[20].sum() < 600  # 10 × 10 mm at 0.5 mm pixels

@@ -41,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         body_boxes,
         draw_params,
         lateral_radiograph,
-        line_integrals,
     )
 
     lumbar = {"L1", "L2", "L3", "L4", "L5"}
@@ -65,12 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         img, geo = lateral_radiograph(ct, draw_params(rng), rng)
         outlines = None
         if mask_path:  # each vertebra's projected mask, on the same detector grid
-            mask = read_labelmap(mask_path, ct)
-            outlines = {}
-            for lab in [int(v) for v in np.unique(mask.array) if v]:
-                binary = mask.with_array((mask.array == lab).astype(np.float32) * 1000.0 - 1000.0)
-                proj, _ = line_integrals(binary, geo.pixel_mm)
-                outlines[vertebra(lab).name] = proj[: img.shape[0], : img.shape[1]] > 0.02
+            shadows = label_shadows(read_labelmap(mask_path, ct), geo.pixel_mm, img.shape)
+            outlines = {vertebra(lab).name: m for lab, m in shadows.items()}
         panels.append((f"real {Path(ct_path).name.split('.')[0]}", img, {}, {}, outlines))
     if not panels:
         print("nothing to show", file=sys.stderr)

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from VertebralFractureLib.anatomy import vertebra
     from VertebralFractureLib.io.readers import read_image, read_labelmap
     from VertebralFractureLib.radiograph_detect import DEFAULT_THRESHOLD, build_network, detect
-    from VertebralFractureLib.synth.radiograph import RadiographParams, lateral_radiograph, line_integrals
+    from VertebralFractureLib.synth.radiograph import RadiographParams, label_shadows, lateral_radiograph
     from VertebralFractureLib.training.real import read_annotation
 
     if args.weights is not None:
@@ -73,11 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             for lab, t in read_annotation(truth_path)["vertebrae"].items():
                 centres[vertebra(lab).name] = geo.to_pixels(np.asarray(t.centroid))
         else:
-            mask = read_labelmap(truth_path, ct)
-            for lab in [int(v) for v in np.unique(mask.array) if v]:
-                binary = mask.with_array(np.where(mask.array == lab, 1000.0, -1000.0).astype(np.float32))
-                proj, _ = line_integrals(binary, geo.pixel_mm)
-                masks[vertebra(lab).name] = proj[: image.shape[0], : image.shape[1]] > 0.02
+            shadows = label_shadows(read_labelmap(truth_path, ct), geo.pixel_mm, image.shape)
+            masks = {vertebra(lab).name: m for lab, m in shadows.items()}
         for d in found:
             x0, y0, x1, y1 = d["box_px"]
             c, r = (x0 + x1) / 2, (y0 + y1) / 2

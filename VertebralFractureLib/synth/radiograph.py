@@ -205,6 +205,19 @@ def lateral_radiograph(ct: Volume, params: RadiographParams | None = None,
     return expose(integrals, params, rng), geometry
 
 
+def label_shadows(labelmap: Volume, pixel_mm: float, shape: tuple[int, int]) -> dict[int, np.ndarray]:
+    """Where each label of a labelmap (in its CT's geometry) lies on that CT's lateral radiograph of
+    ``pixel_mm`` and ``shape``: the pixels whose ray crosses the label (a real vertebra mask's
+    outline on a reconstructed radiograph)."""
+    arr = np.asarray(labelmap.array)
+    out = {}
+    for lab in (int(v) for v in np.unique(arr) if v):
+        binary = labelmap.with_array(np.where(arr == lab, 1000.0, AIR_HU).astype(np.float32))
+        proj, _ = line_integrals(binary, pixel_mm)
+        out[lab] = proj[: shape[0], : shape[1]] > 0.02  # about half a millimetre of the label on the ray
+    return out
+
+
 def body_boxes(vertebrae: Sequence[Mapping[str, Any]], geometry: RadiographGeometry,
                names: Sequence[str] | None = ("L1", "L2", "L3", "L4", "L5")) -> dict[str, list[float]]:
     """The pixel box [x0, y0, x1, y1] (columns, rows) of each vertebral body from its six keypoints
@@ -221,5 +234,5 @@ def body_boxes(vertebrae: Sequence[Mapping[str, Any]], geometry: RadiographGeome
     return out
 
 
-__all__ = ["AIR_HU", "BODY_INTEGRAL", "MU_WATER", "RadiographGeometry", "RadiographParams", "body_boxes", "draw_params", "expose",
-           "lateral_radiograph", "line_integrals"]
+__all__ = ["AIR_HU", "BODY_INTEGRAL", "MU_WATER", "RadiographGeometry", "RadiographParams", "body_boxes", "draw_params",
+           "expose", "label_shadows", "lateral_radiograph", "line_integrals"]

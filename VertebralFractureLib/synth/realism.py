@@ -380,7 +380,7 @@ def vertebra_planes(ct: Volume, labelmap: Volume, label: int, half_mm: float = V
     Raises:
         ValueError: ``label`` is not in ``labelmap``.
     """
-    from VertebralFractureLib.slices import mask_centres, plane_grid
+    from VertebralFractureLib.slices import mask_centres, plane_grid, sample_plane
 
     centre = mask_centres(labelmap, [label]).get(label)
     if centre is None:
@@ -390,7 +390,7 @@ def vertebra_planes(ct: Volume, labelmap: Volume, label: int, half_mm: float = V
     planes = {}
     for view in ("sagittal", "axial"):  # 1 mm pixels
         grid = plane_grid(centre, view, px=n, field_mm=float(n))
-        img = ct.resample_like(grid, interpolation="linear", default_value=-1000.0).array.astype(np.float32)
+        img = sample_plane(ct, grid, -1000.0)
         mask = mask_volume.resample_like(grid, interpolation="nearest").array > 0
         # LPS-aligned (z, y, x): sagittal rows z (shown with origin lower), columns y: anterior left;
         # axial rows y: anterior first (up), columns x: the patient's right on the left
