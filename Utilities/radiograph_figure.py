@@ -37,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from VertebralFractureLib.anatomy import vertebra
     from VertebralFractureLib.io.readers import read_image, read_labelmap
-    from VertebralFractureLib.synth.radiograph import body_boxes, draw_params, label_shadows, lateral_radiograph
+    from VertebralFractureLib.synth.radiograph import (
+        body_boxes,
+        draw_params,
+        label_shadows,
+        lateral_radiograph,
+    )
 
     lumbar = {"L1", "L2", "L3", "L4", "L5"}
     panels = []
