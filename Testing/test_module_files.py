@@ -538,3 +538,32 @@ def _site_packages() -> str:
     import numpy
 
     return str(Path(numpy.__file__).parent.parent)
+
+
+def test_logic_sends_a_one_slice_image_to_the_radiograph_command(module, monkeypatch, tmp_path):
+    """A 2D image (one slice) is a radiograph: the module runs ``radiograph`` on it, with the stages
+    that command reports."""
+    import types
+
+    from VertebralFractureLib.cli import build_parser
+
+    monkeypatch.setattr(module.VertebralFractureLogic, "pythonSlicerExecutable", staticmethod(lambda: "PythonSlicer"))
+    logic = module.VertebralFractureLogic()
+    command = logic.buildRadiographCommand(tmp_path / "input.nrrd", tmp_path / "results", "CPU")
+    args = build_parser().parse_args(command[3:])
+    assert (args.command, args.input, args.output, args.device, args.progress) == (
+        "radiograph", tmp_path / "input.nrrd", tmp_path / "results", "cpu", "json")
+    with pytest.raises(ValueError, match="device"):
+        logic.buildRadiographCommand(tmp_path / "i.nrrd", tmp_path / "r", "TPU")
+
+    def node(dims):
+        return types.SimpleNamespace(GetImageData=lambda: types.SimpleNamespace(GetDimensions=lambda: dims))
+
+    assert logic.isRadiograph(node((240, 320, 1))) and logic.isRadiograph(node((1, 240, 320)))
+    assert not logic.isRadiograph(node((64, 64, 40))) and not logic.isRadiograph(node((1, 1, 40)))
+    import inspect
+
+    from VertebralFractureLib.radiograph_analysis import analyze_radiograph  # the stages it reports
+
+    source = inspect.getsource(analyze_radiograph)
+    assert all(f'report("{stage}"' in source for stage in module.STAGE_ORDER_RADIOGRAPH if stage != "read")

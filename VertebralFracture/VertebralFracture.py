@@ -56,6 +56,10 @@ STAGE_ORDER = {
 }
 #: Stages of a run from the centroids in the scene ("Re-run from centroids": analyze --centroids).
 STAGE_ORDER_CENTROIDS = ("read", "given-centroids", "segment", "grade", "write")
+#: Stages of a lateral radiograph's analysis (a one-slice volume: ``vertebral-fracture radiograph``).
+STAGE_ORDER_RADIOGRAPH = ("read", "detect", "classify", "fresh-vcf")
+#: Opacity of the Grad-CAM overlay on a radiograph.
+GRAD_CAM_OPACITY = 0.4
 
 #: Node attribute and reference role VertebralFractureLib.slicer_scene puts on result nodes (same values;
 #: repeated here so that the GUI does not import the library on every update).
@@ -338,11 +342,14 @@ class VertebralFractureWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if running:
             canApply, tip = False, _("An analysis is running; wait for it or click Cancel.")
         elif p is None or not p.inputVolume:
-            canApply, tip = False, _("Select the CT volume to analyse.")
+            canApply, tip = False, _("Select the CT volume (or a lateral radiograph) to analyse.")
         elif grading and not p.inputSegmentation:
             canApply, tip = False, _("Select the segmentation whose vertebrae are to be graded.")
         elif grading:
             canApply, tip = True, _("Grade the vertebrae of the selected segmentation (runs in the background).")
+        elif self.logic.isRadiograph(p.inputVolume):
+            canApply, tip = True, _("Find L1-L5 on the selected lateral radiograph and classify each as normal, old or "
+                                    "fresh fracture, with Grad-CAM maps (runs in the background).")
         else:
             canApply, tip = True, _("Find, segment and grade the vertebrae of the selected CT (runs in the background).")
         self.ui.applyButton.enabled = canApply
@@ -560,6 +567,32 @@ class VertebralFractureResult:
         if unassessed:
             text += ", " + _("not assessable: {names}").format(names=", ".join(unassessed))
         return text
+
+
+class RadiographResult:
+    """What a radiograph's analysis put into the scene: the image, the Grad-CAM overlays, a closed
+    curve per vertebra and the table; ``data`` is ``radiograph.json``."""
+
+    def __init__(self, sceneNodes, outputFolder: pathlib.Path) -> None:
+        import json
+
+        scene = slicer.mrmlScene
+        self.sceneNodes = sceneNodes
+        self.imageNode = scene.GetNodeByID(sceneNodes.image) if sceneNodes.image else None
+        self.gradCamNode = scene.GetNodeByID(sceneNodes.grad_cam) if sceneNodes.grad_cam else None
+        self.freshCamNode = scene.GetNodeByID(sceneNodes.fresh_cam) if sceneNodes.fresh_cam else None
+        self.boxNodes = [scene.GetNodeByID(i) for i in sceneNodes.boxes]
+        self.tableNode = scene.GetNodeByID(sceneNodes.table) if sceneNodes.table else None
+        self.outputFolder = outputFolder
+        self.data = json.loads((outputFolder / "radiograph.json").read_text(encoding="utf-8"))
+        self.warnings = list(self.data.get("warnings", []))
+        self.accuracy = None
+        self.naming = None
+
+    def summary(self) -> str:
+        vertebrae = self.data["vertebrae"]
+        text = ", ".join(f"{v['name']} {v['class'] or v['status']}" for v in vertebrae) or _("no lumbar vertebra found")
+        return text + "; " + _("fresh fracture in the image: p = {p:.2f}").format(p=self.data["fresh_vcf_probability"])
 
 
 class AnalysisRun:
@@ -793,6 +826,8 @@ class VertebralFractureLogic(ScriptedLoadableModuleLogic):
         """
         if inputVolume is None or inputVolume.GetImageData() is None:
             raise ValueError(_("Select a CT volume with image data."))
+        if self.isRadiograph(inputVolume) and stages == STAGES_FULL:
+            return self.processRadiograph(inputVolume, device, waitForCompletion, progressCallback, completedCallback)
         if stages not in STAGE_ORDER:
             raise ValueError(f"stages must be one of {list(STAGE_ORDER)}, got {stages!r}")
         if stages == STAGES_GRADE and inputSegmentation is None:
@@ -811,6 +846,59 @@ class VertebralFractureLogic(ScriptedLoadableModuleLogic):
             _library("io.readers").write_volume(labelmap, segmentationFile)
         return self._launch(inputVolume, workFolder, STAGE_ORDER[stages], device, fractureThreshold, showHeightLines,
                             waitForCompletion, progressCallback, completedCallback, segmentationFile=segmentationFile)
+
+    @staticmethod
+    def isRadiograph(volumeNode) -> bool:
+        """A 2D image (one slice along some axis): a radiograph, analysed by ``vertebral-fracture radiograph``."""
+        image = volumeNode.GetImageData() if volumeNode is not None else None
+        return image is not None and sorted(image.GetDimensions())[0] == 1 and sorted(image.GetDimensions())[1] > 1
+
+    def buildRadiographCommand(self, inputFile, outputFolder, device: str = "auto") -> list[str]:
+        """The command line of a radiograph's analysis."""
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
+        return [self.pythonSlicerExecutable(), "-m", "VertebralFractureLib", "radiograph", str(inputFile),
+                "-o", str(outputFolder), "--progress", "json", "--device", DEVICES[device]]
+
+    def processRadiograph(self, inputVolume, device: str = "auto", waitForCompletion: bool = True,
+                          progressCallback: "Callable | None" = None, completedCallback: "Callable | None" = None):
+        """Analyse a lateral lumbar radiograph (a one-slice volume node; its pixel spacing is the
+        volume's spacing): L1-L5 boxes as closed curves, normal / old / fresh in the table, Grad-CAM
+        as a coloured overlay. Returns as :meth:`process` does (a :class:`RadiographResult`)."""
+        if inputVolume is None or not self.isRadiograph(inputVolume):
+            raise ValueError(_("Select a radiograph: a 2D image (one slice)."))
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
+        workFolder = pathlib.Path(slicer.util.tempDirectory("VertebralFracture"))
+        inputFile = workFolder / "input.nrrd"
+        outputFolder = workFolder / "results"
+        command = self.buildRadiographCommand(inputFile, outputFolder, device)
+        _exportVolume(inputVolume, inputFile)
+        run = AnalysisRun(command, _subprocessEnvironment(), str(_libraryParent()), STAGE_ORDER_RADIOGRAPH,
+                          progressCallback)
+        run.userData = {"inputVolumeID": inputVolume.GetID(), "outputFolder": outputFolder, "workFolder": workFolder,
+                        "radiograph": True}
+
+        def finished(finishedRun: AnalysisRun) -> None:
+            self._loadRun(finishedRun)
+            if completedCallback is not None:
+                completedCallback(finishedRun)
+
+        run.finishedCallback = finished
+        run.start()
+        if waitForCompletion:
+            run.waitForCompletion()
+            return run.result()
+        run.startPolling()
+        return run
+
+    def loadRadiographResults(self, outputFolder) -> "RadiographResult":
+        """Put the files of ``vertebral-fracture radiograph`` into the scene (an earlier load of the same
+        folder is updated in place)."""
+        nodes = _library("radiograph_scene").add_radiograph_to_scene(slicer.mrmlScene, pathlib.Path(outputFolder))
+        result = RadiographResult(nodes, pathlib.Path(outputFolder))
+        self.getParameterNode().outputTable = result.tableNode
+        return result
 
     def rerunFromCentroids(self, centroidsNode, inputVolume=None, device: str = "auto",
                            fractureThreshold: float = DEFAULT_FRACTURE_THRESHOLD, showHeightLines: bool = True,
@@ -939,7 +1027,10 @@ class VertebralFractureLogic(ScriptedLoadableModuleLogic):
             if volume is None:
                 raise RuntimeError(_("the input volume was removed from the scene during the analysis"))
             outputFolder = pathlib.Path(run.outputFolder or data["outputFolder"])
-            run.setResult(self.loadResults(outputFolder, volume, showHeightLines=data["showHeightLines"]))
+            if data.get("radiograph"):
+                run.setResult(self.loadRadiographResults(outputFolder))
+            else:
+                run.setResult(self.loadResults(outputFolder, volume, showHeightLines=data["showHeightLines"]))
         except Exception as err:  # noqa: BLE001 - reported through run.result()
             logging.exception("VertebralFracture: loading the results failed")
             run.setResult(error=err)
@@ -966,7 +1057,12 @@ class VertebralFractureLogic(ScriptedLoadableModuleLogic):
 
     # -------------------------------------------------------------------------------- display, export
     def showResults(self, result: VertebralFractureResult) -> None:
-        """Show the input in the slice views and the vertebrae in a centred 3D view."""
+        """Show the input in the slice views and the vertebrae in a centred 3D view (a radiograph: the
+        image with its Grad-CAM overlay)."""
+        if isinstance(result, RadiographResult):
+            slicer.util.setSliceViewerLayers(background=result.imageNode, foreground=result.gradCamNode,
+                                             foregroundOpacity=GRAD_CAM_OPACITY, fit=True)
+            return
         volumeID = result.tableNode.GetNodeReferenceID(INPUT_REFERENCE_ROLE) if result.tableNode else None
         volume = slicer.mrmlScene.GetNodeByID(volumeID) if volumeID else None
         if volume is not None:

@@ -424,6 +424,52 @@ def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
     return cmd_analyze(args, progress)
 
 
+def cmd_radiograph(args: argparse.Namespace, progress: Progress) -> int:
+    from VertebralFractureLib.io.radiograph import read_radiograph
+    from VertebralFractureLib.io.radiograph_out import write_radiograph_outputs
+    from VertebralFractureLib.radiograph_analysis import analyze_radiograph
+
+    _check_output(args.output, args.overwrite, args.input)
+    progress("read", 0.0, "reading radiograph")
+    radiograph = read_radiograph(args.input, args.pixel_spacing)
+    progress("read", 1.0, radiograph.kind)
+    result = analyze_radiograph(radiograph, device=args.device, grad_cam=args.grad_cam, progress=progress)
+    out = write_radiograph_outputs(result, args.output, args.overwrite)
+    progress.close()
+    if progress.mode != "json":
+        print(radiograph_table(result))
+        print(f"results written to {out}")
+        for w in result.warnings:
+            print(f"vertebral-fracture: warning: {w}", file=sys.stderr)
+    progress.emit({"stage": "done", "fraction": 1.0, "message": "radiograph analysed", "output": str(out),
+                   "warnings": list(result.warnings)})
+    return EXIT_OK
+
+
+def radiograph_table(result: Any) -> str:
+    """The vertebrae of a radiograph analysis as a text table, and the image's fresh-VCF probability."""
+    lines = [f"{'vertebra':<9}{'class':<16}{'normal':>8}{'old':>8}{'fresh':>8}{'detection':>11}"]
+    for v in result.vertebrae:
+        probs = "".join(f"{v.ensemble[c]:>8.2f}" if v.ensemble else f"{'-':>8}" for c in ("normal", "old", "fresh"))
+        lines.append(f"{v.name:<9}{(v.cls or v.status):<16}{probs}{v.detection_score:>11.2f}")
+    if not result.vertebrae:
+        lines.append("no lumbar vertebra found")
+    lines.append(f"fresh vertebral compression fracture in the image: p = {result.fresh_vcf_probability:.2f}")
+    return "\n".join(lines)
+
+
+def _spacing(text: str) -> tuple[float, float]:
+    try:
+        values = [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"pixel spacing must be MM or ROW,COL in mm, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"pixel spacing must be MM or ROW,COL in mm (positive), got {text!r}")
+    return values[0], values[1]
+
+
 def cmd_info(args: argparse.Namespace, progress: Progress) -> int:
     import platform
 
@@ -577,6 +623,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"],
                    help="progress display: bars on a terminal, JSON lines for programs (default: auto)")
     p.set_defaults(func=cmd_radiomics)
+
+    p = sub.add_parser("radiograph", help="analyse a lateral lumbar radiograph: L1-L5, normal/old/fresh fracture")
+    p.add_argument("input", type=Path, help="DICOM DX/CR file, PNG/JPEG image (with --pixel-spacing) or a one-slice "
+                   "NRRD/NIfTI as 3D Slicer saves a 2D image")
+    _common_output_args(p)
+    p.add_argument("--pixel-spacing", type=_spacing, default=None, metavar="MM",
+                   help="pixel size in mm (MM or ROW,COL): required for PNG/JPEG, overrides a DICOM header's")
+    p.add_argument("--no-grad-cam", dest="grad_cam", action="store_false",
+                   help="skip the Grad-CAM maps (faster)")
+    p.set_defaults(func=cmd_radiograph)
 
     p = sub.add_parser("demo", help="analyse the shipped synthetic sample and print the results")
     _common_output_args(p)

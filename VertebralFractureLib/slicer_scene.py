@@ -190,6 +190,15 @@ def add_volume_node(scene: Any, volume: Volume, name: str, labelmap: bool = Fals
     Returns:
         The new node (with default display nodes).
     """
+    class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = scene.AddNewNodeByClass(class_name, name)
+    set_volume_data(node, volume)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def set_volume_data(node: Any, volume: Volume) -> None:
+    """Put ``volume`` (array and exact geometry) into an existing volume node, in place."""
     import vtk
     from vtk.util import numpy_support
 
@@ -200,12 +209,8 @@ def add_volume_node(scene: Any, volume: Volume, name: str, labelmap: bool = Fals
     image.SetDimensions(*volume.shape_xyz)
     scalars = numpy_support.numpy_to_vtk(array.reshape(-1), deep=True)
     image.GetPointData().SetScalars(scalars)
-    class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
-    node = scene.AddNewNodeByClass(class_name, name)
     node.SetIJKToRASMatrix(_vtk_matrix(ijk_to_ras_matrix(volume)))
     node.SetAndObserveImageData(image)
-    node.CreateDefaultDisplayNodes()
-    return node
 
 
 def volume_from_node(volume_node: Any, copy_array: bool = True) -> Volume:
@@ -285,7 +290,7 @@ def remove_analysis_nodes(scene: Any, reference_volume_node: Any = None, name_pr
     count = 0
     for nodes in found.values():
         for node in nodes:
-            _remove(scene, node)
+            remove_node(scene, node)
             count += 1
     folder = _find_height_lines_folder(scene, reference_volume_node, name_prefix)
     if folder:
@@ -293,7 +298,7 @@ def remove_analysis_nodes(scene: Any, reference_volume_node: Any = None, name_pr
     return count
 
 
-def _remove(scene: Any, node: Any) -> None:
+def remove_node(scene: Any, node: Any) -> None:
     """Remove a node with its display and storage nodes (``RemoveNode`` alone leaves them behind)."""
     helpers = []
     if node.IsA("vtkMRMLDisplayableNode"):
@@ -320,9 +325,9 @@ def _reuse_or_add(scene: Any, found: dict[str, list[Any]], role: str, class_name
     """The first existing node of the role (extra duplicates are removed), else a new node."""
     existing = [n for n in found.get(role, []) if n.IsA(class_name)]
     for extra in existing[1:]:
-        _remove(scene, extra)
+        remove_node(scene, extra)
     for wrong_class in [n for n in found.get(role, []) if not n.IsA(class_name)]:
-        _remove(scene, wrong_class)
+        remove_node(scene, wrong_class)
     node = existing[0] if existing else scene.AddNewNodeByClass(class_name, name)
     node.SetName(name)
     return node
@@ -431,7 +436,7 @@ def add_analysis_to_scene(
         out.segmentation = seg.GetID()
     else:
         for node in found.get(ROLE_SEGMENTATION, []):
-            _remove(scene, node)
+            remove_node(scene, node)
 
     # centroids
     centroids = _reuse_or_add(scene, found, ROLE_CENTROIDS, "vtkMRMLMarkupsFiducialNode", f"{prefix} centroids")
@@ -452,11 +457,11 @@ def add_analysis_to_scene(
         out.keypoints = keypoints.GetID()
     else:
         for node in found.get(ROLE_KEYPOINTS, []):
-            _remove(scene, node)
+            remove_node(scene, node)
 
     # height lines (recreated: their number follows the graded vertebrae)
     for node in found.get(ROLE_HEIGHT_LINE, []):
-        _remove(scene, node)
+        remove_node(scene, node)
     folder = _find_height_lines_folder(scene, reference_volume_node, name_prefix)
     graded = [v for v in analysis.vertebrae if v.keypoints_lps_mm is not None]
     if height_lines and graded:
@@ -518,7 +523,7 @@ def _fill_segmentation(scene: Any, seg: Any, analysis: Analysis, reference_volum
         if present and not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(temp, seg):
             raise RuntimeError("Slicer could not import the vertebra labelmap into a segmentation")
     finally:
-        _remove(scene, temp)
+        remove_node(scene, temp)
     by_label = {}
     for i in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(i)
@@ -1050,7 +1055,7 @@ def segmentation_to_labelmap(
             raise RuntimeError(f"Slicer could not export segmentation {segmentation_node.GetName()!r} to a labelmap")
         exported = volume_from_node(temp)
     finally:
-        _remove(scene, temp)
+        remove_node(scene, temp)
     lut = np.zeros(max(256, len(ids) + 1), dtype=np.uint8)
     for k, label in enumerate(labels):
         lut[k + 1] = label
@@ -1062,7 +1067,7 @@ __all__ = [
     "ACCURACY_ATTRIBUTE", "INPUT_ATTRIBUTE", "SCENE_FILE", "INPUT_REFERENCE_ROLE", "NAMING_ATTRIBUTE", "NOT_ASSESSABLE_COLOR",
     "PREFIX_ATTRIBUTE", "ROLES", "ROLE_ATTRIBUTE", "SOURCE_ATTRIBUTE", "TABLE_COLUMNS", "SceneNodes",
     "accuracy_note", "add_analysis_to_scene", "add_volume_node", "fill_table", "find_analysis_nodes",
-    "ijk_to_ras_matrix", "load_analysis", "naming_note", "other_warnings", "point_list_centroids",
+    "ijk_to_ras_matrix", "load_analysis", "remove_node", "set_volume_data", "naming_note", "other_warnings", "point_list_centroids",
     "remove_analysis_nodes", "save_scene", "scenes_from_batch", "segmentation_to_labelmap", "shift_point_list_names", "shift_vertebra_names",
     "table_rows", "vertebra_color", "vertebra_label_of_segment", "vertebra_levels", "volume_from_node",
     "write_centroid_file", "write_point_list_centroids",

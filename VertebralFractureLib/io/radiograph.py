@@ -33,6 +33,8 @@ RADIOGRAPH_MODALITIES = ("DX", "CR", "RG", "RF", "PX", "DR")
 VOLUME_MODALITIES = ("CT", "MR", "PT", "NM", "US")
 #: Image files read with Pillow.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Volume files: a radiograph saved by 3D Slicer is a one-slice volume (its spacing kept).
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 #: Colour channels differing by more than this (0..255 scale, mean absolute) make a colour photo.
 COLOUR_TOLERANCE = 2.0
 #: Plausible pixel spacings of a radiograph (mm).
@@ -60,7 +62,41 @@ def read_radiograph(path: str | Path, pixel_spacing: float | tuple[float, float]
     given = _spacing_pair(pixel_spacing) if pixel_spacing is not None else None
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _read_picture(path, given)
+    if any(path.name.lower().endswith(s) for s in VOLUME_SUFFIXES):
+        return _read_volume_file(path, given)
     return _read_dicom(path, given)
+
+
+def _read_volume_file(path: Path, given: tuple[float, float] | None) -> Radiograph:
+    """A one-slice NRRD/NIfTI/MetaImage (as 3D Slicer saves a 2D image): its in-plane spacing is
+    the pixel spacing; values windowed at their 1st–99th percentiles. A volume of several slices
+    is a CT or MR, refused."""
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise InputError(f"{path.name}: not a readable image ({str(err).splitlines()[0][:120]})") from None
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path.name}: a colour image, not a radiograph (radiographs are grey)")
+    size = list(img.GetSize())
+    arr = sitk.GetArrayFromImage(img)
+    if img.GetDimension() == 3:
+        if sorted(size)[0] != 1 or sorted(size)[1] == 1:
+            raise InputError(f"{path.name}: a volume of {size[0]} x {size[1]} x {size[2]} voxels, not a projection "
+                             "radiograph; for CT use `vertebral-fracture analyze`")
+        axis = int(np.argmin(size))  # the slice axis, in (x, y, z) order
+        spacing_xyz = [s for k, s in enumerate(img.GetSpacing()) if k != axis]
+        arr = np.squeeze(arr, axis=2 - axis)
+    else:
+        spacing_xyz = list(img.GetSpacing())
+    spacing = (float(spacing_xyz[1]), float(spacing_xyz[0]))  # (row, column)
+    source = "image header"
+    if given is not None:
+        spacing, source = given, "given (--pixel-spacing)"
+    else:
+        spacing = _spacing_pair(spacing)
+    return Radiograph(_window(arr.astype(np.float32), None, None), spacing, source, f"{path.name.split('.')[-1].upper()} image")
 
 
 def _spacing_pair(value: float | tuple[float, float]) -> tuple[float, float]:

@@ -1,0 +1,239 @@
+"""Lateral radiographs end to end: crops, networks, ensemble, Grad-CAM grid test, the analysis, its
+files, the ``radiograph`` command and the Slicer scene (real MRML from slicer-core)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from VertebralFractureLib.radiograph_classify import (
+    CLASSES,
+    CROP_SHAPE,
+    ENSEMBLE,
+    FRESH_MODEL,
+    GRID,
+    build_network,
+    crop_vertebra,
+    ensemble,
+    equalize,
+    grid_means,
+    grid_test,
+    model_name,
+    whole_input,
+)
+
+
+def test_crop_is_seed_004s_166_by_140_with_the_box_centred_and_zero_padding():
+    rng = np.random.default_rng(0)
+    img = rng.normal(0.2, 0.02, (300, 200)).astype(np.float32)
+    img[100:160, 40:120] += 0.6  # a bright body 80 wide, 60 high
+    crop, meta = crop_vertebra(img, [40, 100, 120, 160])  # 15 % margin: 104 x 78 pixels
+    assert crop.shape == CROP_SHAPE == (140, 166)
+    assert meta["origin"] == (28, 91) and meta["scale"] == pytest.approx(166 / 104)  # width fills, rows padded
+    r0 = meta["offset"][0]
+    assert meta["offset"][1] == 0 and r0 > 0 and np.all(crop[: r0 - 1] == 0) and np.all(crop[-(r0 - 1):] == 0)
+    body = crop[r0 + 20:r0 + 100, 25:140]
+    beside = crop[r0 + 20:r0 + 100, 2:12]
+    assert body.mean() > 0.6 > 0.3 > beside.mean()  # flattened: the body bright, the soft tissue dark
+    # a box partly outside the image is padded with zeros, not wrapped around
+    crop2, _ = crop_vertebra(img, [-30, -20, 50, 40], margin=0.0)
+    assert crop2.shape == CROP_SHAPE and np.isfinite(crop2).all()
+    with pytest.raises(ValueError):
+        crop_vertebra(img, [10, 10, 10, 50])
+    assert not equalize(np.ones((5, 5))).any()  # a flat region has no histogram to flatten
+
+
+def test_histogram_flattening_spreads_values_evenly():
+    rng = np.random.default_rng(0)
+    img = rng.normal(0.5, 0.01, (100, 100)).astype(np.float32) ** 3  # narrow, skewed
+    eq = equalize(img)
+    assert eq.min() >= 0 and eq.max() <= 1.0
+    assert abs(float(np.median(eq)) - 0.5) < 0.05 and np.percentile(eq, 90) > 0.85
+    assert np.all(np.diff(eq.ravel()[np.argsort(img.ravel())]) >= -1e-6)  # order kept
+
+
+def test_whole_image_input_is_224_square_keeping_the_aspect():
+    img = np.ones((400, 200), np.float32)
+    x = whole_input(img)
+    assert x.shape == (224, 224)
+    assert x[112, 112] == pytest.approx(1.0) and x[112, 5] == 0.0  # padded left and right
+
+
+@pytest.mark.parametrize("kind,depth", [("resnet50-thin", 50), ("resnet101-thin", 101), ("resnext50-thin", 50),
+                                        ("densenet161-thin", 161)])
+def test_networks_have_the_seeds_depths_and_three_outputs(kind, depth):
+    import torch
+
+    net = build_network(kind)
+    weighted = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    if kind.startswith("res"):
+        # ResNet depth: the weighted layers minus the shortcut projections (4 of them)
+        assert len(weighted) - 4 == depth
+        if kind.startswith("resnext"):
+            assert any(m.groups > 1 for m in weighted if isinstance(m, torch.nn.Conv2d))
+    else:  # DenseNet-161: 1 + 2 x (6 + 12 + 36 + 24) + 3 transitions + 1 classifier
+        assert len(weighted) == depth
+    assert net(torch.zeros(2, 1, *CROP_SHAPE)).shape == (2, 3)
+
+
+def test_ensemble_averages_and_grid_test_finds_the_section_that_differs():
+    probs = {"a": np.array([[0.6, 0.3, 0.1]]), "b": np.array([[0.2, 0.2, 0.6]]), "c": np.array([[0.3, 0.1, 0.6]])}
+    e = ensemble(probs)
+    assert e.shape == (1, 3) and e.sum() == pytest.approx(1.0) and int(np.argmax(e)) == 2  # sums: normal 1.1, old 0.6, fresh 1.3
+    rng = np.random.default_rng(1)
+    maps, groups = [], []
+    for g in range(3):
+        for _ in range(12):
+            m = rng.uniform(0, 0.2, CROP_SHAPE)
+            if g == 2:
+                m[:20, :20] += 0.7  # fresh fractures: attention in the top-left section
+            maps.append(m)
+            groups.append(g)
+    cells = np.stack([grid_means(m) for m in maps])
+    assert cells.shape == (len(maps), *GRID)
+    t = grid_test(cells, groups)
+    assert t["p"][0][0] < 0.001 and t["highest"][0][0] == 2
+    assert t["significant"] < 10  # the other sections are noise
+    assert t["counts"] == {"normal": 12, "old": 12, "fresh": 12}
+
+
+# ---------------------------------------------------------------------------------------- analysis
+def _install_random_models(directory: Path, tmp: Path) -> None:
+    """The product's five radiograph models with random weights (the shipped detector's card, its
+    threshold 0 so that every level gives a box); the fresh-VCF network is a thin ResNet-50 here."""
+    import torch
+
+    from VertebralFractureLib.radiograph_detect import CHANNELS, MODEL_NAME
+    from VertebralFractureLib.radiograph_detect import build_network as build_detector
+    from VertebralFractureLib.training.install import install_model
+
+    torch.manual_seed(0)
+    nets = {MODEL_NAME: (build_detector(), {"architecture": {"channels": list(CHANNELS), "num_res_units": 1},
+                                            "postprocess": {"threshold": 0.0}})}
+    for kind in ENSEMBLE:
+        nets[model_name(kind)] = (build_network(kind), {"architecture": {"type": kind}})
+    nets[FRESH_MODEL] = (build_network("resnet50-thin", 1), {"architecture": {"type": "resnet50-thin"}})
+    for name, (net, card) in nets.items():
+        path = tmp / f"{name}.pt"
+        torch.save(net.state_dict(), path)
+        install_model(name, path, {**card, "version": "test"}, directory)
+
+
+@pytest.fixture()
+def radiograph_models(tmp_path, monkeypatch):
+    d = tmp_path / "models"
+    _install_random_models(d, tmp_path)
+    monkeypatch.setenv("VF_MODELS_DIR", str(d))
+    return d
+
+
+def _radiograph_png(path: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(0.25, 0.02, (320, 240))
+    for k in range(5):
+        img[30 + 56 * k:30 + 56 * k + 40, 90:150] = 0.7  # five bodies, 0.5 mm pixels: 30 x 20 mm
+    Image.fromarray(np.round(np.clip(img, 0, 1) * 65535).astype(np.uint16)).save(path)
+    return path
+
+
+def test_radiograph_command_writes_the_contract_and_slicer_reads_its_files(radiograph_models, tmp_path, mrml):
+    from VertebralFractureLib.cli import main
+    from VertebralFractureLib.io.radiograph_out import BOXES_DIR, CAM_NRRD, IMAGE_NRRD, RESULT_JSON
+
+    png = _radiograph_png(tmp_path / "lateral.png")
+    out = tmp_path / "out"
+    assert main(["radiograph", str(png), "--pixel-spacing", "0.5", "-o", str(out), "--progress", "none"]) == 0
+    data = json.loads((out / RESULT_JSON).read_text())
+    assert data["input"]["pixel_spacing_mm"] == [0.5, 0.5] and data["input"]["rows"] == 320
+    assert 0.0 <= data["fresh_vcf_probability"] <= 1.0
+    assert [v["name"] for v in data["vertebrae"]] == ["L1", "L2", "L3", "L4", "L5"]  # threshold 0: every level
+    assert any("synthetic radiographs only" in w for w in data["warnings"])
+    for v in data["vertebrae"]:
+        assert set(v) >= {"name", "box_px", "box_mm", "detection_score", "probabilities", "ensemble", "class", "status"}
+        assert v["box_mm"] == pytest.approx([c * 0.5 for c in v["box_px"]], abs=0.01)
+        if v["status"] == "assessed":
+            assert set(v["probabilities"]) == set(ENSEMBLE)
+            mean = {c: np.mean([v["probabilities"][m][c] for m in ENSEMBLE]) for c in CLASSES}
+            assert v["ensemble"] == pytest.approx(mean, abs=1e-3)
+            assert v["class"] == max(mean, key=mean.get)
+        else:
+            assert v["class"] is None and v["reason"]
+    for name in ("report.png", "report.html", IMAGE_NRRD, CAM_NRRD, "fresh_gradcam.nrrd"):
+        assert (out / name).stat().st_size > 0
+    # Slicer: the image keeps its pixel spacing; each box is a closed curve at the box's corners
+    vol = mrml.read_node("vtkMRMLScalarVolumeNode", out / IMAGE_NRRD)
+    assert vol.GetImageData().GetDimensions() == (240, 320, 1) and vol.GetSpacing()[:2] == pytest.approx((0.5, 0.5))
+    cam = mrml.read_node("vtkMRMLScalarVolumeNode", out / CAM_NRRD)
+    assert 0.0 <= cam.GetImageData().GetScalarRange()[0] and cam.GetImageData().GetScalarRange()[1] <= 1.0 + 1e-6
+    v0 = data["vertebrae"][0]
+    curve = mrml.read_node("vtkMRMLMarkupsClosedCurveNode", out / BOXES_DIR / "L1.mrk.json")
+    assert curve.GetNumberOfControlPoints() == 4
+    ras = np.zeros(3)
+    curve.GetNthControlPointPosition(0, ras)  # top-left corner (x0, y0), as RAS
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    vol.GetRASToIJKMatrix(m)
+    ijk = m.MultiplyPoint([*ras, 1.0])[:3]
+    assert ijk[0] == pytest.approx(v0["box_px"][0], abs=0.01) and ijk[1] == pytest.approx(v0["box_px"][1], abs=0.01)
+    # nothing is overwritten
+    assert main(["radiograph", str(png), "--pixel-spacing", "0.5", "-o", str(out), "--progress", "none"]) == 5
+
+
+def test_radiograph_command_refuses_what_it_cannot_measure(radiograph_models, tmp_path):
+    from PIL import Image
+
+    from VertebralFractureLib.cli import main
+    from VertebralFractureLib.io.readers import write_volume
+    from VertebralFractureLib.volume import Volume
+
+    png = _radiograph_png(tmp_path / "lateral.png")
+    assert main(["radiograph", str(png), "-o", str(tmp_path / "a"), "--progress", "none"]) == 3  # no spacing
+    colour = np.zeros((60, 60, 3), np.uint8)
+    colour[..., 0] = 200
+    Image.fromarray(colour).save(tmp_path / "photo.png")
+    assert main(["radiograph", str(tmp_path / "photo.png"), "--pixel-spacing", "0.2", "-o", str(tmp_path / "b"),
+                 "--progress", "none"]) == 3
+    write_volume(Volume(np.zeros((20, 30, 30), np.int16)), tmp_path / "ct.nii.gz")
+    assert main(["radiograph", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "c"), "--progress", "none"]) == 3
+    assert main(["radiograph", str(png), "--pixel-spacing", "-1", "-o", str(tmp_path / "d")]) == 2
+    assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+def test_a_one_slice_volume_as_slicer_saves_a_2d_image_is_read_with_its_spacing(tmp_path):
+    from VertebralFractureLib.io.radiograph import read_radiograph
+    from VertebralFractureLib.io.radiograph_out import image_volume
+    from VertebralFractureLib.io.readers import write_volume
+
+    img = np.linspace(0, 1, 50 * 40, dtype=np.float32).reshape(50, 40)
+    write_volume(image_volume(img, (0.3, 0.2)), tmp_path / "r.nrrd")
+    r = read_radiograph(tmp_path / "r.nrrd")
+    assert r.image.shape == (50, 40) and r.pixel_spacing_mm == pytest.approx((0.3, 0.2))
+    assert r.image[0, 0] < r.image[-1, -1]
+
+
+def test_radiograph_scene_shows_image_boxes_table_and_grad_cam_and_updates_in_place(radiograph_models, tmp_path, mrml):
+    from VertebralFractureLib.cli import main
+    from VertebralFractureLib.radiograph_scene import add_radiograph_to_scene
+
+    png = _radiograph_png(tmp_path / "lateral.png")
+    out = tmp_path / "out"
+    assert main(["radiograph", str(png), "--pixel-spacing", "0.5", "-o", str(out), "--progress", "none"]) == 0
+    data = json.loads((out / "radiograph.json").read_text())
+    nodes = add_radiograph_to_scene(mrml.scene, out)
+    image = mrml.scene.GetNodeByID(nodes.image)
+    assert image.GetImageData().GetDimensions() == (240, 320, 1)
+    assert len(nodes.boxes) == len(data["vertebrae"])
+    table = mrml.scene.GetNodeByID(nodes.table)
+    assert table.GetNumberOfRows() == len(data["vertebrae"])
+    assert table.GetCellText(0, 0) == "L1"
+    cam = mrml.scene.GetNodeByID(nodes.grad_cam)
+    assert cam.GetDisplayNode().GetColorNodeID()  # a colour table for the overlay
+    count = mrml.scene.GetNumberOfNodes()
+    again = add_radiograph_to_scene(mrml.scene, out)
+    assert mrml.scene.GetNumberOfNodes() == count and again.image == nodes.image

@@ -1,0 +1,246 @@
+"""The analysis of one lateral spine radiograph: L1–L5 found, each vertebra normal / old / fresh,
+the whole image fresh VCF or not, with Grad-CAM maps (seeds 003 and 004).
+
+Steps: the detector (:mod:`.radiograph_detect`) boxes L1–L5; each box is cropped as seed 004 does
+(:func:`.radiograph_classify.crop_vertebra`) and classified by the three networks of the ensemble,
+whose probabilities are averaged (the seed's sum, divided by three); Grad-CAM maps of the ensemble's
+class, averaged over the networks, are put back where each crop came from; the fresh-VCF network
+(seed 003) scores the whole image, with its own Grad-CAM map.
+
+A vertebra whose box is cut by the image edge is reported, but ``not assessable``: its crop misses
+part of the body. Nothing here is a diagnosis; every model is trained on synthetic radiographs
+(their cards say how they fare), which the warnings say in plain words.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from VertebralFractureLib.io.radiograph import Radiograph
+from VertebralFractureLib.radiograph_classify import CLASSES, ENSEMBLE, FRESH_MODEL, model_name
+
+#: Box edges closer than this to the image border (pixels) make the vertebra not assessable.
+EDGE_PX = 1.0
+#: A box narrower or lower than this (mm) holds no vertebral body (a lumbar body is 25-50 mm).
+MIN_BOX_MM = 8.0
+ProgressCallback = Callable[[str, float, str], None]
+
+
+@dataclass
+class RadiographVertebra:
+    """One detected vertebra: box (image pixels and mm), detection score, each network's and the
+    ensemble's probabilities, the ensemble's class, and whether it could be assessed."""
+
+    name: str
+    box_px: list[float]
+    box_mm: list[float]
+    detection_score: float
+    probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
+    ensemble: dict[str, float] = field(default_factory=dict)
+    cls: str | None = None
+    status: str = "assessed"
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "box_px": self.box_px, "box_mm": self.box_mm,
+                               "detection_score": self.detection_score, "probabilities": self.probabilities,
+                               "ensemble": self.ensemble, "class": self.cls, "status": self.status}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class RadiographAnalysis:
+    """The result: the radiograph, its vertebrae, the fresh-VCF probability of the image and the
+    Grad-CAM maps (image size, 0..1: ``cam`` of the vertebra ensemble, ``fresh_cam`` of seed 003)."""
+
+    radiograph: Radiograph
+    vertebrae: list[RadiographVertebra]
+    fresh_vcf_probability: float | None
+    cam: np.ndarray | None = None
+    fresh_cam: np.ndarray | None = None
+    models: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.radiograph
+        return {"input": {"kind": r.kind, "rows": int(r.image.shape[0]), "columns": int(r.image.shape[1]),
+                          "pixel_spacing_mm": list(r.pixel_spacing_mm), "spacing_source": r.spacing_source},
+                "vertebrae": [v.to_json() for v in self.vertebrae],
+                "fresh_vcf_probability": self.fresh_vcf_probability,
+                "classes": list(CLASSES), "ensemble_members": list(ENSEMBLE), "models": self.models,
+                "warnings": list(self.warnings), "timings_s": self.timings_s,
+                "disclaimer": "Research software, not for diagnosis."}
+
+
+def accuracy_warning(cards: dict[str, Any]) -> str:
+    """The models' measured accuracy in plain words, from their cards."""
+    parts = []
+    det = cards.get("detector")
+    if det is not None:
+        m = (det.metrics or {}).get("heldout_synthetic", {}).get("map")
+        if m is not None:
+            parts.append(f"L1-L5 detection mAP@0.5 {m:.2f}")
+    member = cards.get(ENSEMBLE[0])
+    if member is not None:
+        ens = (member.metrics or {}).get("ensemble_heldout_synthetic") or {}
+        if ens.get("accuracy") is not None:
+            parts.append(f"three-class accuracy {ens['accuracy']:.2f}")
+    fresh = cards.get("fresh")
+    if fresh is not None:
+        auc = (fresh.metrics or {}).get("heldout_synthetic_auc", {}).get("value")
+        if auc is not None:
+            parts.append(f"fresh-VCF ROC-AUC {auc:.2f}")
+    held = f" (held-out synthetic: {', '.join(parts)})" if parts else ""
+    return ("The radiograph models are trained on synthetic radiographs only" + held + "; they have not been "
+            "measured on real radiographs, and on radiographs reconstructed from real CT they named and classified "
+            "vertebrae wrongly (docs/radiographs.md). A second look, not a diagnosis.")
+
+
+def _load(device: str) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
+    from VertebralFractureLib.models import load_network
+    from VertebralFractureLib.radiograph_classify import build_network
+    from VertebralFractureLib.radiograph_detect import MODEL_NAME
+    from VertebralFractureLib.radiograph_detect import build_network as build_detector
+
+    cards: dict[str, Any] = {}
+    cards["detector"], detector = load_network(MODEL_NAME, build_detector, cached=True)
+    nets = {}
+    for kind in ENSEMBLE:
+        cards[kind], nets[kind] = load_network(model_name(kind), lambda a: build_network(a["type"]), cached=True)
+    cards["fresh"], fresh = load_network(FRESH_MODEL, lambda a: build_network(a["type"], 1), cached=True)
+    for net in (detector, fresh, *nets.values()):
+        net.to(device).eval()
+    return cards, nets, detector, fresh
+
+
+def _place(cam_img: np.ndarray, crop_cam: np.ndarray, meta: dict[str, Any]) -> None:
+    """Put a crop's Grad-CAM map back on the image (maximum where maps overlap)."""
+    from PIL import Image
+
+    r0, c0 = meta["offset"]
+    rows, cols = meta["size"]
+    inner = crop_cam[r0:r0 + rows, c0:c0 + cols]
+    scale = meta["scale"]
+    h, w = max(1, int(round(rows / scale))), max(1, int(round(cols / scale)))
+    back = np.asarray(Image.fromarray(inner.astype(np.float32)).resize((w, h), Image.BILINEAR))
+    xa, ya = meta["origin"]
+    ys, xs = max(ya, 0), max(xa, 0)
+    ye, xe = min(ya + h, cam_img.shape[0]), min(xa + w, cam_img.shape[1])
+    if ye > ys and xe > xs:
+        region = back[ys - ya:ye - ya, xs - xa:xe - xa]
+        cam_img[ys:ye, xs:xe] = np.maximum(cam_img[ys:ye, xs:xe], region)
+
+
+def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: bool = True,
+                       progress: ProgressCallback | None = None) -> RadiographAnalysis:
+    """Analyse one radiograph (module docstring)."""
+    import torch
+    from PIL import Image
+
+    from VertebralFractureLib.models import select_device
+    from VertebralFractureLib.radiograph_classify import (
+        crop_vertebra,
+        ensemble,
+        probabilities,
+        whole_input,
+    )
+    from VertebralFractureLib.radiograph_classify import (
+        grad_cam as cam_of,
+    )
+    from VertebralFractureLib.radiograph_detect import DEFAULT_THRESHOLD, detect
+
+    report = progress or (lambda stage, fraction, message: None)
+    dev = select_device(device)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cards, nets, detector, fresh_net = _load(dev)
+    timings["load"] = round(time.perf_counter() - t0, 3)
+    image, (sy, sx) = radiograph.image, radiograph.pixel_spacing_mm
+
+    report("detect", 0.0, "finding L1-L5")
+    t0 = time.perf_counter()
+    threshold = float((cards["detector"].postprocess or {}).get("threshold", DEFAULT_THRESHOLD))
+    found = detect(detector, image, (sy, sx), threshold=threshold, device=dev)
+    timings["detect"] = round(time.perf_counter() - t0, 3)
+    report("detect", 1.0, f"{len(found)} vertebrae")
+
+    report("classify", 0.0, "normal / old / fresh")
+    t0 = time.perf_counter()
+    vertebrae: list[RadiographVertebra] = []
+    crops, metas, cropped = [], [], []
+    rows, cols = image.shape
+    for d in found:
+        x0, y0, x1, y1 = d["box_px"]
+        v = RadiographVertebra(d["name"], d["box_px"], [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2),
+                                                       round(y1 * sy, 2)], d["detection_score"])
+        vertebrae.append(v)
+        if min(x1 - x0, y1 - y0) * min(sx, sy) < MIN_BOX_MM:
+            v.status, v.reason = "not assessable", f"the box is smaller than {MIN_BOX_MM:g} mm: no vertebral body"
+            continue
+        if x0 <= EDGE_PX or y0 <= EDGE_PX or x1 >= cols - EDGE_PX or y1 >= rows - EDGE_PX:
+            v.status, v.reason = "not assessable", "the box is cut by the image edge: part of the body is not in view"
+        crop, meta = crop_vertebra(image, d["box_px"])
+        crops.append(crop)
+        metas.append(meta)
+        cropped.append(v)
+    cam_img = np.zeros_like(image, dtype=np.float32) if grad_cam else None
+    if crops:
+        x = np.stack(crops)
+        probs = probabilities(nets, x)
+        ens = ensemble(probs)
+        for k, v in enumerate(cropped):
+            v.probabilities = {kind: {c: round(float(p[k, j]), 4) for j, c in enumerate(CLASSES)}
+                               for kind, p in probs.items()}
+            v.ensemble = {c: round(float(ens[k, j]), 4) for j, c in enumerate(CLASSES)}
+            if v.status == "assessed":
+                v.cls = CLASSES[int(np.argmax(ens[k]))]
+        if grad_cam:
+            target = np.argmax(ens, axis=1)
+            maps = np.mean([cam_of(net, kind, x, target) for kind, net in nets.items()], axis=0)
+            for k, meta in enumerate(metas):
+                _place(cam_img, maps[k], meta)
+    timings["classify"] = round(time.perf_counter() - t0, 3)
+    report("classify", 1.0, ", ".join(f"{v.name} {v.cls or v.status}" for v in vertebrae))
+
+    report("fresh-vcf", 0.0, "whole image")
+    t0 = time.perf_counter()
+    whole = whole_input(image)
+    with torch.inference_mode():
+        logit = float(fresh_net(torch.from_numpy(whole)[None, None].to(dev)).float().cpu()[0, 0])
+    fresh_p = round(float(1.0 / (1.0 + np.exp(-logit))), 4)
+    fresh_cam = None
+    if grad_cam:
+        m = cam_of(fresh_net, fresh_kind(cards["fresh"]), whole[None], [0])[0]
+        n = max(rows, cols)
+        big = np.asarray(Image.fromarray(m).resize((n, n), Image.BILINEAR))
+        r0, c0 = (n - rows) // 2, (n - cols) // 2
+        fresh_cam = np.ascontiguousarray(big[r0:r0 + rows, c0:c0 + cols], np.float32)
+    timings["fresh_vcf"] = round(time.perf_counter() - t0, 3)
+    report("fresh-vcf", 1.0, f"p = {fresh_p:.2f}")
+
+    warnings = [accuracy_warning(cards), *radiograph.notes]
+    if radiograph.spacing_source == "ImagerPixelSpacing":
+        warnings.append("pixel spacing from Imager Pixel Spacing (at the detector): millimetres include the beam's "
+                        "magnification, about 10-20 % at the spine")
+    missing = [n for n in ("L1", "L2", "L3", "L4", "L5") if n not in {v.name for v in vertebrae}]
+    if missing:
+        warnings.append(f"not found: {', '.join(missing)}")
+    models = {"detector": cards["detector"].version, **{k: cards[k].version for k in ENSEMBLE},
+              "fresh_vcf": cards["fresh"].version}
+    return RadiographAnalysis(radiograph, vertebrae, fresh_p, cam_img, fresh_cam, models, warnings, timings)
+
+
+def fresh_kind(card: Any) -> str:
+    """The network kind of the fresh-VCF model's card."""
+    return str((card.architecture or {}).get("type", "resnet101-thin"))
+
+
+__all__ = ["RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph", "fresh_kind"]
