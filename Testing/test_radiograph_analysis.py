@@ -237,3 +237,36 @@ def test_radiograph_scene_shows_image_boxes_table_and_grad_cam_and_updates_in_pl
     count = mrml.scene.GetNumberOfNodes()
     again = add_radiograph_to_scene(mrml.scene, out)
     assert mrml.scene.GetNumberOfNodes() == count and again.image == nodes.image
+
+
+def test_evaluate_radiograph_reports_detection_classes_fresh_vcf_and_the_grad_cam_grid(radiograph_models, tmp_path,
+                                                                                        capsys):
+    from factories import tiny_verse_folder
+
+    from VertebralFractureLib.cli import main
+    from VertebralFractureLib.training.radiograph_data import write_dataset
+
+    write_dataset([tiny_verse_folder(tmp_path / "synth", n_cases=2)], tmp_path / "rad", per_case=1, seed=2)
+    assert main(["evaluate", "radiograph", str(tmp_path / "rad"), "-o", str(tmp_path / "ev"), "--progress", "none"]) == 0
+    result = json.loads((tmp_path / "ev" / "radiograph_eval.json").read_text())
+    assert result["images"] == 2 and set(result["detection"]["per_level"]) == {"L1", "L2", "L3", "L4", "L5"}
+    true = result["true_boxes"]
+    assert true["counts"] == {"normal": 2, "old": 0, "fresh": 2}  # L1 fresh and L2 normal in each image
+    assert set(true) >= {*ENSEMBLE, "ensemble"} and true["ensemble"]["n"] == 4
+    assert result["grad_cam_grid"]["grid"] == list(GRID)
+    assert result["fresh_vcf"]  # every tiny image holds a fresh fracture: no AUC, said as None
+    assert next(iter(result["fresh_vcf"].values()))["value"] is None
+    tables = (tmp_path / "ev" / "radiograph_eval.md").read_text()
+    assert "mAP@0.5" in tables and "Kruskal" in tables and "ensemble" in tables
+    assert main(["evaluate", "radiograph", str(tmp_path), "--progress", "none"]) == 3  # not a radiograph folder
+    assert "radiographs.json" in capsys.readouterr().err
+
+
+def test_bench_times_the_radiograph_analysis(radiograph_models, tmp_path, capsys):
+    from VertebralFractureLib.cli import main
+
+    png = _radiograph_png(tmp_path / "lateral.png")
+    assert main(["bench", str(png), "--radiograph", "--pixel-spacing", "0.5", "--repeat", "1", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["stages"] == "radiograph" and report["median_s"] > 0 and report["vertebrae"] == 5
+    assert set(report["stage_median_s"]) >= {"detect", "classify", "fresh_vcf"}

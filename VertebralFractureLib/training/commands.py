@@ -122,8 +122,9 @@ def _channel_labels() -> tuple[int, ...]:
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=["localize", "segment", "grade", "real"],
-                   help="which stage to evaluate, or 'real': the whole pipeline on real CT with known truth")
+    p.add_argument("stage", choices=["localize", "segment", "grade", "real", "radiograph"],
+                   help="which stage to evaluate, 'real': the whole pipeline on real CT with known truth, or "
+                        "'radiograph': the radiograph models on labelled radiograph folders")
     p.add_argument("inputs", nargs="*", type=Path, metavar="PATH",
                    help="real: folders of real cases (CT + vertebra mask + genant_grades.json, or CT + "
                         "*_bodies.json annotation), masks or annotation files")
@@ -163,6 +164,8 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
 
     if args.stage == "real":
         return _evaluate_real(args, progress)
+    if args.stage == "radiograph":
+        return _evaluate_radiograph(args, progress)
     if args.data is None or args.inputs:
         raise InputError(f"evaluate {args.stage} takes its held-out folder as --data DIR (folder arguments are for 'evaluate real')")
     if args.stage == "segment":
@@ -225,6 +228,26 @@ def _evaluate_real(args: argparse.Namespace, progress: Any) -> int:
     progress.close()
     print(format_table(result))
     for f in result["files"]:
+        print(f"wrote {f}", file=sys.stderr)
+    return 0
+
+
+def _evaluate_radiograph(args: argparse.Namespace, progress: Any) -> int:
+    """The installed radiograph models on labelled radiograph folders (:mod:`.radiograph_eval`)."""
+    from VertebralFractureLib.errors import InputError
+    from VertebralFractureLib.models import select_device
+    from VertebralFractureLib.training.radiograph_eval import evaluate_radiographs, format_tables
+
+    paths = list(args.inputs) + ([args.data] if args.data is not None else [])
+    missing = [p for p in paths if not (Path(p) / "radiographs.json").is_file()]
+    if not paths or missing:
+        raise InputError("evaluate radiograph needs folders of labelled radiographs (radiographs.json, as "
+                         "VertebralFractureLib.training.radiograph_data writes them)"
+                         + (f"; not one: {', '.join(str(m) for m in missing)}" if missing else ""))
+    result = evaluate_radiographs(paths, args.output, device=select_device(args.device), progress=progress)
+    progress.close()
+    print(format_tables(result))
+    for f in result.get("files", []):
         print(f"wrote {f}", file=sys.stderr)
     return 0
 
@@ -425,7 +448,10 @@ def _card_of_run(weights: Path, name: str) -> Any:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", type=Path, help="CT to time (volume file or DICOM folder)")
+    p.add_argument("input", type=Path, help="CT to time (volume file or DICOM folder), or with --radiograph a "
+                   "radiograph (DICOM, PNG/JPEG with --pixel-spacing)")
+    p.add_argument("--radiograph", action="store_true", help="time the radiograph analysis (radiograph command)")
+    p.add_argument("--pixel-spacing", type=float, default=None, metavar="MM", help="with --radiograph: a PNG's pixel size")
     p.add_argument("--stages", default="localize", choices=["localize", "all"], help="what to time")
     p.add_argument("--repeat", type=int, default=3, help="timed runs after one warm-up")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -455,6 +481,8 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
         second_opinion_stages,
     )
 
+    if getattr(args, "radiograph", False):
+        return _bench_radiograph(args)
     extra = second_opinion_stages(getattr(args, "radiomics", False), getattr(args, "slice_classifier", False))
     if (args.centroids is not None or extra) and args.stages != "all":
         raise UsageError("--centroids, --radiomics and --slice-classifier need --stages all")
@@ -501,5 +529,40 @@ def cmd_bench(args: argparse.Namespace, progress: Any) -> int:
         complete = sum(1 for v in analysis.vertebrae if v.complete)
         if "slice-classifier" in report["stage_median_s"] and complete:
             report["slice_classifier_s_per_vertebra"] = round(report["stage_median_s"]["slice-classifier"] / complete, 3)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _bench_radiograph(args: argparse.Namespace) -> int:
+    """Wall time of a radiograph's analysis (median of ``--repeat`` after a warm-up that loads the
+    models) and peak memory."""
+    import platform
+
+    import torch
+
+    from VertebralFractureLib.io.radiograph import read_radiograph
+    from VertebralFractureLib.models import select_device
+    from VertebralFractureLib.radiograph_analysis import analyze_radiograph
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    t0 = time.perf_counter()
+    radiograph = read_radiograph(args.input, args.pixel_spacing)
+    read_s = time.perf_counter() - t0
+    times, stage_times, result = [], [], None
+    for _ in range(args.repeat + 1):
+        t0 = time.perf_counter()
+        result = analyze_radiograph(radiograph, device=device)
+        times.append(time.perf_counter() - t0)
+        stage_times.append(result.timings_s)
+    report = {"input": args.input.name, "pixels": list(radiograph.image.shape),
+              "pixel_spacing_mm": list(radiograph.pixel_spacing_mm), "stages": "radiograph", "device": device,
+              "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+              "read_s": round(read_s, 2), "warmup_s": round(times[0], 2),
+              "median_s": round(float(np.median(times[1:])), 2), "runs_s": [round(t, 2) for t in times[1:]],
+              "stage_median_s": {k: round(float(np.median([t[k] for t in stage_times[1:]])), 3) for k in stage_times[0]},
+              "vertebrae": len(result.vertebrae) if result else 0,
+              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     print(json.dumps(report, indent=2))
     return 0
