@@ -187,7 +187,7 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
             continue
         if x0 <= EDGE_PX or y0 <= EDGE_PX or x1 >= cols - EDGE_PX or y1 >= rows - EDGE_PX:
             v.status, v.reason = "not assessable", "the box is cut by the image edge: part of the body is not in view"
-        crop, meta = crop_vertebra(image, d["box_px"])
+        crop, meta = crop_vertebra(image, d["box_px"], pixel_mm=float(np.sqrt(sx * sy)))
         crops.append(crop)
         metas.append(meta)
         cropped.append(v)

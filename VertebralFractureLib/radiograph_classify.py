@@ -27,6 +27,8 @@ CLASSES: tuple[str, ...] = ("normal", "old", "fresh")
 CROP_SHAPE: tuple[int, int] = (140, 166)
 #: Margin added around a detected box before cropping (fraction of its width and height, each side).
 CROP_MARGIN = 0.15
+#: Gaussian smoothing (sigma, mm) of a crop before its histogram is flattened.
+CROP_SMOOTH_MM = 0.8
 #: Whole-radiograph input size of seed 003.
 WHOLE_SIZE = 224
 #: The three networks of seed 004's ensemble (registry names ``radiograph-<kind>``).
@@ -109,13 +111,15 @@ def equalize(image: np.ndarray, bins: int = 256) -> np.ndarray:
 
 
 def crop_vertebra(image: np.ndarray, box_px: Sequence[float], margin: float = CROP_MARGIN,
-                  shape: tuple[int, int] = CROP_SHAPE) -> tuple[np.ndarray, dict[str, Any]]:
+                  shape: tuple[int, int] = CROP_SHAPE, pixel_mm: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Seed 004's input for one vertebra: the box (x0, y0, x1, y1 in pixels) with ``margin`` each
     side, histogram-flattened, resized to fit ``shape`` (rows, columns) keeping its aspect, and
-    zero-padded to it (centred). Returns the crop and where it came from (to map a Grad-CAM map
-    back: ``origin`` (x, y), ``scale`` crop pixels per image pixel, ``offset`` (row, col) of the
-    resized crop in the padded one)."""
+    zero-padded to it (centred). With ``pixel_mm`` the region is first smoothed by a Gaussian of
+    :data:`CROP_SMOOTH_MM` (the flattening stretches a body's narrow grey range, and its noise with
+    it). Returns the crop and where it came from (to map a Grad-CAM map back: ``origin`` (x, y),
+    ``scale`` crop pixels per image pixel, ``offset`` (row, col) of the resized crop in the padded one)."""
     from PIL import Image
+    from scipy import ndimage
 
     x0, y0, x1, y1 = (float(v) for v in box_px)
     w, h = x1 - x0, y1 - y0
@@ -128,6 +132,9 @@ def crop_vertebra(image: np.ndarray, box_px: Sequence[float], margin: float = CR
     sy, sx = max(ya, 0), max(xa, 0)
     ey, ex = min(yb, rows), min(xb, cols)
     region[sy - ya:ey - ya, sx - xa:ex - xa] = image[sy:ey, sx:ex]
+    if pixel_mm is not None and CROP_SMOOTH_MM > 0:
+        inside = region[sy - ya:ey - ya, sx - xa:ex - xa]
+        region[sy - ya:ey - ya, sx - xa:ex - xa] = ndimage.gaussian_filter(inside, CROP_SMOOTH_MM / float(pixel_mm))
     region = equalize(region)
     scale = min(shape[0] / region.shape[0], shape[1] / region.shape[1])
     size = (max(1, int(round(region.shape[1] * scale))), max(1, int(round(region.shape[0] * scale))))

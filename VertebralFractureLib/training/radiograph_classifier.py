@@ -71,14 +71,15 @@ def _jitter_box(box: Sequence[float], rng: np.random.Generator) -> list[float]:
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
 
 
-def augment_crop(image: np.ndarray, box: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+def augment_crop(image: np.ndarray, box: Sequence[float], rng: np.random.Generator,
+                 pixel_mm: float | None = None) -> np.ndarray:
     """One training crop: jittered box, noise and contrast before the histogram flattening, then
     rotation (±10°), brightness and contrast (seed 004's augmentation) and a mirror image."""
     from scipy import ndimage
 
     img = np.clip(image, 0, 1) ** rng.uniform(0.7, 1.4)
     img = img + rng.normal(0, rng.uniform(0, 0.02), img.shape).astype(np.float32)
-    crop, _ = crop_vertebra(img, _jitter_box(box, rng))
+    crop, _ = crop_vertebra(img, _jitter_box(box, rng), pixel_mm=pixel_mm)
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     angle = rng.uniform(-10, 10)
@@ -89,7 +90,8 @@ def augment_crop(image: np.ndarray, box: Sequence[float], rng: np.random.Generat
 
 def eval_crops(entries: Sequence[dict[str, Any]], samples: Sequence[dict[str, Any]]) -> np.ndarray:
     """Crops of ``samples`` from their true boxes, unaugmented."""
-    return np.stack([crop_vertebra(entries[s["entry"]]["image"], s["box"])[0] for s in samples]) if samples else \
+    return np.stack([crop_vertebra(entries[s["entry"]]["image"], s["box"], pixel_mm=entries[s["entry"]]["pixel_mm"])[0]
+                     for s in samples]) if samples else \
         np.zeros((0, 140, 166), np.float32)
 
 
@@ -244,7 +246,8 @@ def train_vertebra(train_entries: Sequence[dict[str, Any]], val_entries: Sequenc
     def next_batch(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         classes = rng.choice(len(CLASSES), size=batch, p=mix)
         picks = [by_class[c][int(rng.integers(len(by_class[c])))] for c in classes]
-        x = np.stack([augment_crop(train_entries[s["entry"]]["image"], s["box"], rng) for s in picks])
+        x = np.stack([augment_crop(train_entries[s["entry"]]["image"], s["box"], rng, train_entries[s["entry"]]["pixel_mm"])
+                      for s in picks])
         return x, classes
 
     def validate(net: Any) -> float:

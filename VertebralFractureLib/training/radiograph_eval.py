@@ -60,12 +60,12 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         truth = true_boxes(e)
         truths.append(truth)
         for s in vertebra_samples([e]):
-            true_crops.append(crop_vertebra(e["image"], s["box"])[0])
+            true_crops.append(crop_vertebra(e["image"], s["box"], pixel_mm=e["pixel_mm"])[0])
             true_y.append(s["y"])
             hit = [d for d in found if d["name"] == s["name"] and d["detection_score"] >= 0.3
                    and iou(d["box_px"], s["box"]) >= 0.5]
             if hit:
-                det_crops.append(crop_vertebra(e["image"], hit[0]["box_px"])[0])
+                det_crops.append(crop_vertebra(e["image"], hit[0]["box_px"], pixel_mm=e["pixel_mm"])[0])
                 det_y.append(s["y"])
         with torch.inference_mode():
             logit = float(fresh_net(torch.from_numpy(whole_input(e["image"]))[None, None].to(device))[0, 0])
