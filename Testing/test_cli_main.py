@@ -215,3 +215,33 @@ def test_demo_output_check_names_what_is_missing(tmp_path, capsys):
     assert "analysis.json does not parse" in capsys.readouterr().err
     assert check_demo_output.main([str(tmp_path / "nowhere")]) == 1
     assert "no output folder" in capsys.readouterr().err
+
+
+RADIOGRAPH_MODELS = ("radiograph-detector", "radiograph-resnet50-thin", "radiograph-densenet161-thin",
+                     "radiograph-resnext50-thin", "radiograph-fresh-vcf")
+
+
+@pytest.mark.skipif(any(models.model_status(n) != "ok" for n in RADIOGRAPH_MODELS),
+                    reason="the radiograph models are not all installed in Resources/Models")
+def test_radiograph_analyses_a_lateral_radiograph_with_the_shipped_models(tmp_path, capsys):
+    """The shipped radiograph models load and run (sha256 checked) on a synthetic lateral radiograph."""
+    import numpy as np
+
+    from VertebralFractureLib.io.readers import read_image
+    from VertebralFractureLib.synth.radiograph import RadiographParams, lateral_radiograph
+
+    code, _, err = _main("synth", "-o", tmp_path / "data", "--n", "1", "--spacing", "2", "2", "2",
+                         "--levels", "T12", "L5")
+    assert code == 0, err
+    ct = read_image(tmp_path / "data" / "rawdata" / "sub-synth0000" / "sub-synth0000_ct.nii.gz").volume
+    image, geo = lateral_radiograph(ct, RadiographParams(), np.random.default_rng(0))
+    from PIL import Image
+
+    Image.fromarray(np.round(image * 65535).astype(np.uint16)).save(tmp_path / "lateral.png")
+    out = tmp_path / "rx"
+    assert cli.main(["radiograph", str(tmp_path / "lateral.png"), "--pixel-spacing", f"{geo.pixel_mm:.4f}",
+                     "-o", str(out)]) == cli.EXIT_OK
+    data = json.loads((out / "radiograph.json").read_text())
+    assert data["vertebrae"] and 0.0 <= data["fresh_vcf_probability"] <= 1.0
+    assert all(m in data["models"] for m in ("detector", "fresh_vcf"))
+    assert "fresh vertebral compression fracture in the image" in capsys.readouterr().out

@@ -273,3 +273,51 @@ def test_bench_times_the_radiograph_analysis(radiograph_models, tmp_path, capsys
     report = json.loads(capsys.readouterr().out)
     assert report["stages"] == "radiograph" and report["median_s"] > 0 and report["vertebrae"] == 5
     assert set(report["stage_median_s"]) >= {"detect", "classify", "fresh_vcf"}
+
+
+def _toy_entries(n: int = 4) -> list[dict]:
+    """Tiny radiographs: five bright bodies; classes normal / old / fresh in turn, fresh VCF every other."""
+    rng = np.random.default_rng(0)
+    classes = ["normal", "old", "fresh", "normal", "normal"]
+    out = []
+    for k in range(n):
+        img = rng.normal(0.3, 0.02, (200, 160)).astype(np.float32)
+        vertebrae = []
+        for j, name in enumerate(("L1", "L2", "L3", "L4", "L5")):
+            y0 = 10 + 36 * j
+            img[y0:y0 + 30, 50:90] = 0.8 - 0.2 * (classes[(j + k) % 5] != "normal")
+            vertebrae.append({"name": name, "box_px": [50.0, float(y0), 90.0, float(y0 + 30)],
+                              "class": classes[(j + k) % 5], "grade": int(classes[(j + k) % 5] != "normal")})
+        out.append({"image": img, "pixel_mm": 1.0, "vertebrae": vertebrae, "fresh_vcf": bool(k % 2), "case": f"c{k}"})
+    return out
+
+
+def test_training_both_tasks_installs_networks_the_analysis_loads(tmp_path):
+    import torch
+
+    from VertebralFractureLib import models
+    from VertebralFractureLib.training.radiograph_classifier import install, train_fresh, train_vertebra
+
+    entries = _toy_entries()
+    rep = train_vertebra(entries, entries[:2], entries[2:], tmp_path / "v", kinds=["resnet50-thin"], iterations=2,
+                         batch=4, eval_every=1)
+    m = rep["models"]["resnet50-thin"]
+    assert m["training"]["iterations"] == 2 and len(m["training"]["log"]) == 2
+    assert m["heldout"]["n"] == 10 and set(m["heldout"]["ci95"]) >= {"accuracy", "sensitivity_fresh"}
+    assert sum(map(sum, m["heldout"]["confusion"])) == 10
+    fresh = train_fresh(entries, entries[:2], entries[2:], tmp_path / "f", kinds=["resnet50-thin"], iterations=2,
+                        batch=2, eval_every=1)
+    assert fresh["models"]["resnet50-thin"]["heldout"]["n"] == 2
+    d = tmp_path / "models"
+    install(tmp_path / "v", rep, ["toy"], directory=d)
+    install(tmp_path / "f", fresh, ["toy"], directory=d)
+    card, net = models.load_network(model_name("resnet50-thin"), lambda a: build_network(a["type"]), d)
+    assert card.classes == CLASSES and card.architecture["input"] == list(CROP_SHAPE)
+    assert card.metrics["heldout_synthetic"]["n"] == 10 and "synthetic radiographs only" in card.accuracy
+    state = torch.load(d / f"{model_name('resnet50-thin')}.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())  # stored in half
+    fcard, _ = models.load_network(FRESH_MODEL, lambda a: build_network(a["type"], 1), d)
+    assert fcard.architecture["type"] == "resnet50-thin" and fcard.metrics["heldout_synthetic_auc"]["n"] == 2
+    with pytest.raises(ValueError, match="normal, old and fresh"):
+        only_normal = [{**e, "vertebrae": [{**v, "class": "normal"} for v in e["vertebrae"]]} for e in entries]
+        train_vertebra(only_normal, entries, entries, tmp_path / "x", kinds=["resnet50-thin"], iterations=1)
