@@ -261,6 +261,7 @@ def test_evaluate_radiograph_reports_detection_classes_fresh_vcf_and_the_grad_ca
     assert next(iter(result["fresh_vcf"].values()))["value"] is None
     tables = (tmp_path / "ev" / "radiograph_eval.md").read_text()
     assert "mAP@0.5" in tables and "Kruskal" in tables and "ensemble" in tables
+    assert (tmp_path / "ev" / "radiograph_gradcam.png").stat().st_size > 0
     assert main(["evaluate", "radiograph", str(tmp_path), "--progress", "none"]) == 3  # not a radiograph folder
     assert "radiographs.json" in capsys.readouterr().err
 

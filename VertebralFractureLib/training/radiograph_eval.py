@@ -10,7 +10,8 @@ radiographs with known labels (folders written by :mod:`.radiograph_data`), as t
 * **Grad-CAM grid** (seed 004): the ensemble's Grad-CAM map of every true-box crop, averaged over a
   6 × 8 grid, each section compared between the classes the ensemble gave (Kruskal–Wallis).
 
-Writes ``radiograph_eval.json`` and ``radiograph_eval.md`` (the tables) into ``--output``.
+Writes ``radiograph_eval.json``, ``radiograph_eval.md`` (the tables) and ``radiograph_gradcam.png``
+(the mean Grad-CAM map of each class and the grid test) into ``--output``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
             cells = np.stack([grid_means(m) for m in maps])
             result["grad_cam_grid"] = {"grouped_by": "the ensemble's class", **grid_test(cells, target)}
             result["grad_cam_grid_by_truth"] = {"grouped_by": "the true class", **grid_test(cells, y)}
+            mean_maps = {c: maps[target == j].mean(axis=0) for j, c in enumerate(CLASSES) if np.any(target == j)}
+            mean_crops = {c: x[target == j].mean(axis=0) for j, c in enumerate(CLASSES) if np.any(target == j)}
     fresh_y = np.array([int(e["fresh_vcf"]) for e in entries])
     result["fresh_vcf"] = {fresh_kind(cards["fresh"]): auc_with_ci(fresh_y, np.asarray(fresh_scores))}
     if output is not None:
@@ -99,7 +102,41 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         (out / "radiograph_eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
         (out / "radiograph_eval.md").write_text(format_tables(result) + "\n", encoding="utf-8")
         result["files"] = [str(out / "radiograph_eval.json"), str(out / "radiograph_eval.md")]
+        if result.get("grad_cam_grid"):
+            grad_cam_figure(mean_crops, mean_maps, result["grad_cam_grid"], out / "radiograph_gradcam.png")
+            result["files"].append(str(out / "radiograph_gradcam.png"))
     return result
+
+
+def grad_cam_figure(mean_crops: dict[str, np.ndarray], mean_maps: dict[str, np.ndarray], grid: dict[str, Any],
+                    path: Path) -> None:
+    """The mean crop and mean Grad-CAM map of each class the ensemble gave, and the grid test's
+    −log10 p per section (seed 004's Figure 10, as a picture)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = list(mean_maps)
+    fig, axes = plt.subplots(1, len(classes) + 1, figsize=(3.2 * (len(classes) + 1), 3.2))
+    for ax, c in zip(axes, classes):
+        ax.imshow(mean_crops[c], cmap="gray")
+        ax.imshow(mean_maps[c], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        ax.set_title(f"{c} (n = {grid['counts'].get(c, 0)}): mean Grad-CAM", fontsize=8)
+        ax.axis("off")
+    p = np.asarray(grid["p"], float)
+    logp = -np.log10(np.clip(np.nan_to_num(p, nan=1.0), 1e-12, 1.0))
+    im = axes[-1].imshow(logp, cmap="magma", vmin=0, vmax=max(3.0, float(logp.max())))
+    for r in range(p.shape[0]):
+        for c in range(p.shape[1]):
+            top = grid["highest"][r][c]
+            if p[r, c] < 0.05 and top >= 0:
+                axes[-1].text(c, r, CLASSES[top][0], ha="center", va="center", color="cyan", fontsize=8)
+    axes[-1].set_title("Kruskal–Wallis −log10 p per section\n(letter: class with the highest median, p < 0.05)", fontsize=8)
+    fig.colorbar(im, ax=axes[-1], fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def _ci(m: dict[str, Any], key: str) -> str:
@@ -159,4 +196,4 @@ def format_tables(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate_radiographs", "format_tables"]
+__all__ = ["evaluate_radiographs", "format_tables", "grad_cam_figure"]
