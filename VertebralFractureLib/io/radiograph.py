@@ -10,8 +10,10 @@ What a reader of radiographs must get right before any model sees the image:
   bright, 0..1. The stored values go through the *Modality LUT* (rescale) and the *VOI LUT* or
   *Window Center/Width* the modality chose, as a viewer shows them; without either, the image's
   1st–99th percentiles set the window.
-* **Refusals**, each with a clear message: a CT or MR (or any volume: several frames, or slices of
-  a series) — use ``analyze``; a colour photograph or screenshot (colour channels that differ); an
+* **A one-slice volume file** (NRRD, NIfTI, MetaImage — how 3D Slicer saves a 2D image): its
+  in-plane spacing is the pixel spacing.
+* **Refusals**, each with a clear message: a CT or MR (or any volume: several frames, slices of
+  a series, a volume file with several slices) — use ``analyze``; a colour photograph or screenshot (colour channels that differ); an
   image without a spacing; an unreadable file.
 
 Patient names and IDs are never read into the result or logged.
