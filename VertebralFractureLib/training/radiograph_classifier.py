@@ -389,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=None, help="networks (default: the seed's)")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds per network")
     p.add_argument("--init", nargs="*", default=[], metavar="KIND=WEIGHTS", help="resume a network from weights")
     p.add_argument("--install", action="store_true", help="install the networks with their cards")
@@ -398,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     va = [e for f in args.val for e in read_dataset(f)]
     he = [e for f in args.heldout for e in read_dataset(f)]
     init = {k: Path(v) for k, v in (s.split("=", 1) for s in args.init)}
-    opts: dict[str, Any] = {"time_budget_s": args.time_budget, "init": init, "log": sys.stderr}
+    opts: dict[str, Any] = {"time_budget_s": args.time_budget, "init": init, "log": sys.stderr, "lr": args.lr}
     if args.models:
         opts["kinds"] = args.models
     if args.iterations:
