@@ -322,3 +322,20 @@ def test_training_both_tasks_installs_networks_the_analysis_loads(tmp_path):
     with pytest.raises(ValueError, match="normal, old and fresh"):
         only_normal = [{**e, "vertebrae": [{**v, "class": "normal"} for v in e["vertebrae"]]} for e in entries]
         train_vertebra(only_normal, entries, entries, tmp_path / "x", kinds=["resnet50-thin"], iterations=1)
+
+
+def test_a_crops_grad_cam_map_goes_back_onto_its_box():
+    from VertebralFractureLib.radiograph_analysis import _place
+
+    img = np.random.default_rng(0).random((300, 200)).astype(np.float32)
+    box = [40.0, 100.0, 120.0, 160.0]
+    crop, meta = crop_vertebra(img, box)
+    cam = np.zeros(CROP_SHAPE, np.float32)
+    r0, c0 = meta["offset"]
+    rows, cols = meta["size"]
+    cam[r0 + rows // 2 - 5:r0 + rows // 2 + 5, c0 + cols // 2 - 5:c0 + cols // 2 + 5] = 1.0  # the crop's centre
+    back = np.zeros_like(img)
+    _place(back, cam, meta)
+    ys, xs = np.nonzero(back > 0.5)
+    assert abs(ys.mean() - 130) < 2 and abs(xs.mean() - 80) < 2  # the box's centre
+    assert back[:80].max() == 0 and back[180:].max() == 0  # nothing outside the cropped region
