@@ -339,3 +339,25 @@ def test_a_crops_grad_cam_map_goes_back_onto_its_box():
     ys, xs = np.nonzero(back > 0.5)
     assert abs(ys.mean() - 130) < 2 and abs(xs.mean() - 80) < 2  # the box's centre
     assert back[:80].max() == 0 and back[180:].max() == 0  # nothing outside the cropped region
+
+
+def test_fracture_threshold_keeps_the_chosen_share_of_normal_vertebrae_normal():
+    from VertebralFractureLib.radiograph_classify import decide
+    from VertebralFractureLib.training.radiograph_classifier import (
+        choose_fracture_threshold,
+        decision_metrics,
+    )
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 100 + [1] * 10 + [2] * 10)
+    p_normal = np.concatenate([rng.uniform(0.3, 1.0, 100), rng.uniform(0.0, 0.5, 20)])
+    rest = 1.0 - p_normal
+    prob = np.stack([p_normal, rest * np.where(y == 1, 0.7, 0.3), rest * np.where(y == 1, 0.3, 0.7)], axis=1)
+    t = choose_fracture_threshold(y, prob, specificity=0.95)
+    pred = decide(prob, t)
+    assert np.mean(pred[y == 0] == 0) >= 0.95 and np.mean(pred[y == 0] == 0) < 0.97
+    assert np.array_equal(decide(prob), np.argmax(prob, axis=1))  # no threshold: seed 004's largest probability
+    assert np.all(decide(prob, 1.01) == 0)  # a threshold never reached: every vertebra normal
+    m = decision_metrics(y, prob, t)
+    assert m["normal_specificity"] >= 0.95 and m["threshold"] == t
+    assert set(pred[pred > 0]) <= {1, 2} and np.mean(pred[y == 1] == 1) > 0.5  # old and fresh by the larger

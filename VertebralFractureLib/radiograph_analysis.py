@@ -3,7 +3,9 @@ the whole image fresh VCF or not, with Grad-CAM maps (seeds 003 and 004).
 
 Steps: the detector (:mod:`.radiograph_detect`) boxes L1–L5; each box is cropped as seed 004 does
 (:func:`.radiograph_classify.crop_vertebra`) and classified by the three networks of the ensemble,
-whose probabilities are averaged (the seed's sum, divided by three); Grad-CAM maps of the ensemble's
+whose probabilities are averaged (the seed's sum, divided by three); a vertebra is called fractured
+(old or fresh) only when 1 − P(normal) reaches the threshold on its card, chosen on validation data
+so that 95 % of normal vertebrae stay normal (:func:`.radiograph_classify.decide`); Grad-CAM maps of the ensemble's
 class, averaged over the networks, are put back where each crop came from; the fresh-VCF network
 (seed 003) scores the whole image, with its own Grad-CAM map.
 
@@ -148,6 +150,7 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     from VertebralFractureLib.models import select_device
     from VertebralFractureLib.radiograph_classify import (
         crop_vertebra,
+        decide,
         ensemble,
         probabilities,
         whole_input,
@@ -196,12 +199,13 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
         x = np.stack(crops)
         probs = probabilities(nets, x)
         ens = ensemble(probs)
+        classes = decide(ens, fracture_threshold(cards))
         for k, v in enumerate(cropped):
             v.probabilities = {kind: {c: round(float(p[k, j]), 4) for j, c in enumerate(CLASSES)}
                                for kind, p in probs.items()}
             v.ensemble = {c: round(float(ens[k, j]), 4) for j, c in enumerate(CLASSES)}
             if v.status == "assessed":
-                v.cls = CLASSES[int(np.argmax(ens[k]))]
+                v.cls = CLASSES[int(classes[k])]
         if grad_cam:
             target = np.argmax(ens, axis=1)
             maps = np.mean([cam_of(net, kind, x, target) for kind, net in nets.items()], axis=0)
@@ -238,9 +242,18 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     return RadiographAnalysis(radiograph, vertebrae, fresh_p, cam_img, fresh_cam, models, warnings, timings)
 
 
+def fracture_threshold(cards: dict[str, Any]) -> float | None:
+    """The ensemble's fracture threshold on 1 − P(normal), from its first network's card (chosen on
+    validation data); None (the largest probability decides, as in seed 004) where the card has none."""
+    card = cards.get(ENSEMBLE[0])
+    value = (card.postprocess or {}).get("fracture_threshold") if card is not None else None
+    return None if value is None else float(value)
+
+
 def fresh_kind(card: Any) -> str:
     """The network kind of the fresh-VCF model's card."""
     return str((card.architecture or {}).get("type", "resnet101-thin"))
 
 
-__all__ = ["RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph", "fresh_kind"]
+__all__ = ["RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph", "fracture_threshold",
+           "fresh_kind"]

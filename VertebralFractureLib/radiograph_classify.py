@@ -180,6 +180,17 @@ def ensemble(probs: Mapping[str, np.ndarray]) -> np.ndarray:
     return stack.mean(axis=0)
 
 
+def decide(prob: np.ndarray, fracture_threshold: float | None = None) -> np.ndarray:
+    """Class index of each row of ensemble probabilities (n, 3). Without a threshold, the largest
+    (seed 004). With one, a vertebra is fractured only when 1 − P(normal) reaches it (a threshold
+    chosen on validation data for a high specificity), and then old or fresh by the larger of the two."""
+    prob = np.atleast_2d(np.asarray(prob, float))
+    if fracture_threshold is None:
+        return np.argmax(prob, axis=1)
+    fractured = 1.0 - prob[:, 0] >= fracture_threshold
+    return np.where(fractured, 1 + np.argmax(prob[:, 1:], axis=1), 0)
+
+
 def grad_cam(net: Any, kind: str, crops: np.ndarray, class_idx: Sequence[int] | None = None) -> np.ndarray:
     """Grad-CAM maps (n, rows, cols; 0..1 each) of ``net`` for ``crops`` (MONAI's GradCAM at
     :func:`cam_layer`), for the given classes (default: the predicted ones)."""
@@ -235,5 +246,5 @@ def grid_test(cells: np.ndarray, groups: Sequence[int], n_groups: int = len(CLAS
 
 
 __all__ = ["CLASSES", "CROP_SHAPE", "ENSEMBLE", "FRESH_KINDS", "FRESH_MODEL", "GRID", "NETWORK_KINDS", "WHOLE_SIZE",
-           "build_network", "cam_layer", "crop_vertebra", "ensemble", "equalize", "grad_cam", "grid_means", "grid_test",
+           "build_network", "cam_layer", "crop_vertebra", "decide", "ensemble", "equalize", "grad_cam", "grid_means", "grid_test",
            "model_name", "probabilities", "whole_input"]

@@ -31,7 +31,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
     """Evaluate the installed radiograph models on dataset folders (module docstring)."""
     import torch
 
-    from VertebralFractureLib.radiograph_analysis import _load, fresh_kind
+    from VertebralFractureLib.radiograph_analysis import _load, fracture_threshold, fresh_kind
     from VertebralFractureLib.radiograph_classify import (
         crop_vertebra,
         ensemble,
@@ -44,7 +44,12 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         grad_cam as cam_of,
     )
     from VertebralFractureLib.radiograph_detect import detect, iou, mean_average_precision
-    from VertebralFractureLib.training.radiograph_classifier import auc_with_ci, vertebra_samples, with_cis
+    from VertebralFractureLib.training.radiograph_classifier import (
+        auc_with_ci,
+        decision_metrics,
+        vertebra_samples,
+        with_cis,
+    )
     from VertebralFractureLib.training.radiograph_data import read_dataset
     from VertebralFractureLib.training.radiograph_detector import true_boxes
 
@@ -83,6 +88,9 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         probs = probabilities(nets, np.stack(crops))
         block = {kind: with_cis(y, p) for kind, p in probs.items()}
         block["ensemble"] = with_cis(y, ensemble(probs))
+        threshold = fracture_threshold(cards)
+        if threshold is not None:
+            block["ensemble_decision"] = decision_metrics(y, ensemble(probs), threshold)
         block["counts"] = {c: int(np.sum(y == j)) for j, c in enumerate(CLASSES)}
         result[name] = block
         if name == "true_boxes" and grad_cam:
@@ -171,6 +179,12 @@ def format_tables(result: dict[str, Any]) -> str:
             lines.append(f"| {kind} | {_num(m['accuracy'])}{_ci(m, 'accuracy')} | "
                          + " | ".join(f"{_num(s[c])}{_ci(m, 'sensitivity_' + c)}" for c in CLASSES)
                          + f" | {_num(m['fractured_auc'])}{_ci(m, 'fractured_auc')} |")
+        d = block.get("ensemble_decision")
+        if d:
+            lines.append(f"| ensemble, fractured when 1 − P(normal) ≥ {d['threshold']:.2f} (chosen on validation) | "
+                         f"{_num(d['accuracy'])} | " + " | ".join(_num(d['sensitivity'][c]) for c in CLASSES)
+                         + f" | fractured sensitivity {_num(d['fractured_sensitivity'])}, normal specificity "
+                         f"{_num(d['normal_specificity'])} |")
         lines.append("")
     for kind, m in result["fresh_vcf"].items():
         ci = m["ci95"]
