@@ -372,7 +372,8 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
         entry = report["models"][kind]
         t = entry["training"]
         name = model_name(kind) if report["task"] == "vertebra" else FRESH_MODEL
-        run = {"run": run_dir.name, "from": t["from"], "iterations": t["iterations"], "best_iteration": t["best_iteration"],
+        run = {"run": t.get("run", run_dir.name), "from": t["from"], "iterations": t["iterations"],
+               "best_iteration": t["best_iteration"],
                "wall_time_min": round(t["seconds"] / 60, 1), "hardware": "2-core CPU, one thread"}
         if report["task"] == "vertebra":
             h = entry["heldout"]
