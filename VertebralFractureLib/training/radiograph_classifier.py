@@ -212,6 +212,7 @@ def _fit(kind: str, num_classes: int, next_batch: Callable[[np.random.Generator]
         opt.step()
         out_of_time = time_budget_s is not None and time.time() - start > time_budget_s
         if it % eval_every == 0 or it == iterations or out_of_time:
+            net.eval()  # batch normalisation with its running statistics, as at inference
             score = validate(net)
             history.append({"iteration": it, "loss": round(float(loss.detach()), 4), "val": round(score, 4),
                             "seconds": round(time.time() - start, 1)})
