@@ -93,9 +93,19 @@ def report_figure(result: Any, path: Path) -> None:
     data = result.to_json()
     panels = [("L1-L5: ensemble class", None), ("vertebrae: Grad-CAM (ensemble)", result.cam),
               (f"whole image: fresh VCF p = {data['fresh_vcf_probability']:.2f}, Grad-CAM", result.fresh_cam)]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 6.5 * img.shape[0] * sy / max(img.shape[1] * sx * 3, 1) + 1.2))
-    extent = (0, img.shape[1] * sx, img.shape[0] * sy, 0)
-    for ax, (title, cam) in zip(axes, panels):
+    height_mm, width_mm = img.shape[0] * sy, img.shape[1] * sx
+    extent = (0, width_mm, height_mm, 0)
+    # the first two panels zoom onto the vertebrae found (40 mm around them); the third shows the whole image
+    boxes = np.array([v["box_mm"] for v in data["vertebrae"]]) if data["vertebrae"] else None
+    if boxes is not None:
+        x0, y0 = max(0.0, boxes[:, 0].min() - 40), max(0.0, boxes[:, 1].min() - 40)
+        x1, y1 = min(width_mm, boxes[:, 2].max() + 40), min(height_mm, boxes[:, 3].max() + 40)
+    else:
+        x0, y0, x1, y1 = 0.0, 0.0, width_mm, height_mm
+    views = [(x0, x1, y1, y0)] * 2 + [(0.0, width_mm, height_mm, 0.0)]
+    tallest = max((v[2] - v[3]) / max(v[1] - v[0], 1e-6) for v in views)
+    fig, axes = plt.subplots(1, 3, figsize=(13, min(12.0, 13 / 3 * tallest + 1.4)))
+    for ax, (title, cam), view in zip(axes, panels, views):
         ax.imshow(img, cmap="gray", extent=extent, vmin=0, vmax=1)
         if cam is not None:
             ax.imshow(np.ma.masked_less(cam, 0.05), cmap="jet", alpha=0.45, extent=extent, vmin=0, vmax=1)
@@ -106,6 +116,8 @@ def report_figure(result: Any, path: Path) -> None:
             if cam is None:
                 ax.text(x1 + 2, (y0 + y1) / 2, vertebra_label(v), color=color, fontsize=8, va="center",
                         bbox={"fc": "black", "alpha": 0.5, "lw": 0, "pad": 1})
+        ax.set_xlim(view[0], view[1])
+        ax.set_ylim(view[2], view[3])
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("mm")
     fig.suptitle("Lateral radiograph (research software, not for diagnosis; models trained on synthetic radiographs)",
