@@ -874,23 +874,10 @@ class VertebralFractureLogic(ScriptedLoadableModuleLogic):
         outputFolder = workFolder / "results"
         command = self.buildRadiographCommand(inputFile, outputFolder, device)
         _exportVolume(inputVolume, inputFile)
-        run = AnalysisRun(command, _subprocessEnvironment(), str(_libraryParent()), STAGE_ORDER_RADIOGRAPH,
-                          progressCallback)
-        run.userData = {"inputVolumeID": inputVolume.GetID(), "outputFolder": outputFolder, "workFolder": workFolder,
-                        "radiograph": True}
-
-        def finished(finishedRun: AnalysisRun) -> None:
-            self._loadRun(finishedRun)
-            if completedCallback is not None:
-                completedCallback(finishedRun)
-
-        run.finishedCallback = finished
-        run.start()
-        if waitForCompletion:
-            run.waitForCompletion()
-            return run.result()
-        run.startPolling()
-        return run
+        userData = {"inputVolumeID": inputVolume.GetID(), "outputFolder": outputFolder, "workFolder": workFolder,
+                    "radiograph": True}
+        return self._run(command, STAGE_ORDER_RADIOGRAPH, userData, waitForCompletion, progressCallback,
+                         completedCallback)
 
     def loadRadiographResults(self, outputFolder) -> "RadiographResult":
         """Put the files of ``vertebral-fracture radiograph`` into the scene (an earlier load of the same
@@ -998,9 +985,15 @@ class VertebralFractureLogic(ScriptedLoadableModuleLogic):
         command = self.buildCommand(inputFile, outputFolder, device, segmentationFile, fractureThreshold,
                                     centroidsFile=centroidsFile)
         _exportVolume(inputVolume, inputFile)
+        userData = {"inputVolumeID": inputVolume.GetID(), "outputFolder": outputFolder,
+                    "workFolder": workFolder, "showHeightLines": showHeightLines}
+        return self._run(command, stageOrder, userData, waitForCompletion, progressCallback, completedCallback)
+
+    def _run(self, command: list, stageOrder: tuple, userData: dict, waitForCompletion: bool,
+             progressCallback: "Callable | None", completedCallback: "Callable | None"):
+        """Start the analysis process and load its results into the scene when it ends."""
         run = AnalysisRun(command, _subprocessEnvironment(), str(_libraryParent()), stageOrder, progressCallback)
-        run.userData = {"inputVolumeID": inputVolume.GetID(), "outputFolder": outputFolder,
-                        "workFolder": workFolder, "showHeightLines": showHeightLines}
+        run.userData = userData
 
         def finished(finishedRun: AnalysisRun) -> None:
             self._loadRun(finishedRun)

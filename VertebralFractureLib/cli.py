@@ -197,15 +197,21 @@ def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: 
         raise
     except OSError as err:  # disk full, permissions changed meanwhile: nothing was left behind
         raise OutputError(f"could not write the results to {args.output}: {err.strerror or err}") from err
+    _report_done(progress, summary_table(analysis), args.output, out, analysis.warnings, "analysis complete")
+    return analysis
+
+
+def _report_done(progress: Progress, table: str, shown: Path, out: Path, warnings: Sequence[str], message: str) -> None:
+    """The end of a command that wrote results: the table, where they are (``shown`` as given; the
+    JSON ``done`` line has the absolute ``out``) and the warnings."""
     progress.close()
     if progress.mode != "json":
-        print(summary_table(analysis))
-        print(f"results written to {args.output}")
-        for w in analysis.warnings:
+        print(table)
+        print(f"results written to {shown}")
+        for w in warnings:
             print(f"vertebral-fracture: warning: {w}", file=sys.stderr)
-    progress.emit({"stage": "done", "fraction": 1.0, "message": "analysis complete", "output": str(out),
-                   "warnings": list(analysis.warnings)})
-    return analysis
+    progress.emit({"stage": "done", "fraction": 1.0, "message": message, "output": str(out),
+                   "warnings": list(warnings)})
 
 
 def cmd_analyze(args: argparse.Namespace, progress: Progress) -> int:
@@ -435,14 +441,7 @@ def cmd_radiograph(args: argparse.Namespace, progress: Progress) -> int:
     progress("read", 1.0, radiograph.kind)
     result = analyze_radiograph(radiograph, device=args.device, grad_cam=args.grad_cam, progress=progress)
     out = write_radiograph_outputs(result, args.output, args.overwrite)
-    progress.close()
-    if progress.mode != "json":
-        print(radiograph_table(result))
-        print(f"results written to {out}")
-        for w in result.warnings:
-            print(f"vertebral-fracture: warning: {w}", file=sys.stderr)
-    progress.emit({"stage": "done", "fraction": 1.0, "message": "radiograph analysed", "output": str(out),
-                   "warnings": list(result.warnings)})
+    _report_done(progress, radiograph_table(result), args.output, out, result.warnings, "radiograph analysed")
     return EXIT_OK
 
 
