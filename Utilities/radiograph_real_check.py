@@ -32,7 +32,6 @@ import numpy as np
 
 #: An annotated body centre and a detection's centre agree within this distance (mm).
 CENTRE_TOLERANCE_MM = 10.0
-LUMBAR = ("L1", "L2", "L3", "L4", "L5")
 
 
 def _true_body_boxes(ct, mask, geo) -> dict[str, list[float]]:
@@ -65,12 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     from VertebralFractureLib.io.radiograph import Radiograph
     from VertebralFractureLib.io.radiograph_out import CLASS_COLORS
     from VertebralFractureLib.io.readers import read_image, read_labelmap
-    from VertebralFractureLib.radiograph_analysis import _load, analyze_radiograph
+    from VertebralFractureLib.radiograph_analysis import analyze_radiograph, load_models
     from VertebralFractureLib.radiograph_classify import CLASSES, crop_vertebra, ensemble, probabilities
+    from VertebralFractureLib.radiograph_detect import LEVELS
     from VertebralFractureLib.synth.radiograph import RadiographParams, label_shadows, lateral_radiograph
     from VertebralFractureLib.training.real import read_annotation
 
-    _, nets, _, _ = _load("cpu")
+    _, nets, _, _ = load_models("cpu")
     params = RadiographParams()
     results, panels = [], []
     for item in args.items:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             masks = {vertebra(lab).name: m for lab, m in shadows.items()}
             table = json.loads(Path(grades_path).read_text())["grades"].get(subject, {}) if grades_path else {}
             grades = {vertebra(int(lab)).name: g for lab, g in table.items()}
-            boxes = {n: b for n, b in _true_body_boxes(ct, mask, geo).items() if n in LUMBAR}
+            boxes = {n: b for n, b in _true_body_boxes(ct, mask, geo).items() if n in LEVELS}
             if boxes:
                 crops = np.stack([crop_vertebra(image, b, pixel_mm=geo.pixel_mm)[0] for b in boxes.values()])
                 probs = probabilities(nets, crops)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                          "status": v.status, "ensemble": v.ensemble, "named_right": v.name in here,
                          "truth_here": here, "grade_here": [grades.get(n) for n in here]})
         results.append({"case": name, "pixel_mm": geo.pixel_mm, "true_lumbar": {n: grades.get(n) for n in
-                                                                                sorted(set(masks or centres) & set(LUMBAR))},
+                                                                                sorted(set(masks or centres) & set(LEVELS))},
                         "detections": rows, "true_boxes": true_rows,
                         "fresh_vcf_probability": analysis.fresh_vcf_probability})
         panels.append((name, image, rows, true_rows, masks, centres))

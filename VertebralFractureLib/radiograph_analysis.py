@@ -106,7 +106,9 @@ def accuracy_warning(cards: dict[str, Any]) -> str:
             "vertebrae wrongly (docs/radiographs.md). A second look, not a diagnosis.")
 
 
-def _load(device: str) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
+def load_models(device: str) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
+    """The installed radiograph models (checked, cached per process): their cards (``detector``, each
+    ensemble network's kind, ``fresh``), the ensemble's networks, the detector and the fresh-VCF network."""
     from VertebralFractureLib.models import load_network
     from VertebralFractureLib.radiograph_classify import build_network
     from VertebralFractureLib.radiograph_detect import MODEL_NAME
@@ -144,34 +146,31 @@ def _place(cam_img: np.ndarray, crop_cam: np.ndarray, meta: dict[str, Any]) -> N
 def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: bool = True,
                        progress: ProgressCallback | None = None) -> RadiographAnalysis:
     """Analyse one radiograph (module docstring)."""
-    import torch
-    from PIL import Image
-
     from VertebralFractureLib.models import select_device
     from VertebralFractureLib.radiograph_classify import (
         crop_vertebra,
         decide,
         ensemble,
+        ensemble_grad_cam,
+        fresh_probability,
+        grad_cam,
         probabilities,
         whole_input,
+        whole_map_to_image,
     )
-    from VertebralFractureLib.radiograph_classify import (
-        grad_cam as cam_of,
-    )
-    from VertebralFractureLib.radiograph_detect import DEFAULT_THRESHOLD, detect
+    from VertebralFractureLib.radiograph_detect import LEVELS, detect
 
     report = progress or (lambda stage, fraction, message: None)
     dev = select_device(device)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    cards, nets, detector, fresh_net = _load(dev)
+    cards, nets, detector, fresh_net = load_models(dev)
     timings["load"] = round(time.perf_counter() - t0, 3)
     image, (sy, sx) = radiograph.image, radiograph.pixel_spacing_mm
 
     report("detect", 0.0, "finding L1-L5")
     t0 = time.perf_counter()
-    threshold = float((cards["detector"].postprocess or {}).get("threshold", DEFAULT_THRESHOLD))
-    found = detect(detector, image, (sy, sx), threshold=threshold, device=dev)
+    found = detect(detector, image, (sy, sx), threshold=detection_threshold(cards), device=dev)
     timings["detect"] = round(time.perf_counter() - t0, 3)
     report("detect", 1.0, f"{len(found)} vertebrae")
 
@@ -207,8 +206,7 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
             if v.status == "assessed":
                 v.cls = CLASSES[int(classes[k])]
         if grad_cam:
-            target = np.argmax(ens, axis=1)
-            maps = np.mean([cam_of(net, kind, x, target) for kind, net in nets.items()], axis=0)
+            maps = ensemble_grad_cam(nets, x, np.argmax(ens, axis=1))
             for k, meta in enumerate(metas):
                 _place(cam_img, maps[k], meta)
     timings["classify"] = round(time.perf_counter() - t0, 3)
@@ -216,17 +214,11 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
 
     report("fresh-vcf", 0.0, "whole image")
     t0 = time.perf_counter()
-    whole = whole_input(image)
-    with torch.inference_mode():
-        logit = float(fresh_net(torch.from_numpy(whole)[None, None].to(dev)).float().cpu()[0, 0])
-    fresh_p = round(float(1.0 / (1.0 + np.exp(-logit))), 4)
+    fresh_p = round(fresh_probability(fresh_net, image, dev), 4)
     fresh_cam = None
     if grad_cam:
-        m = cam_of(fresh_net, fresh_kind(cards["fresh"]), whole[None], [0])[0]
-        n = max(rows, cols)
-        big = np.asarray(Image.fromarray(m).resize((n, n), Image.BILINEAR))
-        r0, c0 = (n - rows) // 2, (n - cols) // 2
-        fresh_cam = np.ascontiguousarray(big[r0:r0 + rows, c0:c0 + cols], np.float32)
+        square = grad_cam(fresh_net, fresh_kind(cards["fresh"]), whole_input(image)[None], [0])[0]
+        fresh_cam = whole_map_to_image(square, image.shape)
     timings["fresh_vcf"] = round(time.perf_counter() - t0, 3)
     report("fresh-vcf", 1.0, f"p = {fresh_p:.2f}")
 
@@ -234,12 +226,19 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     if radiograph.spacing_source == "ImagerPixelSpacing":
         warnings.append("pixel spacing from Imager Pixel Spacing (at the detector): millimetres include the beam's "
                         "magnification, about 10-20 % at the spine")
-    missing = [n for n in ("L1", "L2", "L3", "L4", "L5") if n not in {v.name for v in vertebrae}]
+    missing = [n for n in LEVELS if n not in {v.name for v in vertebrae}]
     if missing:
         warnings.append(f"not found: {', '.join(missing)}")
     models = {"detector": cards["detector"].version, **{k: cards[k].version for k in ENSEMBLE},
               "fresh_vcf": cards["fresh"].version}
     return RadiographAnalysis(radiograph, vertebrae, fresh_p, cam_img, fresh_cam, models, warnings, timings)
+
+
+def detection_threshold(cards: dict[str, Any]) -> float:
+    """The detector's threshold (heatmap peak) from its card."""
+    from VertebralFractureLib.radiograph_detect import DEFAULT_THRESHOLD
+
+    return float((cards["detector"].postprocess or {}).get("threshold", DEFAULT_THRESHOLD))
 
 
 def fracture_threshold(cards: dict[str, Any]) -> float | None:
@@ -255,5 +254,5 @@ def fresh_kind(card: Any) -> str:
     return str((card.architecture or {}).get("type", "resnet101-thin"))
 
 
-__all__ = ["RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph", "fracture_threshold",
-           "fresh_kind"]
+__all__ = ["RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph", "detection_threshold",
+           "fracture_threshold", "fresh_kind", "load_models"]

@@ -159,6 +159,17 @@ def whole_input(image: np.ndarray, size: int = WHOLE_SIZE) -> np.ndarray:
     return np.array(Image.fromarray(sq).resize((size, size), Image.BILINEAR), np.float32)
 
 
+def whole_map_to_image(square: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A map on :func:`whole_input`'s square (e.g. its Grad-CAM) back on the radiograph of ``shape``."""
+    from PIL import Image
+
+    rows, cols = shape
+    n = max(rows, cols)
+    big = np.asarray(Image.fromarray(np.asarray(square, np.float32)).resize((n, n), Image.BILINEAR))
+    r0, c0 = (n - rows) // 2, (n - cols) // 2
+    return np.ascontiguousarray(big[r0:r0 + rows, c0:c0 + cols], np.float32)
+
+
 # ---------------------------------------------------------------------------------------- inference
 def probabilities(nets: Mapping[str, Any], crops: np.ndarray) -> dict[str, np.ndarray]:
     """Softmax probabilities (n, 3) of each network for crops (n, rows, cols)."""
@@ -171,6 +182,16 @@ def probabilities(nets: Mapping[str, Any], crops: np.ndarray) -> dict[str, np.nd
             net.eval()
             out[kind] = torch.softmax(net(x).float(), dim=1).numpy()
     return out
+
+
+def fresh_probability(net: Any, image: np.ndarray, device: str = "cpu") -> float:
+    """Seed 003: the probability of a fresh VCF in view, from the whole radiograph (0..1, bone bright)."""
+    import torch
+    from scipy.special import expit
+
+    with torch.inference_mode():
+        logit = float(net(torch.from_numpy(whole_input(image))[None, None].to(device)).float().cpu()[0, 0])
+    return float(expit(logit))
 
 
 def ensemble(probs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -207,6 +228,11 @@ def grad_cam(net: Any, kind: str, crops: np.ndarray, class_idx: Sequence[int] | 
             m = cam(x[k:k + 1], class_idx=idx)
         maps.append(np.asarray(m.detach().cpu().numpy()[0, 0], np.float32))
     return np.stack(maps) if maps else np.zeros((0, *crops.shape[1:]), np.float32)
+
+
+def ensemble_grad_cam(nets: Mapping[str, Any], crops: np.ndarray, class_idx: Sequence[int]) -> np.ndarray:
+    """The ensemble's Grad-CAM maps: each network's map for the given classes, averaged."""
+    return np.mean([grad_cam(net, kind, crops, class_idx) for kind, net in nets.items()], axis=0)
 
 
 def grid_means(cam_map: np.ndarray, grid: tuple[int, int] = GRID) -> np.ndarray:
@@ -246,5 +272,6 @@ def grid_test(cells: np.ndarray, groups: Sequence[int], n_groups: int = len(CLAS
 
 
 __all__ = ["CLASSES", "CROP_SHAPE", "ENSEMBLE", "FRESH_KINDS", "FRESH_MODEL", "GRID", "NETWORK_KINDS", "WHOLE_SIZE",
-           "build_network", "cam_layer", "crop_vertebra", "decide", "ensemble", "equalize", "grad_cam", "grid_means", "grid_test",
-           "model_name", "probabilities", "whole_input"]
+           "build_network", "cam_layer", "crop_vertebra", "decide", "ensemble", "ensemble_grad_cam", "equalize",
+           "fresh_probability", "grad_cam", "grid_means", "grid_test", "model_name", "probabilities", "whole_input",
+           "whole_map_to_image"]

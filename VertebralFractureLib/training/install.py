@@ -43,3 +43,27 @@ def install_model(name: str, weights: str | Path, card: dict[str, Any], director
     data["models"] = [m for m in data.get("models", []) if m.get("name") != name] + [entry]
     registry_path.write_text(json.dumps(data, indent=2) + "\n")
     return target
+
+
+def installed_ledger(name: str, directory: str | Path | None = None) -> list[dict[str, Any]]:
+    """The training ledger on the installed card of ``name`` (empty when none is installed): the runs
+    a resumed run continues."""
+    index = (Path(directory) if directory is not None else models_dir()) / "models.json"
+    if not index.is_file():
+        return []
+    for entry in json.loads(index.read_text(encoding="utf-8")).get("models", []):
+        if entry.get("name") == name:
+            return list(entry.get("ledger", []))
+    return []
+
+
+def half_precision_copy(weights: str | Path) -> Path:
+    """A copy of a ``state_dict`` file with its floating-point tensors in half precision
+    (``<stem>-fp16.pt`` beside it), to install small; networks load it back in single precision."""
+    import torch
+
+    weights = Path(weights)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    out = weights.with_name(weights.stem + "-fp16.pt")
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out)
+    return out

@@ -36,6 +36,7 @@ import numpy as np
 
 from VertebralFractureLib.radiograph_classify import (
     CLASSES,
+    CROP_SHAPE,
     ENSEMBLE,
     FRESH_KINDS,
     FRESH_MODEL,
@@ -45,8 +46,8 @@ from VertebralFractureLib.radiograph_classify import (
     model_name,
     whole_input,
 )
+from VertebralFractureLib.radiograph_detect import LEVELS
 
-LUMBAR = ("L1", "L2", "L3", "L4", "L5")
 #: Sampling weights of normal, old and fresh crops in a training batch.
 CLASS_MIX = (0.5, 0.25, 0.25)
 
@@ -57,7 +58,7 @@ def vertebra_samples(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for k, e in enumerate(entries):
         for v in e["vertebrae"]:
-            if v["name"] in LUMBAR and v.get("class") in CLASSES:
+            if v["name"] in LEVELS and v.get("class") in CLASSES:
                 out.append({"entry": k, "box": v["box_px"], "y": CLASSES.index(v["class"]), "name": v["name"],
                             "grade": v.get("grade"), "case": e.get("case")})
     return out
@@ -92,7 +93,7 @@ def eval_crops(entries: Sequence[dict[str, Any]], samples: Sequence[dict[str, An
     """Crops of ``samples`` from their true boxes, unaugmented."""
     return np.stack([crop_vertebra(entries[s["entry"]]["image"], s["box"], pixel_mm=entries[s["entry"]]["pixel_mm"])[0]
                      for s in samples]) if samples else \
-        np.zeros((0, 140, 166), np.float32)
+        np.zeros((0, *CROP_SHAPE), np.float32)
 
 
 def augment_whole(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -247,8 +248,9 @@ def _predict(net: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    from scipy.special import softmax
+
+    return softmax(z, axis=1)
 
 
 def train_vertebra(train_entries: Sequence[dict[str, Any]], val_entries: Sequence[dict[str, Any]],
@@ -337,7 +339,9 @@ def train_fresh(train_entries: Sequence[dict[str, Any]], val_entries: Sequence[d
         training = _fit(kind, 1, next_batch, validate, out, iterations, lr, time_budget_s, eval_every, seed,
                         (init or {}).get(kind), log)
         net = _load(kind, out / f"{kind}.pt", 1)
-        score = 1 / (1 + np.exp(-_predict(net, xh)[:, 0]))
+        from scipy.special import expit
+
+        score = expit(_predict(net, xh)[:, 0])
         report["models"][kind] = {"training": training, "validation_auc": training["best_validation"],
                                   "heldout": auc_with_ci(yh, score)}
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -345,15 +349,6 @@ def train_fresh(train_entries: Sequence[dict[str, Any]], val_entries: Sequence[d
 
 
 # ---------------------------------------------------------------------------------------- install
-def _half(path: Path) -> Path:
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    tmp = path.with_name(path.stem + "-fp16.pt")
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, tmp)
-    return tmp
-
-
 def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[str | Path],
             directory: str | Path | None = None, ledger: dict[str, Sequence[dict[str, Any]]] | None = None) -> list[Path]:
     """Install a run's networks (half precision) with their cards: ``radiograph-<kind>`` for the
@@ -361,8 +356,8 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
     validation ROC-AUC; the held-out numbers of both go on the card)."""
     import datetime
 
-    from VertebralFractureLib.radiograph_classify import CROP_SHAPE, WHOLE_SIZE
-    from VertebralFractureLib.training.install import install_model
+    from VertebralFractureLib.radiograph_classify import WHOLE_SIZE
+    from VertebralFractureLib.training.install import half_precision_copy, install_model
 
     run_dir = Path(run_dir)
     data = ", ".join(Path(r).name for r in train_roots)
@@ -403,7 +398,7 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
                                  "synthetic images only; no real radiograph with a known fracture age was available.")}
         card["version"] = datetime.date.today().strftime("%Y%m%d")
         card["ledger"] = [*(ledger or {}).get(kind, []), run]
-        tmp = _half(run_dir / f"{kind}.pt")
+        tmp = half_precision_copy(run_dir / f"{kind}.pt")
         try:
             installed.append(install_model(name, tmp, card, directory))
         finally:

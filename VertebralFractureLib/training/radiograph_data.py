@@ -26,10 +26,8 @@ from typing import Any
 
 import numpy as np
 
-#: Vertebra classes of seed 004, in the order of a network's outputs.
-CLASSES: tuple[str, ...] = ("normal", "old", "fresh")
-#: The vertebrae seed 004 detects.
-LUMBAR: tuple[str, ...] = ("L1", "L2", "L3", "L4", "L5")
+from VertebralFractureLib.radiograph_classify import CLASSES  # normal, old, fresh: seed 004's classes
+
 #: Fields of view drawn, with their weights.
 FIELDS: tuple[str, ...] = ("lumbar", "thoracolumbar", "whole")
 FIELD_WEIGHTS: tuple[float, ...] = (0.6, 0.25, 0.15)

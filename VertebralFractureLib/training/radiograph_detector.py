@@ -160,7 +160,7 @@ def install(run_dir: str | Path, report: dict[str, Any], heldout: dict[str, Any]
     import datetime
 
     from VertebralFractureLib.radiograph_detect import CHANNELS, DEFAULT_THRESHOLD, DET_MM
-    from VertebralFractureLib.training.install import install_model
+    from VertebralFractureLib.training.install import install_model, installed_ledger
 
     card = {
         "version": datetime.date.today().strftime("%Y%m%d"),
@@ -171,7 +171,8 @@ def install(run_dir: str | Path, report: dict[str, Any], heldout: dict[str, Any]
                           f"({', '.join(Path(r).name for r in train_roots)}; {report['train_images']} images)"),
         "postprocess": {"threshold": DEFAULT_THRESHOLD, "why": "heatmap peak; a level below it is not reported"},
         "metrics": {"heldout_synthetic": heldout, "validation_map50": report["best_val_map"]},
-        "ledger": [*(ledger if ledger is not None else _installed_ledger(report, directory)),
+        "ledger": [*(ledger if ledger is not None else
+                     [] if report["from"] == "scratch" else installed_ledger(MODEL_NAME, directory)),
                    {"run": Path(run_dir).name, "from": report["from"], "iterations": report["iterations"],
                     "best_iteration": report["best_iteration"], "wall_time_min": round(report["seconds"] / 60, 1),
                     "hardware": "2-core CPU"}],
@@ -180,23 +181,6 @@ def install(run_dir: str | Path, report: dict[str, Any], heldout: dict[str, Any]
                      "radiographs reconstructed from real CT most names were wrong (docs/radiographs.md)."),
     }
     return install_model(MODEL_NAME, Path(run_dir) / "best.pt", card, directory)
-
-
-def _installed_ledger(report: dict[str, Any], directory: str | Path | None) -> list[dict[str, Any]]:
-    """The installed detector's ledger, for a run that resumed from weights (training adds up)."""
-    import json as _json
-
-    from VertebralFractureLib.models import models_dir
-
-    if report.get("from", "scratch") == "scratch":
-        return []
-    index = Path(directory or models_dir()) / "models.json"
-    if not index.is_file():
-        return []
-    for entry in _json.loads(index.read_text(encoding="utf-8")).get("models", []):
-        if entry.get("name") == MODEL_NAME:
-            return list(entry.get("ledger", []))
-    return []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,19 +29,20 @@ from VertebralFractureLib.radiograph_classify import CLASSES, ENSEMBLE
 def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | None = None, device: str = "cpu",
                          grad_cam: bool = True, progress: Any = None) -> dict[str, Any]:
     """Evaluate the installed radiograph models on dataset folders (module docstring)."""
-    import torch
-
-    from VertebralFractureLib.radiograph_analysis import _load, fracture_threshold, fresh_kind
+    from VertebralFractureLib.radiograph_analysis import (
+        detection_threshold,
+        fracture_threshold,
+        fresh_kind,
+        load_models,
+    )
     from VertebralFractureLib.radiograph_classify import (
         crop_vertebra,
         ensemble,
+        ensemble_grad_cam,
+        fresh_probability,
         grid_means,
         grid_test,
         probabilities,
-        whole_input,
-    )
-    from VertebralFractureLib.radiograph_classify import (
-        grad_cam as cam_of,
     )
     from VertebralFractureLib.radiograph_detect import detect, iou, mean_average_precision
     from VertebralFractureLib.training.radiograph_classifier import (
@@ -57,7 +58,8 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
     entries = [e for f in folders for e in read_dataset(f)]
     if not entries:
         raise ValueError("no radiographs in the given folders")
-    cards, nets, detector, fresh_net = _load(device)
+    cards, nets, detector, fresh_net = load_models(device)
+    shown = detection_threshold(cards)  # a detection the product would report
     preds, truths, fresh_scores = [], [], []
     true_crops, true_y, det_crops, det_y = [], [], [], []
     for k, e in enumerate(entries):
@@ -68,14 +70,12 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         for s in vertebra_samples([e]):
             true_crops.append(crop_vertebra(e["image"], s["box"], pixel_mm=e["pixel_mm"])[0])
             true_y.append(s["y"])
-            hit = [d for d in found if d["name"] == s["name"] and d["detection_score"] >= 0.3
+            hit = [d for d in found if d["name"] == s["name"] and d["detection_score"] >= shown
                    and iou(d["box_px"], s["box"]) >= 0.5]
             if hit:
                 det_crops.append(crop_vertebra(e["image"], hit[0]["box_px"], pixel_mm=e["pixel_mm"])[0])
                 det_y.append(s["y"])
-        with torch.inference_mode():
-            logit = float(fresh_net(torch.from_numpy(whole_input(e["image"]))[None, None].to(device))[0, 0])
-        fresh_scores.append(1.0 / (1.0 + np.exp(-logit)))
+        fresh_scores.append(fresh_probability(fresh_net, e["image"], device))
         report("evaluate", (k + 1) / len(entries), f"radiograph {k + 1}/{len(entries)}")
     result: dict[str, Any] = {"images": len(entries), "folders": [Path(f).name for f in folders],
                               "models": {k: c.version for k, c in cards.items()}}
@@ -86,17 +86,18 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
             result[name] = None
             continue
         probs = probabilities(nets, np.stack(crops))
+        ens = ensemble(probs)
         block = {kind: with_cis(y, p) for kind, p in probs.items()}
-        block["ensemble"] = with_cis(y, ensemble(probs))
+        block["ensemble"] = with_cis(y, ens)
         threshold = fracture_threshold(cards)
         if threshold is not None:
-            block["ensemble_decision"] = decision_metrics(y, ensemble(probs), threshold)
+            block["ensemble_decision"] = decision_metrics(y, ens, threshold)
         block["counts"] = {c: int(np.sum(y == j)) for j, c in enumerate(CLASSES)}
         result[name] = block
         if name == "true_boxes" and grad_cam:
             x = np.stack(crops)
-            target = np.argmax(ensemble(probs), axis=1)
-            maps = np.mean([cam_of(net, kind, x, target) for kind, net in nets.items()], axis=0)
+            target = np.argmax(ens, axis=1)
+            maps = ensemble_grad_cam(nets, x, target)
             cells = np.stack([grid_means(m) for m in maps])
             result["grad_cam_grid"] = {"grouped_by": "the ensemble's class", **grid_test(cells, target)}
             result["grad_cam_grid_by_truth"] = {"grouped_by": "the true class", **grid_test(cells, y)}

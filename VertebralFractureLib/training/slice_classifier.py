@@ -480,18 +480,13 @@ def install(kind: str, run_dir: str | Path, report: dict[str, Any], train_roots:
     """
     import datetime
 
-    import torch
-
     from VertebralFractureLib.slices import FIELD_MM, HU_WINDOW, MODEL_NAME, NETWORK_TYPES, SLICE_PX
-    from VertebralFractureLib.training.install import install_model
+    from VertebralFractureLib.training.install import half_precision_copy, install_model
 
     if kind not in report["models"] or kind == "rf":
         raise ValueError(f"no network {kind!r} in this run (the random forest is not installed)")
     entry = report["models"][kind]
-    state = torch.load(Path(run_dir) / f"{kind}.pt", map_location="cpu", weights_only=True)
-    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    tmp = Path(run_dir) / f"{kind}-fp16.pt"
-    torch.save(half, tmp)
+    tmp = half_precision_copy(Path(run_dir) / f"{kind}.pt")
     h, t = entry["heldout"], entry["training"]
     card = {
         "version": datetime.date.today().strftime("%Y%m%d"),
