@@ -64,13 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     from VertebralFractureLib.io.radiograph import Radiograph
     from VertebralFractureLib.io.radiograph_out import CLASS_COLORS
     from VertebralFractureLib.io.readers import read_image, read_labelmap
-    from VertebralFractureLib.radiograph_analysis import analyze_radiograph, load_models
-    from VertebralFractureLib.radiograph_classify import CLASSES, crop_vertebra, ensemble, probabilities
+    from VertebralFractureLib.radiograph_analysis import analyze_radiograph, fracture_threshold, load_models
+    from VertebralFractureLib.radiograph_classify import (
+        CLASSES,
+        crop_vertebra,
+        decide,
+        ensemble,
+        probabilities,
+    )
     from VertebralFractureLib.radiograph_detect import LEVELS
     from VertebralFractureLib.synth.radiograph import RadiographParams, label_shadows, lateral_radiograph
     from VertebralFractureLib.training.real import read_annotation
 
-    _, nets, _, _ = load_models("cpu")
+    cards, nets, _, _ = load_models("cpu")
+    threshold = fracture_threshold(cards)  # the product's decision, as for the detected vertebrae
     params = RadiographParams()
     results, panels = [], []
     for item in args.items:
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 probs = probabilities(nets, crops)
                 ens = ensemble(probs)
                 for k, (n, b) in enumerate(boxes.items()):
-                    cls = CLASSES[int(np.argmax(ens[k]))]
+                    cls = CLASSES[int(decide(ens[k], threshold)[0])]
                     true_rows.append({"name": n, "grade": grades.get(n), "box_px": [round(v, 1) for v in b],
                                       "class": cls, "ensemble": {c: round(float(ens[k, j]), 3) for j, c in enumerate(CLASSES)},
                                       "per_network": {kind: CLASSES[int(np.argmax(p[k]))] for kind, p in probs.items()}})
