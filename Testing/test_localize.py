@@ -424,3 +424,43 @@ def test_mirrored_heatmaps_are_the_mean_of_both_readings_mirrored_back():
     np.testing.assert_allclose(mirrored[0], plain[0], atol=1e-6)  # a reading that follows the image is kept
     np.testing.assert_allclose(mirrored[1], 0.5, atol=1e-6)  # a left-right bias cancels
     assert np.ptp(plain[1]) > 0.9
+
+
+def test_a_second_look_adds_what_the_first_missed_and_moves_nothing():
+    grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    truth = _spine(grid, [19, 20, 21, 22, 23], z_top=220.0)  # T12 … L4
+    first = _heatmaps(grid, {k: p for k, p in truth.items() if k != 23})  # L4 (the chain's end) missed
+    shifted = {k: p + np.array([0.0, 3.0, 0.0]) for k, p in truth.items()}  # the second look's peaks lie elsewhere
+    second = _heatmaps(grid, shifted)
+    alone = detect_and_name(first, grid, threshold=0.3)
+    both = detect_and_name(first, grid, threshold=0.3, second=second)
+    assert len(alone) == 4 and len(both) == 5
+    for a, b in zip(alone, both):  # the first look's vertebrae keep their positions
+        np.testing.assert_allclose(a.position_lps, b.position_lps)
+    assert np.linalg.norm(both[-1].position_lps - shifted[23]) < 1.0  # the added one at the second look's peak
+    assert not both[-1].interpolated and not both[-1].extrapolated
+    with pytest.raises(ValueError, match="second look"):
+        detect_and_name(first, grid, second=second[:, :10])
+
+
+def test_two_looks_read_the_image_and_its_mirror_image_mirrored_back():
+    import torch
+
+    from VertebralFractureLib.localize import two_looks
+
+    class Card:
+        spacing_mm, patch_size = 4.0, (16, 16, 16)
+
+    class LeftBiased(torch.nn.Module):
+        divisor = 4
+
+        def forward(self, x):
+            ramp = torch.linspace(0.0, 1.0, x.shape[-1]).expand_as(x)
+            return torch.cat([x, ramp], dim=1)
+
+    ct = Volume(np.random.default_rng(1).normal(0, 200, (16, 16, 16)).astype(np.float32), (4.0, 4.0, 4.0),
+                (0.0, 0.0, 0.0), np.eye(3))
+    first, second, _ = two_looks(ct, Card, LeftBiased())
+    np.testing.assert_allclose(second[0], first[0], atol=1e-6)  # the image, read in either direction
+    np.testing.assert_allclose(second[1], first[1][..., ::-1], atol=1e-6)  # the bias, mirrored back
+    assert two_looks(ct, Card, LeftBiased(), second=False)[1] is None

@@ -173,8 +173,24 @@ def _step_tables(labels: tuple[int, ...], variants: bool = False) -> tuple[np.nd
     return expected, skipped
 
 
+def _peaks(total: np.ndarray, threshold: float, spacing: np.ndarray, kept: list[np.ndarray]) -> list[np.ndarray]:
+    """Local maxima of ``total`` ≥ ``threshold``, strongest first, at least :data:`MIN_SEPARATION_MM`
+    from each other and from the voxels already ``kept`` (non-maximum suppression)."""
+    from scipy import ndimage
+
+    local = (total == ndimage.maximum_filter(total, size=3, mode="constant")) & (total >= threshold)
+    peaks = np.argwhere(local)
+    peaks = peaks[np.argsort(-total[tuple(peaks.T)])]
+    new: list[np.ndarray] = []
+    for p in peaks:
+        if all(np.linalg.norm((p - q) * spacing) >= MIN_SEPARATION_MM for q in kept + new):
+            new.append(p)
+    return new
+
+
 def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAULT_THRESHOLD,
-                    labels: tuple[int, ...] = CHANNEL_LABELS, anchors: Any = None, fill: bool = True) -> list[Candidate]:
+                    labels: tuple[int, ...] = CHANNEL_LABELS, anchors: Any = None, fill: bool = True,
+                    second: np.ndarray | None = None) -> list[Candidate]:
     """Vertebrae found in the heatmaps (C, z, y, x), named as one consistent chain.
 
     1. Detection is label-free: local maxima of the sum of all channels (a vertebra whose own
@@ -201,30 +217,35 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
     the sacrum are dropped, and each result carries ``naming``; without (None), naming is unchanged
     and ``naming`` is None.
 
+    ``second``: the heatmaps of a second look at the image (the left–right mirror image's, mirrored
+    back: :func:`heatmaps`). Its peaks that lie farther than :data:`MIN_SEPARATION_MM` from every peak
+    of the first look join the detections, each with its own look's position and evidence; a
+    vertebra the first look found is never moved.
+
     ``score`` of each result is its label's heatmap value at the detection (1.0 = the training
     target's peak).
     """
-    from scipy import ndimage
-
     if heatmaps.ndim != 4 or heatmaps.shape[0] != len(labels):
         raise ValueError(f"heatmaps must be (C={len(labels)}, z, y, x), got {heatmaps.shape}")
-    heat = np.maximum(heatmaps, 0.0)
-    total = heat.sum(axis=0)
-    local = (total == ndimage.maximum_filter(total, size=3, mode="constant")) & (total >= threshold)
-    peaks = np.argwhere(local)
-    if len(peaks) == 0:
-        return []
-    peaks = peaks[np.argsort(-total[tuple(peaks.T)])]
+    if second is not None and second.shape != heatmaps.shape:
+        raise ValueError(f"the second look's heatmaps {second.shape} differ from the first's {heatmaps.shape}")
+    looks = [np.maximum(heatmaps, 0.0)] + ([] if second is None else [np.maximum(second, 0.0)])
+    totals = [h.sum(axis=0) for h in looks]
     spacing = np.array(grid.spacing[::-1])
     kept: list[np.ndarray] = []
-    for p in peaks:  # non-maximum suppression at MIN_SEPARATION_MM
-        if all(np.linalg.norm((p - q) * spacing) >= MIN_SEPARATION_MM for q in kept):
-            kept.append(p)
-    pos = np.array([grid.zyx_to_lps(_subvoxel(total, p)) for p in kept])
-    peak_val = np.array([min(float(total[tuple(p)]), 1.5) for p in kept])
+    source: list[int] = []  # the look each detection comes from
+    for k, total in enumerate(totals):
+        new_peaks = _peaks(total, threshold, spacing, kept)
+        kept += new_peaks
+        source += [k] * len(new_peaks)
+    if not kept:
+        return []
+    pos = np.array([grid.zyx_to_lps(_subvoxel(totals[k], p)) for p, k in zip(kept, source)])
+    peak_val = np.array([min(float(totals[k][tuple(p)]), 1.5) for p, k in zip(kept, source)])
     # 2. the chain of detections, cranial (high LPS z) to caudal
     order = np.argsort(-pos[:, 2])
-    pos, peak_val, kept = pos[order], peak_val[order], [kept[i] for i in order]
+    pos, peak_val = pos[order], peak_val[order]
+    kept, source = [kept[i] for i in order], [source[i] for i in order]
     n = len(kept)
     best, prev = peak_val.copy(), np.full(n, -1)
     cos_max = np.cos(np.radians(MAX_STEP_ANGLE_DEG))
@@ -243,14 +264,14 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
     chain = chain[::-1]
     while len(chain) > len(labels):  # more detections than labels: drop the weakest
         chain.remove(min(chain, key=lambda i: peak_val[i]))
-    cpos, cvox = pos[chain], [kept[i] for i in chain]
+    cpos, cvox = pos[chain], [(kept[i], source[i]) for i in chain]
     cpos, cvox = merge_duplicates(cpos, cvox, peak_val[chain])
     placed = np.zeros(len(cpos), bool)
     if fill:  # vertebrae the network missed inside the chain, placed between their neighbours
         cpos, placed = fill_gaps(cpos)
         it = iter(cvox)
-        shape = np.array(total.shape) - 1
-        cvox = [np.clip(np.round(grid.lps_to_index(p)[::-1]).astype(int), 0, shape) if f else next(it)
+        shape = np.array(totals[0].shape) - 1
+        cvox = [(np.clip(np.round(grid.lps_to_index(p)[::-1]).astype(int), 0, shape), 0) if f else next(it)
                 for p, f in zip(cpos, placed)]
         if len(cpos) > len(labels):  # cannot all be vertebrae: keep the detections only
             cpos, cvox, placed = cpos[~placed], [v for v, f in zip(cvox, placed) if not f], placed[~placed]
@@ -273,9 +294,9 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
     # 3. naming: evidence of each channel near each detection (3×3×3 neighbourhood maximum)
     n_c = len(labels)
     ev = np.zeros((len(cpos), n_c))
-    for k, v in enumerate(cvox):
+    for k, (v, look) in enumerate(cvox):
         sl = tuple(slice(max(0, c - 1), c + 2) for c in v)
-        ev[k] = heat[(slice(None),) + sl].reshape(n_c, -1).max(axis=1)
+        ev[k] = looks[look][(slice(None),) + sl].reshape(n_c, -1).max(axis=1)
     names, naming, notes = name_chain(ev, cpos, labels, anchor_list)
     if notes and hasattr(found, "conflicts"):
         found.conflicts.extend(notes)
@@ -371,6 +392,8 @@ def extend_cranially(positions: np.ndarray, voxels: list, grid: Volume,
     if here is None or here < max(BONE_MIN, BONE_SHARE * ref):
         return pos, list(voxels), flags
     vox = np.clip(np.round(zyx).astype(int), 0, shape - 1)
+    if voxels and isinstance(voxels[0], tuple):  # (voxel, look) pairs, as detect_and_name keeps them
+        vox = (vox, 0)
     return np.vstack([new, pos]), [vox] + list(voxels), np.concatenate([[True], flags])
 
 
@@ -565,18 +588,30 @@ def heatmaps(volume: Volume, card: Any, net: Any, device: str = "cpu",
     With ``mirror``, the mean of the image's and its left–right mirror image's heatmaps (mirrored
     back; the network was trained with left–right flips). Measured and not used by the pipeline:
     on the real development cases it found every vertebra but moved two centroids of sub-verse008
-    13–18 mm and left fewer vertebrae graded (``docs/localization.md``).
+    13–18 mm and left fewer vertebrae graded (``docs/localization.md``); the pipeline takes the
+    mirror image as a second look instead (:func:`two_looks`).
     """
+    heat, mirrored, grid = two_looks(volume, card, net, device, second=mirror)
+    if mirrored is not None:
+        heat = 0.5 * (heat + mirrored)
+    return heat, grid
+
+
+def two_looks(volume: Volume, card: Any, net: Any, device: str = "cpu",
+              second: bool = True) -> tuple[np.ndarray, np.ndarray | None, Volume]:
+    """The heatmaps of a CT and, with ``second``, of its left–right mirror image (mirrored back), and
+    the model grid they lie on — the two looks of :func:`detect_and_name`."""
     from VertebralFractureLib import preprocess
 
     net.eval().to(device)
     grid = preprocess.to_model_grid(volume, card.spacing_mm)
     image = preprocess.normalize(grid.array)
     heat = heatmaps_on_grid(net, image, tuple(card.patch_size), device)
-    if mirror:  # x is the model grid's left–right axis
-        heat += heatmaps_on_grid(net, np.ascontiguousarray(image[:, :, ::-1]), tuple(card.patch_size), device)[..., ::-1]
-        heat *= 0.5
-    return heat, grid
+    mirrored = None
+    if second:  # x is the model grid's left–right axis
+        mirrored = np.ascontiguousarray(
+            heatmaps_on_grid(net, np.ascontiguousarray(image[:, :, ::-1]), tuple(card.patch_size), device)[..., ::-1])
+    return heat, mirrored, grid
 
 
 def card_threshold(card: Any) -> float:
@@ -585,8 +620,12 @@ def card_threshold(card: Any) -> float:
 
 
 def localize(volume: Volume, device: str = "cpu", threshold: float | None = None,
-             model: tuple[Any, Any] | None = None, anchors: Any = None) -> list[Candidate]:
+             model: tuple[Any, Any] | None = None, anchors: Any = None, second_look: bool = True) -> list[Candidate]:
     """Centroids and names of the vertebrae in a CT (cranial → caudal).
+
+    The network looks twice: at the CT and at its left–right mirror image (:func:`two_looks`); a
+    vertebra only the second look finds joins the chain (:func:`detect_and_name`), and the first
+    look's positions stay as they are.
 
     Args:
         volume: CT in HU, any geometry.
@@ -595,12 +634,14 @@ def localize(volume: Volume, device: str = "cpu", threshold: float | None = None
             ``postprocess.threshold``, chosen on the validation set, else :data:`DEFAULT_THRESHOLD`).
         model: ``(card, network)`` to use instead of the installed ``localization`` model.
         anchors: naming anchors or a callable computing them from the chain (see :func:`detect_and_name`).
+        second_look: look at the mirror image too (False: the CT only, half the time).
     """
     from VertebralFractureLib import models
 
     card, net = model if model is not None else models.load_network("localization", build_network, cached=True)
-    heat, grid = heatmaps(volume, card, net, device)
-    return detect_and_name(heat, grid, card_threshold(card) if threshold is None else threshold, anchors=anchors)
+    heat, mirrored, grid = two_looks(volume, card, net, device, second=second_look)
+    return detect_and_name(heat, grid, card_threshold(card) if threshold is None else threshold, anchors=anchors,
+                           second=mirrored)
 
 
 #: The warning when no anchor fixes the names.

@@ -175,7 +175,7 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
 
     from VertebralFractureLib.io.readers import read_image
     from VertebralFractureLib.io.verse import list_cases, read_centroids
-    from VertebralFractureLib.localize import card_threshold, detect_and_name, heatmaps
+    from VertebralFractureLib.localize import card_threshold, detect_and_name, two_looks
     from VertebralFractureLib.models import select_device
     from VertebralFractureLib.training.metrics import localization_metrics
 
@@ -190,12 +190,12 @@ def cmd_evaluate(args: argparse.Namespace, progress: Any) -> int:
         truth = read_centroids(case.centroids, ct)
         truths.append(truth)
         t0 = time.perf_counter()
-        heat, grid = heatmaps(ct, card, net, device)  # once per case, decoded at every threshold
+        heat, mirrored, grid = two_looks(ct, card, net, device)  # as the product: once per case, every threshold
         seconds = time.perf_counter() - t0
         for t in thresholds:
             t1 = time.perf_counter()
             threshold = card_threshold(card) if t is None else t
-            found = detect_and_name(heat, grid, threshold)
+            found = detect_and_name(heat, grid, threshold, second=mirrored)
             pred = {c.label: c.position_lps for c in found}
             preds[t].append(pred)
             per_case.append({"case": case.subject, "threshold": threshold,
