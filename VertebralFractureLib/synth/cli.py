@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--old-fractures", type=float, default=0.0, metavar="P",
                         help="share of random fractures drawn old (remodelled: thin sclerotic rim, smooth endplate) "
                              "rather than fresh (condensation band); written as fracture_age (default 0: all fresh)")
+    parser.add_argument("--templates", nargs="+", type=Path, metavar="MASKS",
+                        help="real vertebra masks (files or folders of *seg-vert*_msk.nii.gz, VerSe labels) whose "
+                             "posterior elements replace the procedural ones at the levels they cover")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     parser.add_argument("--sample", action="store_true",
                         help="write the demo sample (synthspine-demo_*) into the output folder instead of a dataset")
@@ -74,6 +77,15 @@ def _config(args: argparse.Namespace):
         kw["p_fractured_case"] = 0.0
     if getattr(args, "old_fractures", 0.0):
         kw["p_old_fracture"] = float(args.old_fractures)
+    if getattr(args, "templates", None):
+        from VertebralFractureLib.synth.templates import mask_files
+
+        missing = [str(p) for p in args.templates if not Path(p).exists()]
+        if missing:
+            raise InputError(f"--templates: not found: {', '.join(missing)}")
+        if not mask_files(tuple(str(p) for p in args.templates)):
+            raise InputError("--templates: no vertebra masks (*seg-vert*_msk.nii.gz) found there")
+        kw["templates"] = tuple(str(Path(p).resolve()) for p in args.templates)
     try:
         return SynthConfig(**kw)
     except ValueError as err:

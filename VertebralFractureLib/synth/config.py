@@ -165,6 +165,9 @@ class SynthConfig:
     body: bool = True
     orientation: str = "LPS"
     orientations: tuple[str, ...] = ("LPS", "RAS", "LPI", "RPI")
+    #: Real vertebra masks (files or folders of ``*seg-vert*_msk.nii.gz``) whose posterior elements replace the
+    #: procedural ones at the levels they cover (:mod:`~VertebralFractureLib.synth.templates`); empty: procedural.
+    templates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.levels is not None:

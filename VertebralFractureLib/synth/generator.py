@@ -207,6 +207,10 @@ def generate_case(seed: int, config: SynthConfig | None = None, threads: int = 2
     t0 = time.perf_counter()
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E5E]))
     plan = plan_spine(rng, config)
+    if config.templates:  # real posterior elements, from their own random stream
+        from VertebralFractureLib.synth.templates import assign
+
+        assign(plan, config.templates, seed)
     subject = bd.Subject(scale=plan.scale, fat=float(np.exp(rng.normal(-0.15, 0.45))),
                          breadth=float(rng.normal(1.0, 0.06)), contrast=bool(rng.random() < config.p_contrast),
                          age=plan.age, lung_inflation=float(rng.uniform(0.8, 1.2)), offset_x=float(rng.normal(0, 4)))
@@ -271,6 +275,7 @@ def generate_case(seed: int, config: SynthConfig | None = None, threads: int = 2
         "age": round(plan.age, 1),
         "fractures_planned": {v.name: [v.fracture.grade, v.fracture.type] for v in plan.vertebrae if v.fracture},
         "variants": _variant_meta(plan, pose, t),
+        "templates": {v.name: v.template.template.source for v in plan.vertebrae if v.template is not None},
         "working_grid": {"shape": list(grid.shape), "spacing": list(grid.spacing)},
         "timings_s": {"plan": round(t1 - t0, 3), "paint": round(t2 - t1, 3), "render": round(t3 - t2, 3),
                       "resample_noise": round(t4 - t3, 3), "truth": round(t5 - t4, 3), "total": round(t5 - t0, 3)},

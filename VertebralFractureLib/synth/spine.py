@@ -24,6 +24,7 @@ give the target grade with :func:`VertebralFractureLib.genant.grade`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +95,7 @@ class Vertebra:
     rib: str | None = None  # "full", "stump" or None: the rib pair this vertebra bears
     rib_mm: float | None = None  # stump length (centreline from the rib's proximal end)
     wings: dict = field(default_factory=dict)  # side (-1 right, +1 left) → (tip, "dysplastic"|"joint"|"fused")
+    template: Any = None  # real posterior elements (:class:`~VertebralFractureLib.synth.templates.Draw`), else procedural
 
     # ------------------------------------------------------------------ shape
     @property

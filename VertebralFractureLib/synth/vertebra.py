@@ -272,11 +272,13 @@ def _sub(box: Box, vt: Vertebra, lo: np.ndarray, hi: np.ndarray) -> tuple[slice,
 
 def paint_vertebra(canvas: Canvas, vt: Vertebra) -> None:
     """Paint the bone of one vertebra (tissue classes and its VerSe label)."""
-    parts = posterior_parts(vt)
+    tpl = vt.template  # real posterior elements (synth.templates) instead of the procedural parts
+    parts = [] if tpl is not None else posterior_parts(vt)
     blo, bhi = body_bounds(vt)
     has_body = vt.kind != "atlas"
-    los = [p.lo for p in parts] + ([blo] if has_body else [])
-    his = [p.hi for p in parts] + ([bhi] if has_body else [])
+    back = vt.depth / 2 - 0.5 * vt.post_concavity  # where the posterior elements meet the body
+    los = [p.lo for p in parts] + ([blo] if has_body else []) + ([tpl.bounds(back)[0]] if tpl is not None else [])
+    his = [p.hi for p in parts] + ([bhi] if has_body else []) + ([tpl.bounds(back)[1]] if tpl is not None else [])
     lo, hi = np.min(los, axis=0), np.max(his, axis=0)
     box = canvas.grid.box_of_points(vt.centre + corners(lo, hi) @ vt.rot.T, margin=1.0)
     if box is None:
@@ -296,6 +298,12 @@ def paint_vertebra(canvas: Canvas, vt: Vertebra) -> None:
         outer[sl] |= f <= 1
         if p.core > 0:
             core[sl] |= f <= p.core
+    if tpl is not None:
+        sl = _sub(box, vt, *tpl.bounds(back))
+        if sl is not None:
+            d = tpl.distance(u[sl], v[sl], w[sl], back)
+            outer[sl] |= d <= 0
+            core[sl] |= d <= -_SHELL
     body = None
     if has_body:
         sl = _sub(box, vt, blo, bhi)
