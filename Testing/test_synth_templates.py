@@ -1,5 +1,6 @@
-"""SynthSpine's real posterior elements: templates measured from a vertebra mask, and worn by a synthetic
-vertebra. The source mask is SynthSpine's own (procedural, 1 mm), so the answers are known."""
+"""SynthSpine's generator variants for real CT: real posterior elements (templates measured from a vertebra
+mask and worn by a synthetic vertebra; the source mask is SynthSpine's own, procedural at 1 mm, so the
+answers are known) and randomised appearance."""
 
 from __future__ import annotations
 
@@ -77,3 +78,23 @@ def test_the_cli_refuses_missing_or_empty_template_folders(tmp_path):
     with pytest.raises(InputError, match="no vertebra masks"):
         _config(parser.parse_args(["-o", str(tmp_path / "o"), "--templates", str(tmp_path / "empty")]))
     assert mask_files((str(tmp_path / "empty"),)) == []
+
+
+def test_randomised_appearance_changes_intensities_only():
+    from VertebralFractureLib.synth.appearance import draw_appearance, randomise
+    from VertebralFractureLib.synth.tissues import Tissue
+
+    plain = generate_case(12, TARGET)
+    wild = generate_case(12, TARGET.replace(p_random_appearance=1.0))
+    assert wild.meta["random_appearance"] and not plain.meta["random_appearance"]
+    assert wild.truth == plain.truth and np.array_equal(wild.labelmap.array, plain.labelmap.array)
+    assert not np.array_equal(wild.ct.array, plain.ct.array)
+    # over many draws, the bone contrasts leave the realistic table's range, air stays air
+    app = draw_appearance(np.random.default_rng(0), False, False, 50.0, (10.0, 10.0))
+    rng = np.random.default_rng(1)
+    draws = [randomise(app, rng) for _ in range(200)]
+    ratio = np.array([d.mean[Tissue.CORTICAL] / d.mean[Tissue.TRABECULAR] for d in draws])
+    assert ratio.min() < 0.8 * app.mean[Tissue.CORTICAL] / app.mean[Tissue.TRABECULAR] < ratio.max()
+    assert all(d.mean[Tissue.AIR] == app.mean[Tissue.AIR] for d in draws)
+    with pytest.raises(ValueError, match="p_random_appearance"):
+        SynthConfig(p_random_appearance=1.5)

@@ -3,6 +3,9 @@
 Usage:
     python Utilities/vertebra_realism_figure.py OUT.png CT MASK LABEL [CT MASK LABEL ...] [--seed 7]
 
+With ``--templates MASKS``, a third pair of columns shows the same synthetic vertebra with real
+posterior elements (``synth --templates``).
+
 Each real vertebra is given by its CT, its vertebra mask and the mask's label (VerSe numbering:
 20 = L1), or ``NAME:all`` for a mask of one vertebra in parts (every non-zero label, named NAME).
 For example, with the shared data::
@@ -24,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("output", type=Path)
     ap.add_argument("items", nargs="+", help="CT MASK LABEL, repeated")
     ap.add_argument("--seed", type=int, default=7, help="seed of the first synthetic case")
+    ap.add_argument("--templates", nargs="+", default=(), metavar="MASKS",
+                    help="real vertebra masks for SynthSpine's posterior elements: a third pair of columns")
     args = ap.parse_args(argv)
     if len(args.items) % 3:
         ap.error("give CT MASK LABEL triples")
@@ -43,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             label = int(which)
         real.append((ct_path.name.split("_ct")[0], ct, mask, label))
-    print(f"wrote {vertebra_figure(real, args.output, seed=args.seed)}")
+    print(f"wrote {vertebra_figure(real, args.output, seed=args.seed, templates=tuple(map(str, args.templates)))}")
     return 0
 
 

@@ -123,6 +123,25 @@ def draw_appearance(rng: np.random.Generator, osteoporotic: bool, contrast: bool
                       lung_gradient=float(rng.uniform(0.0, 60.0)))
 
 
+def randomise(app: Appearance, rng: np.random.Generator) -> Appearance:
+    """Domain randomisation of one case's appearance, in the spirit of SynthSeg (Billot et al. 2023)
+    but kept in HU (the networks read HU windows): every tissue's mean moves independently by a
+    Gaussian of SD 25 % of its distance from water plus 30 HU, so that contrasts between neighbouring
+    tissues (cortex and marrow, disc and bone, canal and muscle) vary far beyond the realistic
+    tables, and the textures are scaled by 0.4–2.5. Air stays air; the geometry, the blur and the
+    noise are the case's own (the label maps do not change). Returns a new :class:`Appearance`."""
+    mean = app.mean.astype(np.float64).copy()
+    sd = 0.25 * np.abs(mean) + 30.0
+    mean = mean + rng.normal(0.0, 1.0, mean.shape) * sd
+    mean[Tissue.AIR], mean[Tissue.GAS] = app.mean[Tissue.AIR], app.mean[Tissue.GAS]
+    mean[Tissue.LUNG] = min(mean[Tissue.LUNG], -500.0)
+    mean = np.clip(mean, -1000.0, 2500.0).astype(F32)
+    texture = (app.texture * rng.uniform(0.4, 2.5, app.texture.shape)).astype(F32)
+    return Appearance(mean=mean, texture=texture, noise_sd=app.noise_sd, psf_mm=app.psf_mm,
+                      air=app.air, contrast=app.contrast, osteoporotic=app.osteoporotic, bowel_lumen=app.bowel_lumen,
+                      bowel_gas=app.bowel_gas, lung_gradient=app.lung_gradient)
+
+
 # ------------------------------------------------------------------------------------------- textures
 def _tile(rng: np.random.Generator, n: int, sigma_vox: tuple[float, float, float]) -> np.ndarray:
     """A periodic (wrap-mode) filtered-noise tile of shape (n, n, n), unit standard deviation."""

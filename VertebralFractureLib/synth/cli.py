@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", nargs="+", type=Path, metavar="MASKS",
                         help="real vertebra masks (files or folders of *seg-vert*_msk.nii.gz, VerSe labels) whose "
                              "posterior elements replace the procedural ones at the levels they cover")
+    parser.add_argument("--random-appearance", type=float, default=0.0, metavar="P",
+                        help="share of cases whose tissue intensities, textures and blur are randomised beyond "
+                             "realistic CT (domain randomisation; default 0)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     parser.add_argument("--sample", action="store_true",
                         help="write the demo sample (synthspine-demo_*) into the output folder instead of a dataset")
@@ -77,6 +80,8 @@ def _config(args: argparse.Namespace):
         kw["p_fractured_case"] = 0.0
     if getattr(args, "old_fractures", 0.0):
         kw["p_old_fracture"] = float(args.old_fractures)
+    if getattr(args, "random_appearance", 0.0):
+        kw["p_random_appearance"] = float(args.random_appearance)
     if getattr(args, "templates", None):
         from VertebralFractureLib.synth.templates import mask_files
 

@@ -168,6 +168,9 @@ class SynthConfig:
     #: Real vertebra masks (files or folders of ``*seg-vert*_msk.nii.gz``) whose posterior elements replace the
     #: procedural ones at the levels they cover (:mod:`~VertebralFractureLib.synth.templates`); empty: procedural.
     templates: tuple[str, ...] = ()
+    #: Share of cases whose tissue intensities, textures and blur are randomised beyond realistic CT
+    #: (:func:`~VertebralFractureLib.synth.appearance.randomise`).
+    p_random_appearance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.levels is not None:
@@ -201,7 +204,7 @@ class SynthConfig:
                 raise ValueError(f"orientation must be 3 axis codes like 'LPS' or 'PIR', got {code!r}")
         for name in ("p_t13", "p_l6", "p_11_ribs", "p_lumbar_rib", "p_rib_stump", "p_sacralisation",
                      "p_lumbarisation", "p_fractured_case", "p_osteoporotic", "p_scoliosis", "p_cut", "p_contrast",
-                     "p_old_fracture"):
+                     "p_old_fracture", "p_random_appearance"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")

@@ -205,6 +205,7 @@ def generate_case(seed: int, config: SynthConfig | None = None, threads: int = 2
     """
     config = config or SynthConfig()
     t0 = time.perf_counter()
+    randomised = False
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E5E]))
     plan = plan_spine(rng, config)
     if config.templates:  # real posterior elements, from their own random stream
@@ -224,6 +225,11 @@ def generate_case(seed: int, config: SynthConfig | None = None, threads: int = 2
     acq.rotation_deg = angles
     out = _output_volume(acq)
     psf = ap.draw_appearance(rng, plan.osteoporotic, subject.contrast, plan.age, config.noise_hu)
+    if config.p_random_appearance > 0:  # its own random stream: the rest of the case is unchanged
+        arng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xA99E]))
+        if arng.random() < config.p_random_appearance:
+            psf = ap.randomise(psf, arng)
+            randomised = True
     sigma_z = max(0.0, out.spacing[2] / 2.355)
     margin = 3.0 * max(psf.psf_mm, sigma_z) + 2.0
     grid, _ = _working_grid(out, pose, t, margin)
@@ -275,6 +281,7 @@ def generate_case(seed: int, config: SynthConfig | None = None, threads: int = 2
         "age": round(plan.age, 1),
         "fractures_planned": {v.name: [v.fracture.grade, v.fracture.type] for v in plan.vertebrae if v.fracture},
         "variants": _variant_meta(plan, pose, t),
+        "random_appearance": randomised,
         "templates": {v.name: v.template.template.source for v in plan.vertebrae if v.template is not None},
         "working_grid": {"shape": list(grid.shape), "spacing": list(grid.spacing)},
         "timings_s": {"plan": round(t1 - t0, 3), "paint": round(t2 - t1, 3), "render": round(t3 - t2, 3),

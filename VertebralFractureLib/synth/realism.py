@@ -398,9 +398,11 @@ def vertebra_planes(ct: Volume, labelmap: Volume, label: int, half_mm: float = V
     return planes
 
 
-def synthetic_vertebra(name: str, seed: int, spacing_mm: float = 1.0) -> tuple[Volume, Volume, int]:
+def synthetic_vertebra(name: str, seed: int, spacing_mm: float = 1.0,
+                       templates: tuple[str, ...] = ()) -> tuple[Volume, Volume, int]:
     """A SynthSpine case around vertebra ``name`` (one level above and below, with the body), its
-    labelmap and the vertebra's label."""
+    labelmap and the vertebra's label; ``templates``: real masks for the posterior elements
+    (:mod:`.templates`)."""
     from VertebralFractureLib.anatomy import vertebra
     from VertebralFractureLib.synth.config import SynthConfig
     from VertebralFractureLib.synth.generator import generate_case
@@ -410,12 +412,13 @@ def synthetic_vertebra(name: str, seed: int, spacing_mm: float = 1.0) -> tuple[V
     k = order.index(v.name)
     levels = (order[max(0, k - 1)], order[min(len(order) - 1, k + 1)])
     cfg = SynthConfig(levels=levels, spacing=(spacing_mm,) * 3, fov=150.0, p_cut=0.0, orientation="LPS",
-                      rotation_deg=(0.0, 0.0, 0.0))
+                      rotation_deg=(0.0, 0.0, 0.0), templates=tuple(templates))
     case = generate_case(seed, cfg)
     return case.ct, case.labelmap, v.label
 
 
-def vertebra_figure(real: list[tuple[str, Volume, Volume, int]], path: str | Path, seed: int = 7) -> Path:
+def vertebra_figure(real: list[tuple[str, Volume, Volume, int]], path: str | Path, seed: int = 7,
+                    templates: tuple[str, ...] = ()) -> Path:
     """Each real vertebra beside a SynthSpine vertebra of the same level: sagittal and axial planes
     through the centre of mass, the mask outlined (posterior elements included), window −400…1000 HU.
 
@@ -423,6 +426,8 @@ def vertebra_figure(real: list[tuple[str, Volume, Volume, int]], path: str | Pat
         real: ``(title, ct, labelmap, label)`` per real vertebra.
         path: the PNG to write.
         seed: seed of the first synthetic case (one case per row, ``seed + row``).
+        templates: real masks for SynthSpine's posterior elements (:mod:`.templates`): a third pair of
+            columns shows the same synthetic vertebra with them.
     """
     import matplotlib
 
@@ -435,16 +440,21 @@ def vertebra_figure(real: list[tuple[str, Volume, Volume, int]], path: str | Pat
     if not real:
         raise ValueError("no real vertebra given")
     rows = len(real)
-    fig = Figure(figsize=(13.0, 3.4 * rows + 0.6), dpi=80, facecolor="black")
+    cols = 6 if templates else 4
+    fig = Figure(figsize=(13.0 * cols / 4, 3.4 * rows + 0.6), dpi=80, facecolor="black")
     FigureCanvasAgg(fig)
     ext = [-VERTEBRA_HALF_MM, VERTEBRA_HALF_MM, -VERTEBRA_HALF_MM, VERTEBRA_HALF_MM]
     for r, (title, ct, labelmap, label) in enumerate(real):
-        s_ct, s_lab, s_label = synthetic_vertebra(name_of(label), seed + r)
-        for k, (who, planes) in enumerate(((f"real {name_of(label)}: {title}", vertebra_planes(ct, labelmap, label)),
-                                           (f"SynthSpine {name_of(label)} (seed {seed + r})",
-                                            vertebra_planes(s_ct, s_lab, s_label)))):
+        name = name_of(label)
+        s_ct, s_lab, s_label = synthetic_vertebra(name, seed + r)
+        pairs = [(f"real {name}: {title}", vertebra_planes(ct, labelmap, label)),
+                 (f"SynthSpine {name} (seed {seed + r})", vertebra_planes(s_ct, s_lab, s_label))]
+        if templates:
+            t_ct, t_lab, t_label = synthetic_vertebra(name, seed + r, templates=templates)
+            pairs.append((f"SynthSpine {name}, real posterior elements", vertebra_planes(t_ct, t_lab, t_label)))
+        for k, (who, planes) in enumerate(pairs):
             for j, view in enumerate(("sagittal", "axial")):
-                ax = fig.add_subplot(rows, 4, 4 * r + 2 * k + j + 1)
+                ax = fig.add_subplot(rows, cols, cols * r + 2 * k + j + 1)
                 img, mask = planes[view]
                 ax.imshow(img, cmap="gray", vmin=-400, vmax=1000, origin="lower" if view == "sagittal" else "upper",
                           extent=ext, interpolation="bilinear")
