@@ -98,3 +98,32 @@ def test_randomised_appearance_changes_intensities_only():
     assert all(d.mean[Tissue.AIR] == app.mean[Tissue.AIR] for d in draws)
     with pytest.raises(ValueError, match="p_random_appearance"):
         SynthConfig(p_random_appearance=1.5)
+
+
+def test_the_body_split_of_a_mask_follows_the_posterior_wall(source):
+    """vertebra_parts.body_mask on SynthSpine's own mask: the split lies at the body's posterior wall,
+    known from the truth's posterior keypoints (voxels within 2 mm of the wall are not judged)."""
+    import json
+
+    from VertebralFractureLib.io.readers import read_labelmap
+    from VertebralFractureLib.vertebra_parts import body_mask
+
+    root, mask_path = source
+    labelmap = read_labelmap(mask_path)
+    body, labels = body_mask(labelmap)
+    assert {20, 21, 22} <= set(labels)
+    truth_file = next((root / "derivatives" / "sub-synth0000").glob("*genant*.json"))
+    truth = {e["label"]: e for e in json.loads(truth_file.read_text())}
+    arr = np.asarray(labelmap.array)
+    for label in (20, 21, 22):
+        kp = {k: np.asarray(v) for k, v in truth[label]["keypoints_lps_mm"].items()}
+        front = 0.5 * (kp["A_sup"] + kp["A_inf"])
+        back = 0.5 * (kp["P_sup"] + kp["P_inf"])
+        axis = (back - front) / np.linalg.norm(back - front)
+        zyx = np.argwhere(arr == label)
+        depth = (labelmap.zyx_to_lps(zyx) - back) @ axis  # mm behind the posterior wall
+        judged = np.abs(depth) > 2.0
+        found = body[tuple(zyx.T)]
+        agree = np.mean(found[judged] == (depth[judged] < 0))
+        assert agree > 0.95, (label, agree)
+        assert 0.4 < found.mean() < 0.8, (label, found.mean())

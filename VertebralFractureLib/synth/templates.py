@@ -5,12 +5,11 @@ laminae, facets and processes leave the body obliquely and taper (``docs/synthsp
 segmentation network trained on the blocks misses much of them (they are ~38 % of a vertebra). Here
 each vertebra of a VerSe-style mask (``*seg-vert_msk.nii.gz``, labels 1–28) becomes a template:
 
-1. its local frame — ``w`` along the spine (towards the cranial neighbour's centroid), ``v``
-   posterior, ``u`` to the patient's left, as :class:`~VertebralFractureLib.synth.spine.Vertebra`
-   uses — and the mask resampled into it at 1 mm (smoothed, so 2–3 mm slices give no steps);
-2. the body: along the mid-sagittal line, the first run of bone from the front is the body; its end
-   is the posterior wall (the canal follows). The body's centre, width and height are measured;
-3. the posterior elements (everything behind the posterior wall, pedicles included) as a signed
+1. its local frame (``u`` left, ``v`` posterior, ``w`` cranial, as
+   :class:`~VertebralFractureLib.synth.spine.Vertebra` uses), the mask resampled into it at 1 mm,
+   and its body's posterior wall (:mod:`VertebralFractureLib.vertebra_parts`); the body's centre,
+   width and height are measured;
+2. the posterior elements (everything behind the posterior wall, pedicles included) as a signed
    distance map (mm, negative inside).
 
 A synthetic vertebra with a template keeps its procedural body (its endplates carry the exact
@@ -32,20 +31,22 @@ from pathlib import Path
 import numpy as np
 
 from VertebralFractureLib.anatomy import is_vertebra_label, name_of
+from VertebralFractureLib.vertebra_parts import STEP_MM, local_vertebra
 
-#: Template grid spacing (mm).
-STEP_MM = 1.0
 #: Masks with a coarser voxel than this along any axis are not used.
 MAX_SPACING_MM = 2.0
 #: Vertebrae with more than this share of their voxels on the mask's faces are cut: not used.
 MAX_CUT_SHARE = 0.005
-#: Half-width (mm) of the mid-sagittal slab in which the body's run of bone is measured.
-MIDLINE_MM = 3.0
 #: Random proportion of each axis of the posterior elements (± this share).
 PROPORTION = 0.07
 #: Smooth random displacement of the posterior elements: amplitude (mm) and wavelengths (mm).
 WARP_MM = 1.5
 WARP_WAVELENGTH_MM = (25.0, 60.0)
+#: Cortical shell of the posterior elements (mm), drawn per vertebra: on real CT the laminae and the
+#: spinous and transverse processes are mostly solid cortical bone, brighter than SynthSpine's
+#: procedural shell-and-marrow parts (a network trained on those found 36–54 % of the real posterior
+#: elements, docs/synthspine.md).
+SHELL_MM = (1.5, 4.0)
 #: Variants named by the level a template is borrowed from.
 BORROW = {"T13": "T12", "L6": "L5"}
 
@@ -72,6 +73,7 @@ class Draw:
     scale: np.ndarray  # (u, v, w) factors, synthetic mm per template mm
     mirror: bool
     warp: np.ndarray  # (k, 3, 5): per wave and axis: amplitude, frequency (u, v, w), phase
+    shell: float = 1.3  # cortical shell (mm): thinner parts are solid cortical bone
 
     def bounds(self, back: float) -> tuple[np.ndarray, np.ndarray]:
         """Local (u, v, w) bounds (mm) of the posterior elements on a vertebra whose posterior wall
@@ -106,98 +108,30 @@ class Draw:
         return d * np.float32(float(np.min(self.scale)))
 
 
-def _frame(centroids: dict[int, np.ndarray], label: int) -> np.ndarray:
-    """Rows u (left), v (posterior), w (cranial) of a vertebra's frame, from its neighbours' centroids."""
-    c = centroids[label]
-    up, down = centroids.get(label - 1), centroids.get(label + 1)
-    if up is not None and down is not None:
-        w = up - down
-    elif up is not None:
-        w = up - c
-    elif down is not None:
-        w = c - down
-    else:
-        w = np.array([0.0, 0.0, 1.0])
-    w = w / np.linalg.norm(w)
-    if w[2] < 0:
-        w = -w
-    v = np.array([0.0, 1.0, 0.0]) - w[1] * w
-    v /= np.linalg.norm(v)
-    return np.stack([np.cross(v, w), v, w])
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    lab, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = ndimage.sum_labels(mask, lab, index=np.arange(1, n + 1))
-    return lab == 1 + int(np.argmax(sizes))
-
-
-def _runs(line: np.ndarray) -> tuple[int, int] | None:
-    """Start and end (exclusive) of the first run of True in a 1-D array."""
-    idx = np.flatnonzero(line)
-    if len(idx) == 0:
-        return None
-    start = int(idx[0])
-    gaps = np.flatnonzero(np.diff(idx) > 1)
-    end = int(idx[gaps[0]]) + 1 if len(gaps) else int(idx[-1]) + 1
-    return start, end
-
-
 def vertebra_template(volume, label: int, centroids: dict[int, np.ndarray], source: str) -> Template | None:
     """The template of one vertebra of a label map (:class:`~VertebralFractureLib.volume.Volume`), or None
-    when its body cannot be told from its posterior elements."""
+    when its body cannot be told from its posterior elements (:func:`~VertebralFractureLib.vertebra_parts.local_vertebra`)."""
     from scipy import ndimage
 
-    arr = np.asarray(volume.array)
-    zyx = np.argwhere(arr == label)
-    if len(zyx) < 200:
+    lv = local_vertebra(volume, label, centroids)
+    if lv is None:
         return None
-    pts = volume.zyx_to_lps(zyx)
-    c = centroids[label]
-    frame = _frame(centroids, label)
-    local = (pts - c) @ frame.T
-    lo = np.floor(local.min(0)) - 4
-    hi = np.ceil(local.max(0)) + 4
-    axes = [np.arange(lo[k], hi[k] + STEP_MM / 2, STEP_MM) for k in range(3)]
-    ww, vv, uu = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
-    lps = c + uu[..., None] * frame[0] + vv[..., None] * frame[1] + ww[..., None] * frame[2]
-    ijk = volume.lps_to_index(lps.reshape(-1, 3))
-    src = (arr == label).astype(np.float32)
-    sampled = ndimage.map_coordinates(src, [ijk[:, 2], ijk[:, 1], ijk[:, 0]], order=1, mode="constant", cval=0.0)
-    sampled = ndimage.gaussian_filter(sampled.reshape(uu.shape), 0.6 / STEP_MM)
-    mask = _largest_component(sampled >= 0.5)
-    # the body: the first run of bone from the front along the mid-sagittal line, in the middle half of the height
-    slab = mask[:, :, np.abs(axes[0]) <= MIDLINE_MM].any(axis=2)  # (w, v)
-    rows = np.flatnonzero(slab.any(axis=1))
-    if len(rows) < 8:
+    ww, vv, uu = np.meshgrid(lv.axes[2], lv.axes[1], lv.axes[0], indexing="ij")
+    body = lv.mask & (vv < lv.back) & (vv >= lv.front - 2.0)
+    post = lv.mask & (vv >= lv.back - 2.0)
+    if body.sum() < 200 or post.sum() < 0.15 * lv.mask.sum():
         return None
-    mid = rows[len(rows) // 4: len(rows) - len(rows) // 4]
-    runs = [r for r in (_runs(slab[k]) for k in mid) if r is not None]
-    if len(runs) < 3:
-        return None
-    front = float(np.median([axes[1][a] for a, _ in runs]))
-    back = float(np.median([axes[1][b - 1] for _, b in runs])) + STEP_MM / 2
-    depth = back - front
-    body = mask & (vv < back) & (vv >= front - 2.0)
-    post = mask & (vv >= back - 2.0)
-    if not (12.0 <= depth <= 60.0) or body.sum() < 200 or post.sum() < 0.15 * mask.sum():
-        return None
-    bu, bw = uu[body], ww[body]
-    u_lo, u_hi = np.percentile(bu, [0.2, 99.8])
-    w_lo, w_hi = np.percentile(bw, [0.2, 99.8])
-    centre = np.array([0.5 * (u_lo + u_hi), 0.5 * (front + back), 0.5 * (w_lo + w_hi)])
+    u_lo, u_hi = np.percentile(uu[body], [0.2, 99.8])
+    w_lo, w_hi = np.percentile(ww[body], [0.2, 99.8])
+    centre = np.array([0.5 * (u_lo + u_hi), 0.5 * (lv.front + lv.back), 0.5 * (w_lo + w_hi)])
     sdf = (ndimage.distance_transform_edt(~post) - ndimage.distance_transform_edt(post)) * STEP_MM
     nz = np.argwhere(post)
     a = np.maximum(nz.min(0) - 3, 0)
     b = np.minimum(nz.max(0) + 4, post.shape)
     sdf = sdf[a[0]:b[0], a[1]:b[1], a[2]:b[2]].astype(np.float32)
-    origin = np.array([axes[0][a[2]], axes[1][a[1]], axes[2][a[0]]]) - centre
-    return Template(name_of(label), source, sdf, origin, back - centre[1], float(u_hi - u_lo), float(depth),
-                    float(w_hi - w_lo))
+    origin = np.array([lv.axes[0][a[2]], lv.axes[1][a[1]], lv.axes[2][a[0]]]) - centre
+    return Template(name_of(label), source, sdf, origin, lv.back - centre[1], float(u_hi - u_lo),
+                    float(lv.back - lv.front), float(w_hi - w_lo))
 
 
 def _cut_share(arr: np.ndarray, label: int) -> float:
@@ -258,7 +192,7 @@ def draw(rng: np.random.Generator, bank: dict[str, tuple[Template, ...]], name: 
             direction /= np.linalg.norm(direction)
             wavelength = rng.uniform(*WARP_WAVELENGTH_MM)
             warp[k, axis] = [rng.uniform(0, WARP_MM), *(2 * np.pi / wavelength * direction), rng.uniform(0, 2 * np.pi)]
-    return Draw(t, scale, bool(rng.random() < 0.5), warp)
+    return Draw(t, scale, bool(rng.random() < 0.5), warp, float(rng.uniform(*SHELL_MM)))
 
 
 def assign(plan, paths: tuple[str, ...], seed: int) -> int:

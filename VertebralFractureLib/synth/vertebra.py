@@ -303,7 +303,7 @@ def paint_vertebra(canvas: Canvas, vt: Vertebra) -> None:
         if sl is not None:
             d = tpl.distance(u[sl], v[sl], w[sl], back)
             outer[sl] |= d <= 0
-            core[sl] |= d <= -_SHELL
+            core[sl] |= d <= -tpl.shell
     body = None
     if has_body:
         sl = _sub(box, vt, blo, bhi)

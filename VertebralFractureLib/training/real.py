@@ -497,6 +497,7 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
         grading_stage,
     )
     from VertebralFractureLib.sanity import check_ct, check_geometry
+    from VertebralFractureLib.vertebra_parts import body_mask
 
     config = config or AnalysisConfig()
     if masks_from_truth and case.kind != "masks":
@@ -510,12 +511,16 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
     else:
         image = read_image(case.ct).volume
         check_ct(image, Path(case.ct).name)  # the same gate as analyze: no scores on an unusable image
-    true_map = body = None
+    true_map = body = body_truth = None
     if case.kind == "masks":
         true_map = read_labelmap(case.truth, image)
         truth = mask_truth(true_map, case.grades, config.edge_margin_mm)
         if case.subregions is not None:
             body = np.isin(read_labelmap(case.subregions, image).array, BODY_SUBREGION_LABELS)
+            body_truth = "sub-region labels"
+        else:  # each true vertebra split at its body's posterior wall (vertebra_parts)
+            body = body_mask(true_map, list(truth))[0]
+            body_truth = "true mask in front of the body's posterior wall (geometric split)"
     else:
         truth = read_annotation(case.truth)["vertebrae"]
     if not truth:
@@ -539,7 +544,7 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
             r.update(dice[r["label"]])
     counts = prediction_counts(truth, predictions)
     summary = summarize(rows, counts)
-    summary.update({"truth": case.kind, "source": case.source, "centroids": centroids,
+    summary.update({"truth": case.kind, "source": case.source, "centroids": centroids, "body_truth": body_truth,
                     "seconds": {k: round(float(v), 2) for k, v in analysis.timings_s.items()}})
     return {"case": case, "rows": rows, "counts": counts, "summary": summary, "analysis": analysis,
             "truth": truth, "image": image if case.ct is not None else _mask_picture(true_map),
@@ -658,7 +663,8 @@ def format_table(result: Mapping[str, Any]) -> str:
     extra = [f"identification: right name within {result['match_mm']:g} mm of the true centre; detection: any "
              "prediction paired within that distance; Dice: same-label masks; Dice paired: the true mask against "
              "the mask of the prediction paired with it ('-': no true mask)"]
-    extra += [f"{name}: centroids {s['centroids']}" for name, s in result["cases"].items()]
+    extra += [f"{name}: centroids {s['centroids']}" + (f"; body: {s['body_truth']}" if s.get("body_truth") else "")
+              for name, s in result["cases"].items()]
     extra += [f"note: {n}" for n in result["notes"]]
     if result["sources"]:
         extra.append("data: " + "; ".join(result["sources"]))
