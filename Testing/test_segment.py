@@ -361,3 +361,18 @@ def test_stage1_centroids_move_to_the_centre_of_their_outline():
     assert near.centroid_lps_mm == pytest.approx((19.5, 19.5, 14.5))
     assert far.centroid_lps_mm == pytest.approx((19.5, 19.5, 69.5))
     assert missing.centroid_lps_mm == (0.0, 0.0, 0.0)
+
+
+def test_training_caches_are_written_whole(tmp_path):
+    """A cache file appears only complete (written aside and renamed), so trainings that share a data
+    folder never read half of one; no temporary file is left behind."""
+    from VertebralFractureLib.training.common import save_npz
+
+    target = tmp_path / "sub-x.npz"
+    save_npz(target, image=np.ones((4, 4), np.float16), labels=np.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["sub-x.npz"]
+    with np.load(target) as d:
+        assert d["image"].shape == (4, 4) and list(d["labels"]) == [0, 1, 2]
+    save_npz(target, image=np.zeros((2, 2), np.float16), labels=np.arange(1))  # replaced, never appended
+    with np.load(target) as d:
+        assert d["image"].shape == (2, 2)

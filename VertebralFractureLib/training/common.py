@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,12 @@ def save_checkpoint(ckpt: Path, net: Any, opt: Any, iteration: int, best: float,
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     torch.save(state, ckpt)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write a compressed ``.npz`` cache file whole or not at all (a temporary file renamed into place),
+    so that trainings that share a data folder never read a half-written cache."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from VertebralFractureLib.training.common import cosine_lr, resume, save_checkpoint
+from VertebralFractureLib.training.common import cosine_lr, resume, save_checkpoint, save_npz
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,7 @@ def case_samples(case: Any, cfg: KeypointTraining, seed: int) -> dict[str, np.nd
 def _case_job(job: tuple[Any, KeypointTraining, int, Path]) -> str:
     case, cfg, seed, f = job
     if not f.exists():
-        tmp = f.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **case_samples(case, cfg, seed))
-        tmp.replace(f)
+        save_npz(f, **case_samples(case, cfg, seed))
     return case.subject
 
 

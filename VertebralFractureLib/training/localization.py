@@ -31,6 +31,7 @@ from VertebralFractureLib.training.common import (
     random_affine,
     resume,
     save_checkpoint,
+    save_npz,
 )
 
 
@@ -118,8 +119,8 @@ def cache_cases(root: str | Path, spacing_mm: float, cache_dir: str | Path | Non
         cents_lps = read_centroids(case.centroids, ct)
         cents = {lab: grid.lps_to_index(p)[::-1] for lab, p in cents_lps.items() if lab in CHANNEL_LABELS}
         labels = np.array(sorted(cents), dtype=np.int32)
-        np.savez_compressed(f, image=image.astype(np.float16), labels=labels,
-                            cents=np.array([cents[x] for x in labels]).reshape(-1, 3))
+        save_npz(f, image=image.astype(np.float16), labels=labels,
+                 cents=np.array([cents[x] for x in labels]).reshape(-1, 3))
         out.append(CachedCase(case.subject, image, cents))
         if progress:
             progress((k + 1) / len(cases), case.subject)

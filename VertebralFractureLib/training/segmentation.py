@@ -87,6 +87,7 @@ def cache_cases(root: str | Path, spacing_mm: float, cache_dir: str | Path | Non
     from VertebralFractureLib.anatomy import is_vertebra_label
     from VertebralFractureLib.io.readers import read_image, read_labelmap
     from VertebralFractureLib.io.verse import list_cases
+    from VertebralFractureLib.training.common import save_npz
 
     cases = list_cases(root)
     if not cases:
@@ -112,8 +113,8 @@ def cache_cases(root: str | Path, spacing_mm: float, cache_dir: str | Path | Non
                 top = ndimage.maximum(frac, mask.array, present)
                 fractured = [lab for lab, t in zip(present, np.atleast_1d(top)) if t == 2]
                 excluded = [lab for lab, t in zip(present, np.atleast_1d(top)) if t == 3]
-            np.savez_compressed(f, image=image.astype(np.float16), labels=labels, fractured=np.array(fractured, np.int32),
-                                excluded=np.array(excluded, np.int32))
+            save_npz(f, image=image.astype(np.float16), labels=labels, fractured=np.array(fractured, np.int32),
+                     excluded=np.array(excluded, np.int32))
         d = np.load(f)
         labels = d["labels"]
         present = [int(v) for v in np.unique(labels) if v and is_vertebra_label(int(v))]

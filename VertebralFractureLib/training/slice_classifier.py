@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from VertebralFractureLib.slices import build_network, slice_probabilities
+from VertebralFractureLib.training.common import save_npz
 from VertebralFractureLib.training.radiomics_classifier import youden_threshold
 
 #: The classifiers compared, in the order of the seed's table.
@@ -94,7 +95,7 @@ def collect(roots: Sequence[str | Path], normal_per_case: int | None = None, see
                 "grade": np.asarray(grades, np.int64), "case": np.asarray(cases, str), "label": np.asarray(labels, np.int64)}
         if cache_file is not None:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(cache_file, **part)
+            save_npz(cache_file, **part)
         parts.append(_named_cases(part, root))
     if not parts:
         raise ValueError("no folder given")
