@@ -45,7 +45,7 @@ WARP_WAVELENGTH_MM = (25.0, 60.0)
 #: Cortical shell of the posterior elements (mm), drawn per vertebra: on real CT the laminae and the
 #: spinous and transverse processes are mostly solid cortical bone, brighter than SynthSpine's
 #: procedural shell-and-marrow parts (a network trained on those found 36–54 % of the real posterior
-#: elements, docs/synthspine.md).
+#: elements, docs/segmentation.md).
 SHELL_MM = (1.5, 4.0)
 #: Variants named by the level a template is borrowed from.
 BORROW = {"T13": "T12", "L6": "L5"}
