@@ -78,6 +78,12 @@ def test_the_cli_refuses_missing_or_empty_template_folders(tmp_path):
     with pytest.raises(InputError, match="no vertebra masks"):
         _config(parser.parse_args(["-o", str(tmp_path / "o"), "--templates", str(tmp_path / "empty")]))
     assert mask_files((str(tmp_path / "empty"),)) == []
+    ct = tmp_path / "sub-x_seg-vert_msk.nii.gz"  # a CT given where a mask belongs
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(-500, 500, dtype=np.int16).reshape(10, 10, 10)), str(ct))
+    with pytest.raises(InputError, match="not a vertebra label map"):
+        _config(parser.parse_args(["-o", str(tmp_path / "o"), "--templates", str(ct)]))
 
 
 def test_randomised_appearance_changes_intensities_only():

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="real vertebra masks (files or folders of *seg-vert*_msk.nii.gz, VerSe labels) whose "
                              "posterior elements replace the procedural ones at the levels they cover")
     parser.add_argument("--random-appearance", type=float, default=0.0, metavar="P",
-                        help="share of cases whose tissue intensities, textures and blur are randomised beyond "
+                        help="share of cases whose tissue intensities and textures are randomised beyond "
                              "realistic CT (domain randomisation; default 0)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     parser.add_argument("--sample", action="store_true",
@@ -83,7 +83,7 @@ def _config(args: argparse.Namespace):
     if getattr(args, "random_appearance", 0.0):
         kw["p_random_appearance"] = float(args.random_appearance)
     if getattr(args, "templates", None):
-        from VertebralFractureLib.synth.templates import mask_files
+        from VertebralFractureLib.synth.templates import load_bank, mask_files
 
         missing = [str(p) for p in args.templates if not Path(p).exists()]
         if missing:
@@ -91,6 +91,13 @@ def _config(args: argparse.Namespace):
         if not mask_files(tuple(str(p) for p in args.templates)):
             raise InputError("--templates: no vertebra masks (*seg-vert*_msk.nii.gz) found there")
         kw["templates"] = tuple(str(Path(p).resolve()) for p in args.templates)
+        try:
+            bank = load_bank(kw["templates"])
+        except ValueError as err:
+            raise InputError(f"--templates: {err}") from err
+        if not bank:
+            raise InputError("--templates: no usable vertebra in the masks (each cut by its field of view, too "
+                             "coarse, or its body not told from its posterior elements)")
     try:
         return SynthConfig(**kw)
     except ValueError as err:

@@ -168,7 +168,7 @@ class SynthConfig:
     #: Real vertebra masks (files or folders of ``*seg-vert*_msk.nii.gz``) whose posterior elements replace the
     #: procedural ones at the levels they cover (:mod:`~VertebralFractureLib.synth.templates`); empty: procedural.
     templates: tuple[str, ...] = ()
-    #: Share of cases whose tissue intensities, textures and blur are randomised beyond realistic CT
+    #: Share of cases whose tissue intensities and textures are randomised beyond realistic CT
     #: (:func:`~VertebralFractureLib.synth.appearance.randomise`).
     p_random_appearance: float = 0.0
 

@@ -47,6 +47,8 @@ WARP_WAVELENGTH_MM = (25.0, 60.0)
 #: procedural shell-and-marrow parts (a network trained on those found 36–54 % of the real posterior
 #: elements, docs/segmentation.md).
 SHELL_MM = (1.5, 4.0)
+#: A label map has at most this many distinct values (a CT given by mistake has thousands).
+MAX_LABELS = 64
 #: Variants named by the level a template is borrowed from.
 BORROW = {"T13": "T12", "L6": "L5"}
 
@@ -164,7 +166,10 @@ def load_bank(paths: tuple[str, ...]) -> dict[str, tuple[Template, ...]]:
         if max(vol.spacing) > MAX_SPACING_MM:
             continue
         arr = np.asarray(vol.array)
-        labels = [int(k) for k in np.unique(arr) if k and is_vertebra_label(int(k))]
+        values = np.unique(arr)
+        if not np.issubdtype(arr.dtype, np.integer) or len(values) > MAX_LABELS:
+            raise ValueError(f"{f.name} is not a vertebra label map ({len(values)} distinct values)")
+        labels = [int(k) for k in values if k and is_vertebra_label(int(k))]
         centroids = {k: vol.zyx_to_lps(np.argwhere(arr == k).mean(0)) for k in labels}
         for k in labels:
             if _cut_share(arr, k) > MAX_CUT_SHARE:
