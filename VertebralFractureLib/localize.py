@@ -277,7 +277,9 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
             cpos, cvox, placed = cpos[~placed], [v for v, f in zip(cvox, placed) if not f], placed[~placed]
     above = np.zeros(len(cpos), bool)
     if fill:  # a vertebra cut by the top of the field of view, which the network rarely finds
-        cpos, cvox, above = extend_cranially(cpos, cvox, grid, len(labels))
+        seen_by = [look for _, look in cvox]
+        cpos, vox, above = extend_cranially(cpos, [v for v, _ in cvox], grid, len(labels))
+        cvox = list(zip(vox, [0] * int(above.sum()) + seen_by))
         placed = np.concatenate([[False] * int(above.sum()), placed])
     found, anchor_list = None, None
     if anchors is not None:
@@ -392,8 +394,6 @@ def extend_cranially(positions: np.ndarray, voxels: list, grid: Volume,
     if here is None or here < max(BONE_MIN, BONE_SHARE * ref):
         return pos, list(voxels), flags
     vox = np.clip(np.round(zyx).astype(int), 0, shape - 1)
-    if voxels and isinstance(voxels[0], tuple):  # (voxel, look) pairs, as detect_and_name keeps them
-        vox = (vox, 0)
     return np.vstack([new, pos]), [vox] + list(voxels), np.concatenate([[True], flags])
 
 

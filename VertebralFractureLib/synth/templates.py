@@ -159,6 +159,7 @@ def mask_files(paths: tuple[str, ...]) -> list[Path]:
 def load_bank(paths: tuple[str, ...]) -> dict[str, tuple[Template, ...]]:
     """Templates per level from the masks among ``paths`` (cached per process)."""
     from VertebralFractureLib.io.readers import read_image
+    from VertebralFractureLib.synth.generator import label_centroids
 
     bank: dict[str, list[Template]] = {}
     for f in mask_files(paths):
@@ -170,7 +171,7 @@ def load_bank(paths: tuple[str, ...]) -> dict[str, tuple[Template, ...]]:
         if not np.issubdtype(arr.dtype, np.integer) or len(values) > MAX_LABELS:
             raise ValueError(f"{f.name} is not a vertebra label map ({len(values)} distinct values)")
         labels = [int(k) for k in values if k and is_vertebra_label(int(k))]
-        centroids = {k: vol.zyx_to_lps(np.argwhere(arr == k).mean(0)) for k in labels}
+        centroids = label_centroids(vol)
         for k in labels:
             if _cut_share(arr, k) > MAX_CUT_SHARE:
                 continue

@@ -277,8 +277,9 @@ def paint_vertebra(canvas: Canvas, vt: Vertebra) -> None:
     blo, bhi = body_bounds(vt)
     has_body = vt.kind != "atlas"
     back = vt.depth / 2 - 0.5 * vt.post_concavity  # where the posterior elements meet the body
-    los = [p.lo for p in parts] + ([blo] if has_body else []) + ([tpl.bounds(back)[0]] if tpl is not None else [])
-    his = [p.hi for p in parts] + ([bhi] if has_body else []) + ([tpl.bounds(back)[1]] if tpl is not None else [])
+    tlo, thi = tpl.bounds(back) if tpl is not None else (None, None)
+    los = [p.lo for p in parts] + ([blo] if has_body else []) + ([tlo] if tpl is not None else [])
+    his = [p.hi for p in parts] + ([bhi] if has_body else []) + ([thi] if tpl is not None else [])
     lo, hi = np.min(los, axis=0), np.max(his, axis=0)
     box = canvas.grid.box_of_points(vt.centre + corners(lo, hi) @ vt.rot.T, margin=1.0)
     if box is None:
@@ -299,7 +300,7 @@ def paint_vertebra(canvas: Canvas, vt: Vertebra) -> None:
         if p.core > 0:
             core[sl] |= f <= p.core
     if tpl is not None:
-        sl = _sub(box, vt, *tpl.bounds(back))
+        sl = _sub(box, vt, tlo, thi)
         if sl is not None:
             d = tpl.distance(u[sl], v[sl], w[sl], back)
             outer[sl] |= d <= 0

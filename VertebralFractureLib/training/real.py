@@ -518,7 +518,7 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
         if case.subregions is not None:
             body = np.isin(read_labelmap(case.subregions, image).array, BODY_SUBREGION_LABELS)
             body_truth = "sub-region labels"
-        else:  # each true vertebra split at its body's posterior wall (vertebra_parts)
+        elif not masks_from_truth:  # each true vertebra split at its body's posterior wall (vertebra_parts)
             body = body_mask(true_map, list(truth))[0]
             body_truth = "true mask in front of the body's posterior wall (geometric split)"
     else:
