@@ -169,7 +169,7 @@ def _from_csv(path: Path) -> list[Study]:
 def analyse_study(study: Study, out_dir: Path, options: dict[str, Any] | None = None) -> StudyResult:
     """Analyse one study into ``out_dir / study.name`` (never raises for a broken study: the result is
     ``failed`` with the reason). ``options``: ``device``, ``radiomics``, ``slice_classifier``,
-    ``keypoints``, ``dicom_out`` (default True: a DICOM study also gets ``dicom/seg.dcm`` and ``dicom/sr.dcm``)."""
+    ``keypoints``, ``bone_growth``, ``dicom_out`` (default True: a DICOM study also gets ``dicom/seg.dcm`` and ``dicom/sr.dcm``)."""
     from VertebralFractureLib.io.output import write_outputs
     from VertebralFractureLib.io.readers import read_image
     from VertebralFractureLib.pipeline import (
@@ -188,7 +188,8 @@ def analyse_study(study: Study, out_dir: Path, options: dict[str, Any] | None = 
         check_ct(image.volume, study.path.name)
         stages, skipped = available_default_stages()
         stages = [*stages, *second_opinion_stages(bool(options.get("radiomics")), bool(options.get("slice_classifier")))]
-        config = AnalysisConfig(device=options.get("device", "auto"), keypoints=options.get("keypoints", "auto"))
+        config = AnalysisConfig(device=options.get("device", "auto"), keypoints=options.get("keypoints", "auto"),
+                                bone_growth=options.get("bone_growth", True))
         analysis = analyze(image.volume, config, stages=stages, input_description=image.description)
         analysis.warnings[:0] = [*image.warnings, *skipped]
         dicom = image.source_format == "dicom" and options.get("dicom_out", True)

@@ -110,6 +110,12 @@ def _keypoints_flag(p: argparse.ArgumentParser) -> None:
                    "only the mask (geometric)")
 
 
+def _bone_growth_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-bone-growth", dest="bone_growth", action="store_false",
+                   help="keep stage 2's outlines as the network drew them, without completing them into the "
+                   "bone they touch (the posterior elements; docs/segmentation.md)")
+
+
 def _dicom_out_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dicom-out", dest="dicom_out", action="store_false",
                    help="for a DICOM input, do not write dicom/seg.dcm (DICOM Segmentation) and dicom/sr.dcm "
@@ -183,7 +189,7 @@ def _run_and_write(image: Any, stages: Any, args: argparse.Namespace, progress: 
             stages, skipped = available_default_stages()
         stages = [*stages, *extra]
     config = AnalysisConfig(device=args.device, fracture_threshold=getattr(args, "fracture_threshold", 0.5),
-                            keypoints=getattr(args, "keypoints", "auto"))
+                            keypoints=getattr(args, "keypoints", "auto"), bone_growth=getattr(args, "bone_growth", True))
     analysis = analyze(image.volume, config, stages=stages, progress=progress,
                        input_description=image.description)
     analysis.warnings[:0] = [*image.warnings, *skipped]
@@ -255,7 +261,8 @@ def cmd_batch(args: argparse.Namespace, progress: Progress) -> int:
                        "study": r.study, "state": r.state})
 
     options = {"device": args.device, "radiomics": args.radiomics, "slice_classifier": args.slice_classifier,
-               "keypoints": args.keypoints, "dicom_out": args.dicom_out}
+               "keypoints": args.keypoints, "dicom_out": args.dicom_out,
+               "bone_growth": args.bone_growth}
     executor = None
     if args.ray is not None:
         from VertebralFractureLib.batch import RayExecutor, check_batch_folder, find_studies
@@ -563,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(.mrk.json, points named T12, L1, ...) or a VerSe _ctd.json, e.g. an earlier run's, corrected")
     _radiomics_flag(p)
     _keypoints_flag(p)
+    _bone_growth_flag(p)
     _dicom_out_flag(p)
     p.set_defaults(func=cmd_analyze)
 
@@ -583,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress display: one bar over the studies on a terminal, JSON lines for programs")
     _radiomics_flag(p)
     _keypoints_flag(p)
+    _bone_growth_flag(p)
     _dicom_out_flag(p)
     p.set_defaults(func=cmd_batch)
 

@@ -52,6 +52,9 @@ class AnalysisConfig:
             ``learned`` (the model is required) or ``geometric`` (measured on the mask only).
         test_time_augmentation: stage 2 averages its fracture probability over mirrored and
             shifted crops and reports the spread (about four times the stage-2 time).
+        bone_growth: the segmentation written out is stage 2's outlines completed into the bone
+            they touch (the posterior elements, :mod:`.bone_growth`); grading measures the
+            network's own outlines either way.
     """
 
     device: Device | str = Device.AUTO
@@ -60,6 +63,7 @@ class AnalysisConfig:
     edge_margin_mm: float = 1.0
     keypoints: str = "auto"
     test_time_augmentation: bool = True
+    bone_growth: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", Device(self.device))
@@ -81,6 +85,9 @@ class Context:
     config: AnalysisConfig
     vertebrae: dict[int, VertebraResult] = field(default_factory=dict)
     labelmap: Volume | None = None
+    #: stage 2's outlines completed into the bone they touch (:mod:`.bone_growth`): what is written out
+    #: as the segmentation; the stages measure ``labelmap``
+    completed_labelmap: Volume | None = None
     fracture_map: Volume | None = None
     warnings: list[str] = field(default_factory=list)
     models: dict[str, dict] = field(default_factory=dict)
@@ -364,6 +371,11 @@ def analyze(
         from VertebralFractureLib.segment import recentre
 
         recentre(context.vertebrae, context.labelmap)  # reported where the outline is; stages 2 and 3 ran on stage 1's
+    if context.completed_labelmap is not None and context.labelmap is not None:
+        from VertebralFractureLib.segment import fracture_map_of
+
+        context.labelmap = context.completed_labelmap  # written out; every stage has measured the network's outline
+        context.fracture_map = fracture_map_of(context.labelmap, context.vertebrae)
     context.warnings.extend(accuracy_statements(context.models))
     return Analysis(
         vertebrae=list(context.vertebrae.values()),

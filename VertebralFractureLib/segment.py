@@ -255,7 +255,7 @@ def assemble(segs: list[VertebraSegmentation], reference: Volume, spacing_mm: fl
 
 def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = "cpu",
             model: tuple[Any, Any] | None = None, progress: Any = None,
-            tta: bool = True) -> tuple[Volume, dict[int, float], dict[int, float]]:
+            tta: bool = True, bone_growth: bool = False) -> tuple[Volume, dict[int, float], dict[int, float]]:
     """Vertebra labelmap (input geometry, VerSe labels), per-vertebra fracture probability and its
     spread over the test-time variants (0 without ``tta``).
 
@@ -266,6 +266,9 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
         model: ``(card, network)`` instead of the installed ``segmentation`` model.
         progress: ``progress(fraction, message)``.
         tta: average the fracture probability over mirrored and shifted crops (:func:`segment_crops`).
+        bone_growth: complete each outline into the bone it touches (:mod:`.bone_growth`: the
+            posterior elements the network misses on real CT); the fracture probability stays the
+            network's, over its own voxels.
     """
     from VertebralFractureLib import models, preprocess
     from VertebralFractureLib.networks.unet import build_unet
@@ -277,6 +280,8 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
     image = preprocess.normalize(grid.array)
     segs = segment_crops(net, grid, image, centroids_lps, tuple(card.patch_size), device, progress, tta=tta)
     labels, probs = assemble(segs, volume, spacing, centroids_lps)
+    if bone_growth:
+        labels = grow_outlines(labels, volume, card)
     spread: dict[int, float] = {}
     for seg in segs:
         if seg.label in probs and seg.variant_probabilities:
@@ -287,10 +292,23 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
     return volume.with_array(labels), probs, spread
 
 
+def grow_outlines(labels: np.ndarray, volume: Volume, card: Any) -> np.ndarray:
+    """:func:`.bone_growth.grow_into_bone` with the settings of the card's ``postprocess.bone_growth``
+    (``hu``, ``max_mm``; the module's defaults where the card has none)."""
+    from VertebralFractureLib import bone_growth
+
+    settings = dict(getattr(card, "postprocess", {}) or {}).get("bone_growth", {}) or {}
+    return bone_growth.grow_into_bone(labels, np.asarray(volume.array), tuple(float(s) for s in volume.spacing[::-1]),
+                                      volume.zyx_to_lps, hu_threshold=float(settings.get("hu", bone_growth.HU)),
+                                      max_mm=float(settings.get("max_mm", bone_growth.MAX_MM)))
+
+
 def run_stage(context: Any) -> None:
-    """Pipeline stage 2: fill ``context.labelmap``, ``context.fracture_map`` and each vertebra's
-    ``fracture_probability`` and ``status``."""
-    from VertebralFractureLib.models import select_device
+    """Pipeline stage 2: fill ``context.labelmap`` (the network's outlines, which stage 3 and the
+    second opinions measure, as they were validated), ``context.completed_labelmap`` (those outlines
+    completed into the bone they touch, :func:`grow_outlines`: the segmentation written out),
+    ``context.fracture_map`` and each vertebra's ``fracture_probability`` and ``status``."""
+    from VertebralFractureLib.models import require, select_device
 
     cents = {lab: np.asarray(v.centroid_lps_mm) for lab, v in context.vertebrae.items()}
     if not cents:
@@ -299,6 +317,10 @@ def run_stage(context: Any) -> None:
     labelmap, probs, spread = segment(context.image, cents, device=select_device(context.config.device),
                                       progress=lambda f, m: context.report("segment", 0.1 + 0.8 * f, m),
                                       tta=context.config.test_time_augmentation)
+    if context.config.bone_growth:
+        context.report("segment", 0.92, "completing the outlines into the bone")
+        context.completed_labelmap = labelmap.with_array(grow_outlines(np.asarray(labelmap.array), context.image,
+                                                                       require("segmentation")))
     context.report("segment", 0.95, "fracture map")
     for label, v in context.vertebrae.items():
         p = probs.get(label)

@@ -156,6 +156,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="grade --masks stage2: stage-2 state_dict to use instead of the installed one")
     p.add_argument("--keypoints", default="auto", choices=["auto", "learned", "geometric"],
                    help="grade: learned keypoints (installed model or --weights), geometric, or auto")
+    p.add_argument("--no-bone-growth", dest="bone_growth", action="store_false",
+                   help="segment, real: stage 2's outlines as the network drew them, not completed into the bone "
+                   "they touch")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -223,7 +226,7 @@ def _evaluate_real(args: argparse.Namespace, progress: Any) -> int:
     if args.threshold is not None:
         raise InputError("evaluate real runs stage 1 as analyze does, at its model card's threshold: no --threshold")
     result = evaluate_real(paths, args.output, centroids_from_truth=args.centroids_from_masks,
-                           config=AnalysisConfig(device=args.device), progress=progress,
+                           config=AnalysisConfig(device=args.device, bone_growth=args.bone_growth), progress=progress,
                            masks_from_truth=args.masks_from_truth)
     progress.close()
     print(format_table(result))
@@ -284,7 +287,7 @@ def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
             threshold = args.threshold[0] if args.threshold else None
             cents = {c.label: c.position_lps for c in localize(ct, device=device, model=loc, threshold=threshold)}
         t1 = time.perf_counter()
-        labelmap, probs, _ = segment(ct, cents, device=device, model=(card, net)) if cents else (ct.with_array(np.zeros(ct.array.shape, np.uint8)), {}, {})
+        labelmap, probs, _ = segment(ct, cents, device=device, model=(card, net), bone_growth=args.bone_growth) if cents else (ct.with_array(np.zeros(ct.array.shape, np.uint8)), {}, {})
         t2 = time.perf_counter()
         case_rows = evaluate_case(labelmap.array, truth.array, tuple(ct.spacing[::-1]), grades, probs)
         rows += [{"case": case.subject, **r} for r in case_rows]
