@@ -10,7 +10,7 @@ import pytest
 from VertebralFractureLib import bone_growth, segment
 from VertebralFractureLib.volume import Volume
 
-LABELS = (10, 11, 12)  # cranial to caudal
+LABELS = (21, 22, 23)  # L2, L3, L4: cranial to caudal
 GAP_MM = 30.0  # centre to centre
 
 
@@ -29,7 +29,7 @@ def toy_spine(spacing_z: float = 1.0) -> tuple[Volume, np.ndarray, dict[str, np.
     hu = np.full(shape, 0.0, np.float32)
     labels = np.zeros(shape, np.uint8)
     parts = {}
-    centres = {10: 85.0, 11: 55.0, 12: 25.0}
+    centres = {21: 85.0, 22: 55.0, 23: 25.0}
     for lab, zc in centres.items():
         body = (np.abs(x) <= 20) & (np.abs(y) <= 15) & (np.abs(z - zc) <= 10)
         hu[body] = 300
@@ -50,8 +50,8 @@ def toy_spine(spacing_z: float = 1.0) -> tuple[Volume, np.ndarray, dict[str, np.
     parts["sacrum"] = sacrum & (z < 8)  # one voxel off for the smoothing
     facet = (np.abs(x) <= 2) & (y > 40) & (y <= 44) & (z > 60) & (z < 80)
     hu[facet] = 800
-    parts["facet_upper"] = facet & (z > 72)  # nearer vertebra 10's process
-    parts["facet_lower"] = facet & (z < 63)  # nearer vertebra 11's process
+    parts["facet_upper"] = facet & (z > 72)  # nearer the first vertebra's process
+    parts["facet_lower"] = facet & (z < 63)  # nearer the second one's
     volume = Volume(hu, spacing=(1.0, 1.0, spacing_z), origin=(-55.0, -30.0, 0.0))
     return volume, labels, parts
 
@@ -98,28 +98,54 @@ def test_no_growth_in_front_of_the_vertebra_nor_past_an_open_end():
 def test_bone_between_two_vertebrae_is_split_where_the_fronts_meet():
     volume, labels, parts = toy_spine()
     out = grow(volume, labels)
-    assert np.all(out[parts["facet_upper"]] == 10)
-    assert np.all(out[parts["facet_lower"]] == 11)
+    assert np.all(out[parts["facet_upper"]] == 21)
+    assert np.all(out[parts["facet_lower"]] == 22)
 
 
 def test_threshold_and_reach_limit_the_growth():
     volume, labels, parts = toy_spine()
     assert np.array_equal(grow(volume, labels, hu_threshold=900.0), labels), "nothing is bone above 900 HU"
     short = grow(volume, labels, max_mm=10.0)
-    tip = parts["process11"] & (np.arange(90)[None, :, None] - 30.0 > 35)  # > 20 mm behind the back wall
+    tip = parts["process22"] & (np.arange(90)[None, :, None] - 30.0 > 35)  # > 20 mm behind the back wall
     assert not short[tip].any()
     near = (np.arange(90)[None, :, None] - 30.0 <= 20) & (np.abs(np.arange(110) - 55.0)[None, None, :] <= 20)
-    assert np.all(short[parts["process11"] & near] == 11)
+    assert np.all(short[parts["process22"] & near] == 22)
+
+
+def test_only_the_lumbar_growth_is_kept_but_every_vertebra_competes():
+    volume, labels, parts = toy_spine()
+    thoracic = labels.copy()
+    thoracic[labels == 21] = 19  # the cranial vertebra as T12: its ribs would be followed
+    thoracic[labels == 22] = 20
+    thoracic[labels == 23] = 21
+    out = grow(volume, thoracic)
+    assert np.array_equal(out[thoracic == 19], thoracic[thoracic == 19])
+    assert (out == 19).sum() == (thoracic == 19).sum(), "T12 keeps the network's outline"
+    assert not out[parts["process21"]].any(), "nor does L1 take T12's process"
+    assert np.all(out[parts["facet_upper"]] == 0) and np.all(out[parts["facet_lower"]] == 20)
+    assert np.mean(out[parts["process22"]] == 20) > 0.97  # L1 (the middle vertebra) grows
+    every = grow(volume, thoracic, kept=None)
+    assert np.mean(every[parts["process21"]] == 19) > 0.97
+
+
+def test_the_given_centres_set_the_frame():
+    volume, labels, parts = toy_spine()
+    # an outline that strays into the aorta moves its centre of mass forward, not the given centre
+    strayed = labels.copy()
+    strayed[parts["aorta"]] = 21
+    cents = {lab: volume.zyx_to_lps(np.argwhere(labels == lab).mean(0)) for lab in LABELS}
+    out = grow(volume, strayed, centroids_lps=cents)
+    assert np.mean(out[parts["process21"]] == 21) > 0.97
 
 
 def test_empty_and_lone_outlines():
     volume, labels, _ = toy_spine()
     empty = np.zeros_like(labels)
     assert not grow(volume, empty).any()
-    lone = np.where(labels == 11, 11, 0).astype(np.uint8)
+    lone = np.where(labels == 22, 22, 0).astype(np.uint8)
     out = grow(volume, lone)
-    assert set(np.unique(out)) == {0, 11}
-    assert (out == 11).sum() > (lone == 11).sum()
+    assert set(np.unique(out)) == {0, 22}
+    assert (out == 22).sum() > (lone == 22).sum()
 
 
 def test_the_cards_settings_are_used():

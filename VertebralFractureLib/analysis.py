@@ -123,6 +123,15 @@ class VertebraResult:
         return name_of(self.label)
 
     @property
+    def body_centre_lps_mm(self) -> tuple[float, float, float] | None:
+        """The vertebral body's centre on its mid-sagittal plane: the mean of the six endplate
+        keypoints (None without keypoints). ``centroid_lps_mm`` is the whole vertebra's centre
+        (posterior elements included, the VerSe convention), about 10 mm behind the body's."""
+        if self.keypoints_lps_mm is None:
+            return None
+        return tuple(float(x) for x in np.mean([self.keypoints_lps_mm[k] for k in KEYPOINT_NAMES], axis=0))
+
+    @property
     def assessable(self) -> bool:
         return self.status != "not assessable"
 
@@ -142,6 +151,7 @@ class VertebraResult:
             "label": int(self.label),
             "name": self.name,
             "centroid_lps_mm": [_round(v) for v in self.centroid_lps_mm],
+            "body_centre_lps_mm": None if self.body_centre_lps_mm is None else [_round(v) for v in self.body_centre_lps_mm],
             "localization_score": _round(self.localization_score),
             "complete": bool(self.complete),
             "status": self.status,

@@ -11,8 +11,9 @@ it found. So each vertebra's outline is grown into the bone around it:
   first — the bone between two vertebrae is split where their fronts meet (a geodesic Voronoi
   partition), at most ``max_mm`` from the network's outline.
 * **Where a vertebra may grow**, in its own frame (``vertebra_parts.vertebra_frame``: ``u`` left,
-  ``v`` posterior, ``w`` along the spine, from the neighbours' centres): behind its own centre
-  (``v ≥ 0``: the aorta, enhanced or calcified, and osteophytes lie in front), within
+  ``v`` posterior, ``w`` along the spine, from the centres the outlines were drawn around): behind
+  the plane 5 mm in front of its centre (``POSTERIOR_FROM_MM``; the body's posterior wall lies just
+  behind the centre, and the aorta, enhanced or calcified, and osteophytes in front), within
   ``LATERAL_FACTOR`` × the distance between neighbouring centres of the axis (transverse processes,
   not ribs), not above the midpoint to the cranial neighbour by more than ``CRANIAL_MARGIN_MM``
   (superior articular processes), and not below the midpoint to the caudal one by more than
@@ -23,13 +24,15 @@ it found. So each vertebra's outline is grown into the bone around it:
   The limits were measured on the real vertebra masks in ``../shared/data`` (VerSe, HealthiVert-GAN
   and TPTBox masks, T9–L5; ``docs/segmentation.md``).
 * **Marrow** enclosed by a vertebra's bone is filled (3D holes only: the canal stays open).
+* **Lumbar only**: the growth is kept for L1–L6 (``GROWN_LABELS``), where the real masks measured
+  it; thoracic vertebrae carry ribs, which the growth would follow.
 
 The network's own fracture probability is left as it was; only the outline grows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -53,6 +56,15 @@ SLOPE_FROM_MM = 10.0
 SMOOTH_MM = 0.5
 #: Distance (mm) to the neighbours assumed for a vertebra that has none.
 LONE_SPACING_MM = 30.0
+#: A vertebra grows only behind this plane (mm along its posterior axis from its centre): the body's
+#: posterior wall lies 0.5–8 mm behind the whole-vertebra centre in the real masks, its front
+#: 26–34 mm in front (the aorta lies beyond it).
+POSTERIOR_FROM_MM = -5.0
+#: The vertebrae whose growth is kept: the lumbar ones (L1–L6), where the real masks measured the
+#: gain. Above, ribs leave the vertebrae (heads at the bodies, tubercles at the transverse
+#: processes) and the growth followed them on SynthSpine; no real thoracic mask with its CT exists
+#: here to measure it.
+GROWN_LABELS: tuple[int, ...] = (20, 21, 22, 23, 24, 25)
 
 _OFFSETS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
 
@@ -84,7 +96,7 @@ def _allowed(local: np.ndarray, d_up: float, d_down: float, has_up: bool = True,
     vertebra's (or the sacrum's) than its own."""
     u, v, w = local[:, 0], local[:, 1], local[:, 2]
     d = 0.5 * (d_up + d_down)
-    ok = (v >= 0.0) & (np.abs(u) <= min(LATERAL_FACTOR * d, LATERAL_CAP_MM))
+    ok = (v >= POSTERIOR_FROM_MM) & (np.abs(u) <= min(LATERAL_FACTOR * d, LATERAL_CAP_MM))
     ok &= w <= 0.5 * d_up + (CRANIAL_MARGIN_MM if has_up else 0.0)
     below = CAUDAL_MARGIN_MM + CAUDAL_SLOPE * np.maximum(v - SLOPE_FROM_MM, 0.0) if has_down else 0.0
     ok &= w >= -(0.5 * d_down + below)
@@ -92,7 +104,9 @@ def _allowed(local: np.ndarray, d_up: float, d_down: float, has_up: bool = True,
 
 
 def grow_into_bone(labels: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float, float, float],
-                   zyx_to_lps, hu_threshold: float = HU, max_mm: float = MAX_MM) -> np.ndarray:
+                   zyx_to_lps, hu_threshold: float = HU, max_mm: float = MAX_MM,
+                   centroids_lps: Mapping[int, np.ndarray] | None = None,
+                   kept: Iterable[int] | None = GROWN_LABELS) -> np.ndarray:
     """Grow each labelled vertebra of ``labels`` (z, y, x) into the bone of ``hu`` around it.
 
     Args:
@@ -102,6 +116,12 @@ def grow_into_bone(labels: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float,
         zyx_to_lps: maps (n, 3) z, y, x voxel positions to LPS mm (``Volume.zyx_to_lps``).
         hu_threshold: bone threshold (HU).
         max_mm: longest growth path (mm).
+        centroids_lps: the centres the outlines were drawn around (stage 1's or given, LPS mm):
+            each vertebra's frame and origin; the outlines' own centres of mass where missing (an
+            outline that strays into a neighbour or the aorta moves its centre of mass, not these).
+        kept: the labels whose growth is kept (default the lumbar vertebrae, :data:`GROWN_LABELS`);
+            the others grow too, so that the bone between two vertebrae is split fairly, but
+            keep only their network outline. None keeps every label's growth.
 
     Returns:
         A new label map; every voxel labelled before keeps its label.
@@ -126,7 +146,9 @@ def grow_into_bone(labels: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float,
     del sub
 
     # each vertebra's frame and growth limits, looked up by label
-    centroids = {k: np.asarray(zyx_to_lps(np.argwhere(labels == k).mean(0)[None]), float)[0] for k in present}
+    given = dict(centroids_lps or {})
+    centroids = {k: np.asarray(given[k], float) if k in given else
+                 np.asarray(zyx_to_lps(np.argwhere(labels == k).mean(0)[None]), float)[0] for k in present}
     frames = _frames(centroids)
     table = np.zeros(max(present) + 1, int)
     table[np.array(present)] = np.arange(len(present))
@@ -197,6 +219,9 @@ def grow_into_bone(labels: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float,
         bb = tuple(slice(a, b + 1) for a, b in zip(idx.min(0), idx.max(0)))
         filled = ndimage.binary_fill_holes(m[bb]) & (lab[bb] == 0)
         lab[bb][filled] = k
+    if kept is not None:  # growth of the other labels undone
+        undo = (lab != labels[box]) & ~np.isin(lab, list(kept))
+        lab[undo] = 0
     out = labels.copy()
     out[box] = lab
     return out

@@ -281,7 +281,7 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
     segs = segment_crops(net, grid, image, centroids_lps, tuple(card.patch_size), device, progress, tta=tta)
     labels, probs = assemble(segs, volume, spacing, centroids_lps)
     if bone_growth:
-        labels = grow_outlines(labels, volume, card)
+        labels = grow_outlines(labels, volume, card, centroids_lps)
     spread: dict[int, float] = {}
     for seg in segs:
         if seg.label in probs and seg.variant_probabilities:
@@ -292,15 +292,18 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
     return volume.with_array(labels), probs, spread
 
 
-def grow_outlines(labels: np.ndarray, volume: Volume, card: Any) -> np.ndarray:
+def grow_outlines(labels: np.ndarray, volume: Volume, card: Any,
+                  centroids_lps: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """:func:`.bone_growth.grow_into_bone` with the settings of the card's ``postprocess.bone_growth``
-    (``hu``, ``max_mm``; the module's defaults where the card has none)."""
+    (``hu``, ``max_mm``; the module's defaults where the card has none), around the centres the
+    outlines were drawn around."""
     from VertebralFractureLib import bone_growth
 
     settings = dict(getattr(card, "postprocess", {}) or {}).get("bone_growth", {}) or {}
     return bone_growth.grow_into_bone(labels, np.asarray(volume.array), tuple(float(s) for s in volume.spacing[::-1]),
                                       volume.zyx_to_lps, hu_threshold=float(settings.get("hu", bone_growth.HU)),
-                                      max_mm=float(settings.get("max_mm", bone_growth.MAX_MM)))
+                                      max_mm=float(settings.get("max_mm", bone_growth.MAX_MM)),
+                                      centroids_lps=centroids_lps)
 
 
 def run_stage(context: Any) -> None:
@@ -320,7 +323,7 @@ def run_stage(context: Any) -> None:
     if context.config.bone_growth:
         context.report("segment", 0.92, "completing the outlines into the bone")
         context.completed_labelmap = labelmap.with_array(grow_outlines(np.asarray(labelmap.array), context.image,
-                                                                       require("segmentation")))
+                                                                       require("segmentation"), cents))
     context.report("segment", 0.95, "fracture map")
     for label, v in context.vertebrae.items():
         p = probs.get(label)

@@ -35,7 +35,10 @@ Metrics (per case and overall; :func:`vertebra_rows` and :func:`summarize` are p
   (the paired prediction is "fractured" or has Genant grade ≥ 2), **false calls** on true grade-0
   vertebrae (the same test), **Genant exact / within one grade** (complete vertebrae with a true
   and a predicted grade), and the **graded share** of complete true vertebrae (paired, status not
-  "not assessable", a Genant grade).
+  "not assessable", a Genant grade);
+* on hand-annotated body centres, the **body centre distance** from each annotated centre to the
+  paired prediction's body centre (the mean of its six endplate keypoints,
+  ``VertebraResult.body_centre_lps_mm``), and the share within :data:`BODY_CENTRE_MM`.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from VertebralFractureLib.volume import Volume
 
 #: Match radius (mm) for identification and detection, as the VerSe challenge uses.
 MATCH_MM = 20.0
+#: A predicted body centre this close (mm) to an annotated one counts as placed right.
+BODY_CENTRE_MM = 5.0
 #: Sub-region labels of the vertebral body (TPTBox / VerSe sub-region masks).
 BODY_SUBREGION_LABELS: tuple[int, ...] = (49, 50)
 ANNOTATION_SUFFIX = "_bodies.json"
@@ -93,15 +98,18 @@ class Prediction:
     complete: bool = True
     status_reason: str | None = None
     fracture_probability: float | None = None
+    body_centre: tuple[float, float, float] | None = None
 
     @classmethod
     def from_result(cls, v: Any) -> Prediction:
         """From a ``VertebraResult`` (fields added later are read with ``getattr``)."""
         genant = getattr(v, "genant", None)
+        body = getattr(v, "body_centre_lps_mm", None)
         return cls(label=int(v.label), centroid=tuple(float(c) for c in v.centroid_lps_mm),
                    status=getattr(v, "status", None), grade=None if genant is None else int(genant.grade),
                    complete=bool(getattr(v, "complete", True)), status_reason=getattr(v, "status_reason", None),
-                   fracture_probability=getattr(v, "fracture_probability", None))
+                   fracture_probability=getattr(v, "fracture_probability", None),
+                   body_centre=None if body is None else tuple(float(c) for c in body))
 
     @property
     def calls_fracture(self) -> bool:
@@ -148,9 +156,11 @@ def pair_by_distance(truth: Mapping[int, Sequence[float]], predictions: Sequence
 
 
 def vertebra_rows(truth: Mapping[int, TrueVertebra], predictions: Sequence[Prediction],
-                  radius_mm: float = MATCH_MM) -> list[dict[str, Any]]:
+                  radius_mm: float = MATCH_MM, body_centres: bool = False) -> list[dict[str, Any]]:
     """One row per true vertebra (cranial → caudal): its pairing, name check and the paired
-    prediction's call, grade and agreement (see the module docstring)."""
+    prediction's call, grade and agreement (see the module docstring). With ``body_centres`` (the
+    truth gives body centres), ``body_centre_distance_mm`` is the distance from the true centre to
+    the paired prediction's body centre (None where it has no keypoints)."""
     from VertebralFractureLib.anatomy import cranio_caudal
 
     pairs = pair_by_distance({k: t.centroid for k, t in truth.items()}, [p.centroid for p in predictions], radius_mm)
@@ -181,6 +191,9 @@ def vertebra_rows(truth: Mapping[int, TrueVertebra], predictions: Sequence[Predi
             "genant_exact": (p.grade == t.grade) if comparable else None,
             "genant_within_one": (abs(p.grade - t.grade) <= 1) if comparable else None,
         })
+        if body_centres:
+            rows[-1]["body_centre_distance_mm"] = (None if p is None or p.body_centre is None
+                                                   else round(_dist(p.body_centre, t.centroid), 2))
     return rows
 
 
@@ -251,6 +264,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], counts: Mapping[str, int]) -> d
     dice = [r["dice"] for r in rows if r.get("dice") is not None]
     paired_dice = [r["dice_paired"] for r in rows if r.get("dice_paired") is not None]
     body = [r["body_dice"] for r in rows if r.get("body_dice") is not None]
+    centres = [r["body_centre_distance_mm"] for r in rows if r.get("body_centre_distance_mm") is not None]
     complete = [r for r in rows if r["complete"]]
     paired = counts.get("paired", 0)
     return {
@@ -273,6 +287,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], counts: Mapping[str, int]) -> d
         "genant_exact": part(count("genant_exact"), known("genant_exact")),
         "genant_within_one": part(count("genant_within_one"), known("genant_within_one")),
         "graded_share": part(sum(1 for r in complete if r["graded"]), len(complete)),
+        "body_centre_within_5mm": part(sum(1 for d in centres if d <= BODY_CENTRE_MM), len(centres)),
+        "body_centre_distance_median_mm": float(np.median(centres)) if centres else None,
     }
 
 
@@ -536,7 +552,7 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
     analysis = analyze(image, config, stages=stages,
                        input_description=(case.ct or case.truth).name)
     predictions = [Prediction.from_result(v) for v in analysis.vertebrae]
-    rows = vertebra_rows(truth, predictions)
+    rows = vertebra_rows(truth, predictions, body_centres=case.kind == "annotation")
     if true_map is not None and analysis.labelmap is not None and not masks_from_truth:
         dice = dice_by_label(analysis.labelmap.array, true_map.array, [r["label"] for r in rows], body,
                              {r["label"]: r["predicted_label"] for r in rows})
@@ -606,7 +622,7 @@ def evaluate_real(paths: Sequence[str | Path], out_dir: str | Path | None = None
 CSV_COLUMNS = ("case", "name", "label", "complete", "true_grade", "true_lps_mm", "identified", "same_name_distance_mm",
                "detected", "predicted_name", "distance_mm", "status", "status_reason", "fracture_probability",
                "predicted_grade", "graded", "fracture_found", "false_call", "genant_exact", "genant_within_one",
-               "dice", "dice_paired", "dice_best_label", "body_dice")
+               "dice", "dice_paired", "dice_best_label", "body_dice", "body_centre_distance_mm")
 
 
 def write_rows_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
@@ -664,6 +680,9 @@ def format_table(result: Mapping[str, Any]) -> str:
              "prediction paired within that distance; Dice: same-label masks; Dice paired: the true mask against "
              "the mask of the prediction paired with it ('-': no true mask)"]
     extra += [f"{name}: centroids {s['centroids']}" + (f"; body: {s['body_truth']}" if s.get("body_truth") else "")
+              + (f"; body centres within {BODY_CENTRE_MM:g} mm of the annotated: {frac(s['body_centre_within_5mm'])}, "
+                 f"median {s['body_centre_distance_median_mm']:.1f} mm"
+                 if s.get("body_centre_distance_median_mm") is not None else "")
               for name, s in result["cases"].items()]
     extra += [f"note: {n}" for n in result["notes"]]
     if result["sources"]:
