@@ -112,20 +112,36 @@ def test_threshold_and_reach_limit_the_growth():
     assert np.all(short[parts["process22"] & near] == 22)
 
 
-def test_only_the_lumbar_growth_is_kept_but_every_vertebra_competes():
+def test_a_vertebra_with_a_rib_keeps_the_network_outline():
     volume, labels, parts = toy_spine()
-    thoracic = labels.copy()
-    thoracic[labels == 21] = 19  # the cranial vertebra as T12: its ribs would be followed
-    thoracic[labels == 22] = 20
-    thoracic[labels == 23] = 21
-    out = grow(volume, thoracic)
-    assert np.array_equal(out[thoracic == 19], thoracic[thoracic == 19])
-    assert (out == 19).sum() == (thoracic == 19).sum(), "T12 keeps the network's outline"
-    assert not out[parts["process21"]].any(), "nor does L1 take T12's process"
-    assert np.all(out[parts["facet_upper"]] == 0) and np.all(out[parts["facet_lower"]] == 20)
-    assert np.mean(out[parts["process22"]] == 20) > 0.97  # L1 (the middle vertebra) grows
-    every = grow(volume, thoracic, kept=None)
-    assert np.mean(every[parts["process21"]] == 19) > 0.97
+    z = (np.arange(labels.shape[0]) * 1.0)[:, None, None]
+    y = (np.arange(90) - 30.0)[None, :, None]
+    x = (np.arange(110) - 55.0)[None, None, :]
+    rib = (x > 20) & (x <= 54) & (np.abs(y - 10) <= 4) & (np.abs(z - 55) <= 4)  # from L3's body out sideways
+    hu = volume.array.copy()
+    hu[rib & (labels == 0)] = 700
+    out = grow(volume.with_array(hu), labels)
+    assert (out == 22).sum() == (labels == 22).sum(), "L3 follows its rib no further"
+    assert not out[rib & (labels == 0)].any()
+    for lab in (21, 23):  # its neighbours still grow, and do not take L3's processes
+        assert np.mean(out[parts[f"process{lab}"]] == lab) > 0.97
+    assert not np.isin(out[parts["process22"]], [21, 23]).any()
+
+
+def test_cervical_vertebrae_keep_the_network_outline():
+    volume, labels, _ = toy_spine()
+    cervical = np.select([labels == 21, labels == 22, labels == 23], [4, 5, 6], 0).astype(np.uint8)  # C4-C6
+    assert np.array_equal(grow(volume, cervical), cervical)
+    assert (grow(volume, cervical, kept=[4, 5, 6]) > 0).sum() > (cervical > 0).sum()
+
+
+def test_labels_not_kept_compete_but_keep_their_outline():
+    volume, labels, parts = toy_spine()
+    out = grow(volume, labels, kept=[22, 23])
+    assert (out == 21).sum() == (labels == 21).sum()
+    assert not out[parts["process21"]].any(), "nor does L3 take L2's process"
+    assert np.all(out[parts["facet_upper"]] == 0) and np.all(out[parts["facet_lower"]] == 22)
+    assert np.mean(out[parts["process22"]] == 22) > 0.97
 
 
 def test_the_given_centres_set_the_frame():

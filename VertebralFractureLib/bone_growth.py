@@ -24,8 +24,10 @@ it found. So each vertebra's outline is grown into the bone around it:
   The limits were measured on the real vertebra masks in ``../shared/data`` (VerSe, HealthiVert-GAN
   and TPTBox masks, T9–L5; ``docs/segmentation.md``).
 * **Marrow** enclosed by a vertebra's bone is filled (3D holes only: the canal stays open).
-* **Lumbar only**: the growth is kept for L1–L6 (``GROWN_LABELS``), where the real masks measured
-  it; thoracic vertebrae carry ribs, which the growth would follow.
+* **Not cervical**: C1–C7 keep the network's outline (``CERVICAL_LABELS``).
+* **Not along ribs**: a vertebra whose growth meets bone beyond its lateral limit (more than
+  ``RIB_OVERFLOW_MM3``) has a rib joined to it — a costovertebral joint bridged by partial volume
+  or drawn without a gap — and keeps the network's outline: the growth would follow the rib.
 
 The network's own fracture probability is left as it was; only the outline grows.
 """
@@ -60,11 +62,13 @@ LONE_SPACING_MM = 30.0
 #: posterior wall lies 0.5–8 mm behind the whole-vertebra centre in the real masks, its front
 #: 26–34 mm in front (the aorta lies beyond it).
 POSTERIOR_FROM_MM = -5.0
-#: The vertebrae whose growth is kept: the lumbar ones (L1–L6), where the real masks measured the
-#: gain. Above, ribs leave the vertebrae (heads at the bodies, tubercles at the transverse
-#: processes) and the growth followed them on SynthSpine; no real thoracic mask with its CT exists
-#: here to measure it.
-GROWN_LABELS: tuple[int, ...] = (20, 21, 22, 23, 24, 25)
+#: Bone (mm³) a vertebra's growth may meet beyond its lateral limit before it counts as a rib leaving
+#: the vertebra: the transverse processes end inside the limit (0.9–1.6 × the neighbour distance in
+#: the real masks, against 1.6), a rib runs on through it.
+RIB_OVERFLOW_MM3 = 20.0
+#: C1–C7 keep the network's outline: their transverse processes ring the vertebral arteries, no real
+#: cervical mask exists here to measure the growth, and on SynthSpine it lowered their Dice.
+CERVICAL_LABELS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
 
 _OFFSETS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
 
@@ -90,23 +94,26 @@ def _frames(centroids: Mapping[int, np.ndarray]) -> dict[int, tuple[np.ndarray, 
     return out
 
 
-def _allowed(local: np.ndarray, d_up: float, d_down: float, has_up: bool = True, has_down: bool = True) -> np.ndarray:
-    """Whether local (u, v, w) points (n, 3) lie where their vertebra may grow. Towards a side with no
+def _allowed(local: np.ndarray, d_up: float, d_down: float, has_up: bool = True,
+             has_down: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Whether local (u, v, w) points (n, 3) lie where their vertebra may grow, and whether they lie
+    beyond its lateral limit only (bone leaving the spine sideways: a rib). Towards a side with no
     labelled neighbour the vertebra stops at the midpoint: what lies beyond is more likely the next
     vertebra's (or the sacrum's) than its own."""
     u, v, w = local[:, 0], local[:, 1], local[:, 2]
     d = 0.5 * (d_up + d_down)
-    ok = (v >= POSTERIOR_FROM_MM) & (np.abs(u) <= min(LATERAL_FACTOR * d, LATERAL_CAP_MM))
+    ok = v >= POSTERIOR_FROM_MM
     ok &= w <= 0.5 * d_up + (CRANIAL_MARGIN_MM if has_up else 0.0)
     below = CAUDAL_MARGIN_MM + CAUDAL_SLOPE * np.maximum(v - SLOPE_FROM_MM, 0.0) if has_down else 0.0
     ok &= w >= -(0.5 * d_down + below)
-    return ok
+    inside = np.abs(u) <= min(LATERAL_FACTOR * d, LATERAL_CAP_MM)
+    return ok & inside, ok & ~inside
 
 
 def grow_into_bone(labels: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float, float, float],
                    zyx_to_lps, hu_threshold: float = HU, max_mm: float = MAX_MM,
                    centroids_lps: Mapping[int, np.ndarray] | None = None,
-                   kept: Iterable[int] | None = GROWN_LABELS) -> np.ndarray:
+                   kept: Iterable[int] | None = None) -> np.ndarray:
     """Grow each labelled vertebra of ``labels`` (z, y, x) into the bone of ``hu`` around it.
 
     Args:
@@ -119,9 +126,11 @@ def grow_into_bone(labels: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float,
         centroids_lps: the centres the outlines were drawn around (stage 1's or given, LPS mm):
             each vertebra's frame and origin; the outlines' own centres of mass where missing (an
             outline that strays into a neighbour or the aorta moves its centre of mass, not these).
-        kept: the labels whose growth is kept (default the lumbar vertebrae, :data:`GROWN_LABELS`);
-            the others grow too, so that the bone between two vertebrae is split fairly, but
-            keep only their network outline. None keeps every label's growth.
+        kept: the labels whose growth may be kept (None: all but the cervical ones,
+            :data:`CERVICAL_LABELS`); the others grow too, so that the
+            bone between two vertebrae is split fairly, but keep only their network outline. A
+            vertebra whose growth reaches more than :data:`RIB_OVERFLOW_MM3` of bone beyond its
+            lateral limit has a rib attached and keeps only its network outline too.
 
     Returns:
         A new label map; every voxel labelled before keeps its label.
@@ -167,6 +176,7 @@ def grow_into_bone(labels: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float,
     flat_free = free.ravel()
     touching = ndimage.binary_dilation(free, ndimage.generate_binary_structure(3, 1)) & (lab > 0)
     front = np.flatnonzero(touching)
+    overflow = np.zeros(len(present), int)  # bone voxels each vertebra reached beyond its lateral limit
     step = float(sp.min())
     due = np.zeros(3)  # growth (mm) since each axis last took a voxel step
     travelled = 0.0
@@ -198,7 +208,8 @@ def grow_into_bone(labels: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float,
             keep = np.zeros(dst.size, bool)
             for j in np.unique(r):
                 m = r == j
-                keep[m] = _allowed(local[m], d_up[j], d_down[j], has_up[j], has_down[j])
+                keep[m], sideways = _allowed(local[m], d_up[j], d_down[j], has_up[j], has_down[j])
+                overflow[j] += int(sideways.sum())
             flat_lab[dst[keep]] = k[keep]
             flat_free[dst] = False  # a voxel outside its first claimant's region is not bone to grow on
             grown.append(dst[keep])
@@ -219,9 +230,12 @@ def grow_into_bone(labels: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float,
         bb = tuple(slice(a, b + 1) for a, b in zip(idx.min(0), idx.max(0)))
         filled = ndimage.binary_fill_holes(m[bb]) & (lab[bb] == 0)
         lab[bb][filled] = k
-    if kept is not None:  # growth of the other labels undone
-        undo = (lab != labels[box]) & ~np.isin(lab, list(kept))
-        lab[undo] = 0
+    # growth undone where a rib leaves the vertebra sideways, and for labels not kept
+    ribbed = [k for k, n in zip(present, overflow) if n * float(np.prod(sp)) > RIB_OVERFLOW_MM3]
+    undone = set(ribbed) | (set(present) - set(kept if kept is not None else
+                                               [k for k in present if k not in CERVICAL_LABELS]))
+    if undone:
+        lab[(lab != labels[box]) & np.isin(lab, list(undone))] = 0
     out = labels.copy()
     out[box] = lab
     return out
