@@ -360,8 +360,8 @@ def test_the_whole_analysis_on_the_real_development_cases_keeps_its_measured_saf
     analysis, so that new weights or thresholds cannot quietly lose it: no fracture called on a
     grade-0 vertebra or on the normal chest and abdominal CTs, both of those named right from their
     ribs, at least 33 of the 34 labelled vertebrae found, at least 80 % of the complete ones graded,
-    and the outlines, completed into the bone, at or above 0.78 Dice (0.72 before stage 1 shipped,
-    0.768 before the completion, 0.792 with it; docs/segmentation.md)."""
+    and the outlines, completed into the bone, at or above 0.82 Dice (0.72 before stage 1 shipped,
+    0.768 before the second look and the completion, 0.835 with them; docs/segmentation.md)."""
     from VertebralFractureLib import models
     from VertebralFractureLib.training.real import evaluate_real
 
@@ -375,6 +375,6 @@ def test_the_whole_analysis_on_the_real_development_cases_keeps_its_measured_saf
         assert ident["k"] == ident["n"], (name, ident)
     assert overall["detection_recall"]["k"] >= overall["detection_recall"]["n"] - 1
     assert overall["graded_share"]["rate"] >= 0.8
-    assert overall["dice_paired_mean"] >= 0.78
+    assert overall["dice_paired_mean"] >= 0.82
     lidc = cases["lidc-idri-0002_spinefov"]["body_centre_within_5mm"]  # docs/localization.md, "Body centres"
     assert lidc["k"] >= 12 and lidc["n"] >= 13

@@ -376,3 +376,38 @@ def test_training_caches_are_written_whole(tmp_path):
     save_npz(target, image=np.zeros((2, 2), np.float16), labels=np.arange(1))  # replaced, never appended
     with np.load(target) as d:
         assert d["image"].shape == (2, 2)
+
+
+@pytest.mark.parametrize("from_stage1, refine, calls", [(True, True, 2), (True, False, 1), (False, True, 1)])
+def test_stage1_centres_are_refined_by_a_first_look(monkeypatch, from_stage1, refine, calls):
+    """With stage 1's centroids, the written outlines come from a second look (without test-time
+    variants) around the centres of the first outlines; the calls come from the first look, and
+    given centroids are outlined once, where given."""
+    from VertebralFractureLib import segment as seg
+    from VertebralFractureLib.analysis import VertebraResult
+    from VertebralFractureLib.pipeline import AnalysisConfig, Context
+
+    ct = Volume(np.zeros((40, 40, 40), np.int16), (1.0, 1.0, 1.0))
+    lab = np.zeros(ct.array.shape, np.uint8)
+    lab[10:30, 10:30, 10:30] = 20  # the outline's centre (LPS) = (19.5, 19.5, 19.5)
+    seen = []
+
+    def fake_segment(image, cents, device="cpu", progress=None, tta=True, **_):
+        seen.append((tta, tuple(np.round(cents[20], 3))))
+        return image.with_array(lab if tta else 2 * lab), {20: 0.1 if tta else 0.9}, {20: 0.0}  # 2 * lab: label 40
+
+    monkeypatch.setattr(seg, "segment", fake_segment)
+    context = Context(image=ct, config=AnalysisConfig(device="cpu", refine_centroids=refine, bone_growth=False))
+    context.vertebrae[20] = VertebraResult(label=20, centroid_lps_mm=(19.5, 31.5, 19.5))  # 12 mm behind
+    context.centroids_from_stage1 = from_stage1
+    seg.run_stage(context)
+    assert len(seen) == calls
+    assert seen[0] == (True, (19.5, 31.5, 19.5))
+    assert context.vertebrae[20].centroid_lps_mm == (19.5, 31.5, 19.5)  # stages 2 and 3 work from stage 1's
+    assert context.vertebrae[20].fracture_probability == pytest.approx(0.1)  # the first look's call
+    assert np.array_equal(context.labelmap.array, lab)  # what stage 3 measures
+    if calls == 2:
+        assert seen[1] == (False, (19.5, 19.5, 19.5))
+        assert np.array_equal(context.completed_labelmap.array, 2 * lab)  # what is written out
+    else:
+        assert context.completed_labelmap is None

@@ -307,23 +307,34 @@ def grow_outlines(labels: np.ndarray, volume: Volume, card: Any,
 
 
 def run_stage(context: Any) -> None:
-    """Pipeline stage 2: fill ``context.labelmap`` (the network's outlines, which stage 3 and the
-    second opinions measure, as they were validated), ``context.completed_labelmap`` (those outlines
-    completed into the bone they touch, :func:`grow_outlines`: the segmentation written out),
-    ``context.fracture_map`` and each vertebra's ``fracture_probability`` and ``status``."""
+    """Pipeline stage 2: fill ``context.labelmap`` (the network's outlines around the given or stage-1
+    centres, which stage 3 and the second opinions measure, as they were validated),
+    ``context.completed_labelmap`` (the segmentation written out: with stage 1's centres a second
+    look around those outlines' centres — ``refine_centroids`` —, completed into the bone they touch,
+    :func:`grow_outlines`), ``context.fracture_map`` and each vertebra's ``fracture_probability``
+    and ``status`` (from the first look, with its test-time variants)."""
     from VertebralFractureLib.models import require, select_device
 
     cents = {lab: np.asarray(v.centroid_lps_mm) for lab, v in context.vertebrae.items()}
     if not cents:
         context.warnings.append("segmentation skipped: no vertebra was found")
         return
-    labelmap, probs, spread = segment(context.image, cents, device=select_device(context.config.device),
-                                      progress=lambda f, m: context.report("segment", 0.1 + 0.8 * f, m),
+    device = select_device(context.config.device)
+    labelmap, probs, spread = segment(context.image, cents, device=device,
+                                      progress=lambda f, m: context.report("segment", 0.1 + 0.6 * f, m),
                                       tta=context.config.test_time_augmentation)
+    outline, around = labelmap, cents
+    if context.config.refine_centroids and getattr(context, "centroids_from_stage1", False):
+        # a second look, without test-time variants, around the centres of the first outlines
+        around = outline_centres(labelmap, cents)
+        outline, _, _ = segment(context.image, around, device=device, tta=False,
+                                progress=lambda f, m: context.report("segment", 0.7 + 0.2 * f, "second look: " + m))
     if context.config.bone_growth:
         context.report("segment", 0.92, "completing the outlines into the bone")
-        context.completed_labelmap = labelmap.with_array(grow_outlines(np.asarray(labelmap.array), context.image,
-                                                                       require("segmentation"), cents))
+        outline = outline.with_array(grow_outlines(np.asarray(outline.array), context.image,
+                                                   require("segmentation"), around))
+    if outline is not labelmap:
+        context.completed_labelmap = outline
     context.report("segment", 0.95, "fracture map")
     for label, v in context.vertebrae.items():
         p = probs.get(label)
@@ -338,21 +349,30 @@ def run_stage(context: Any) -> None:
     context.fracture_map = fracture_map_of(labelmap, context.vertebrae)
 
 
+def outline_centres(labelmap: Volume, centroids_lps: dict[int, np.ndarray],
+                    max_mm: float = MAX_RECENTRE_MM) -> dict[int, np.ndarray]:
+    """Each centroid moved to the centre of mass of its outline in ``labelmap`` where that is at most
+    ``max_mm`` away (the others, and those without an outline, as they were)."""
+    from scipy import ndimage
+
+    arr = np.asarray(labelmap.array)
+    out = {lab: np.asarray(c, float) for lab, c in centroids_lps.items()}
+    labels = [lab for lab in out if np.any(arr == lab)]
+    if not labels:
+        return out
+    for lab, c in zip(labels, ndimage.center_of_mass(np.ones(arr.shape, np.uint8), arr, labels)):
+        new = np.asarray(labelmap.zyx_to_lps(np.asarray(c, float)), float)
+        if np.linalg.norm(new - out[lab]) <= max_mm:
+            out[lab] = new
+    return out
+
+
 def recentre(vertebrae: dict[int, Any], labelmap: Volume, max_mm: float = MAX_RECENTRE_MM) -> None:
     """Move each centroid to the centre of mass of its vertebra's outline (the VerSe centroid), when
     that is at most ``max_mm`` away. Stage 1's heatmap peaks sit 8–17 mm behind the body centres on
     real CT (docs/localization.md); the outline, from a network trained with real crops, places the
     vertebra better. The pipeline does this for stage 1's centroids once every stage has run (stages
     2 and 3 work from stage 1's, as they were validated); centroids the user gave are never moved."""
-    from scipy import ndimage
-
-    arr = np.asarray(labelmap.array)
-    labels = [lab for lab in vertebrae if np.any(arr == lab)]
-    if not labels:
-        return
-    centres = ndimage.center_of_mass(np.ones(arr.shape, np.uint8), arr, labels)
-    for lab, c in zip(labels, centres):
-        new = np.asarray(labelmap.zyx_to_lps(np.asarray(c, float)))
-        v = vertebrae[lab]
-        if np.linalg.norm(new - np.asarray(v.centroid_lps_mm)) <= max_mm:
-            v.centroid_lps_mm = tuple(float(x) for x in new)
+    moved = outline_centres(labelmap, {lab: np.asarray(v.centroid_lps_mm, float) for lab, v in vertebrae.items()}, max_mm)
+    for lab, v in vertebrae.items():
+        v.centroid_lps_mm = tuple(float(x) for x in moved[lab])
