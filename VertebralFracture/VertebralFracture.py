@@ -131,7 +131,8 @@ Finds, segments and grades vertebral compression fractures in a CT of the spine.
 <b>Cancel</b> stops it) in three stages:</p>
 <ol>
 <li><b>Localization</b>: a multi-scale spatial configuration network (M-SCN) finds and names the vertebral centroids.</li>
-<li><b>Segmentation</b>: a U-Net on a crop around each centroid labels the vertebra as normal or fractured.</li>
+<li><b>Segmentation</b>: a U-Net on a crop around each centroid labels the vertebra as normal or fractured; the
+outline shown is completed into the bone it touches (the posterior elements), except where a rib joins the vertebra.</li>
 <li><b>Grading</b>: six endplate keypoints on each vertebra's mid-sagittal plane give the anterior, middle and
 posterior heights and the Genant grade (0 normal, 1 mild 20&ndash;25 %, 2 moderate 25&ndash;40 %, 3 severe &gt; 40 %) and type
 (wedge, biconcave, crush).</li>
