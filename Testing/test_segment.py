@@ -390,11 +390,12 @@ def test_stage1_centres_are_refined_by_a_first_look(monkeypatch, from_stage1, re
     ct = Volume(np.zeros((40, 40, 40), np.int16), (1.0, 1.0, 1.0))
     lab = np.zeros(ct.array.shape, np.uint8)
     lab[10:30, 10:30, 10:30] = 20  # the outline's centre (LPS) = (19.5, 19.5, 19.5)
+    shifted = np.roll(lab, 2, axis=0)  # the second look's outline, told apart from the first's
     seen = []
 
     def fake_segment(image, cents, device="cpu", progress=None, tta=True, **_):
         seen.append((tta, tuple(np.round(cents[20], 3))))
-        return image.with_array(lab if tta else 2 * lab), {20: 0.1 if tta else 0.9}, {20: 0.0}  # 2 * lab: label 40
+        return image.with_array(lab if tta else shifted), {20: 0.1 if tta else 0.9}, {20: 0.0}
 
     monkeypatch.setattr(seg, "segment", fake_segment)
     context = Context(image=ct, config=AnalysisConfig(device="cpu", refine_centroids=refine, bone_growth=False))
@@ -408,6 +409,20 @@ def test_stage1_centres_are_refined_by_a_first_look(monkeypatch, from_stage1, re
     assert np.array_equal(context.labelmap.array, lab)  # what stage 3 measures
     if calls == 2:
         assert seen[1] == (False, (19.5, 19.5, 19.5))
-        assert np.array_equal(context.completed_labelmap.array, 2 * lab)  # what is written out
+        assert np.array_equal(context.completed_labelmap.array, shifted)  # what is written out
     else:
         assert context.completed_labelmap is None
+
+
+def test_the_second_look_keeps_the_first_looks_vertebrae():
+    from VertebralFractureLib.segment import same_vertebrae
+
+    first = np.zeros((10, 10, 10), np.uint8)
+    first[0:3] = 20
+    first[4:7] = 21
+    second = np.zeros_like(first)
+    second[0:4] = 20  # a little more of L1
+    second[8:10] = 22  # a vertebra the first look did not outline: no call, dropped
+    out = same_vertebrae(second, first)  # L2 lost in the second look: its first outline stays
+    assert np.array_equal(out[0:4], np.full((4, 10, 10), 20))
+    assert np.all(out[4:7] == 21) and not np.any(out == 22)

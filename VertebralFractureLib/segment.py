@@ -327,8 +327,9 @@ def run_stage(context: Any) -> None:
     if context.config.refine_centroids and getattr(context, "centroids_from_stage1", False):
         # a second look, without test-time variants, around the centres of the first outlines
         around = outline_centres(labelmap, cents)
-        outline, _, _ = segment(context.image, around, device=device, tta=False,
-                                progress=lambda f, m: context.report("segment", 0.7 + 0.2 * f, "second look: " + m))
+        second, _, _ = segment(context.image, around, device=device, tta=False,
+                               progress=lambda f, m: context.report("segment", 0.7 + 0.2 * f, "second look: " + m))
+        outline = labelmap.with_array(same_vertebrae(np.asarray(second.array), np.asarray(labelmap.array)))
     if context.config.bone_growth:
         context.report("segment", 0.92, "completing the outlines into the bone")
         outline = outline.with_array(grow_outlines(np.asarray(outline.array), context.image,
@@ -347,6 +348,16 @@ def run_stage(context: Any) -> None:
     context.labelmap = labelmap
     context.masks_from_stage2 = True
     context.fracture_map = fracture_map_of(labelmap, context.vertebrae)
+
+
+def same_vertebrae(second: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The second look's label map holding the first look's vertebrae: a vertebra the second look
+    lost keeps its first outline (where the second left the voxels free); one the first look did not
+    outline is dropped (it has no call)."""
+    out = np.where(np.isin(second, np.unique(first[first > 0])), second, 0).astype(second.dtype)
+    for lab in np.setdiff1d(np.unique(first[first > 0]), np.unique(out)):
+        out[(first == lab) & (out == 0)] = lab
+    return out
 
 
 def outline_centres(labelmap: Volume, centroids_lps: dict[int, np.ndarray],
