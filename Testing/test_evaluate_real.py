@@ -120,12 +120,21 @@ def test_body_centres_are_measured_against_annotated_body_centres():
              Prediction.from_result(VertebraResult(label=21, centroid_lps_mm=(0.0, 10.0, -30.0),
                                                    keypoints_lps_mm={k: (x, y, z - 30.0) for k, (x, y, z) in far.items()})),
              Prediction.from_result(VertebraResult(label=22, centroid_lps_mm=(0.0, 10.0, -60.0)))]  # no keypoints
-    rows = vertebra_rows(truth, preds, body_centres=True)
+    rows = vertebra_rows(truth, preds, body_centres={k: t.centroid for k, t in truth.items()})
     assert [r["body_centre_distance_mm"] for r in rows] == [5.0, pytest.approx(np.hypot(3.0, 10.0), abs=0.01), None]
     s = summarize(rows, prediction_counts(truth, preds))
     assert (s["body_centre_within_5mm"]["k"], s["body_centre_within_5mm"]["n"]) == (1, 2)
     assert s["body_centre_distance_median_mm"] == pytest.approx((5.0 + np.hypot(3.0, 10.0)) / 2, abs=0.01)
-    assert "body_centre_distance_mm" not in vertebra_rows(truth, preds)[0]  # masks: centres of mass, not bodies
+    assert "body_centre_distance_mm" not in vertebra_rows(truth, preds)[0]  # no body centres known
+    from VertebralFractureLib.training.real import body_centres_of
+
+    lm = Volume(np.zeros((20, 10, 10), np.uint8), (1.0, 1.0, 1.0))
+    lm.array[2:8, 2:8, 2:8] = 20
+    lm.array[12:18, 2:8, 2:8] = 21
+    body = np.zeros(lm.array.shape, bool)
+    body[:, :5, :] = True  # the front half (y < 5) of each vertebra is its body
+    centres = body_centres_of(lm, body, [20, 21, 22])
+    assert centres == {20: pytest.approx((4.5, 3.0, 4.5)), 21: pytest.approx((4.5, 3.0, 14.5))}
 
 
 def test_dice_same_label_best_label_and_body():

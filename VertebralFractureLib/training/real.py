@@ -36,9 +36,10 @@ Metrics (per case and overall; :func:`vertebra_rows` and :func:`summarize` are p
   vertebrae (the same test), **Genant exact / within one grade** (complete vertebrae with a true
   and a predicted grade), and the **graded share** of complete true vertebrae (paired, status not
   "not assessable", a Genant grade);
-* on hand-annotated body centres, the **body centre distance** from each annotated centre to the
-  paired prediction's body centre (the mean of its six endplate keypoints,
-  ``VertebraResult.body_centre_lps_mm``), and the share within :data:`BODY_CENTRE_MM`.
+* the **body centre distance** from each true body centre — annotated, or the centre of mass of a
+  mask's body (sub-region labels or the geometric split) — to the paired prediction's body centre
+  (the mean of its six endplate keypoints, ``VertebraResult.body_centre_lps_mm``), and the share
+  within :data:`BODY_CENTRE_MM`.
 """
 
 from __future__ import annotations
@@ -156,11 +157,13 @@ def pair_by_distance(truth: Mapping[int, Sequence[float]], predictions: Sequence
 
 
 def vertebra_rows(truth: Mapping[int, TrueVertebra], predictions: Sequence[Prediction],
-                  radius_mm: float = MATCH_MM, body_centres: bool = False) -> list[dict[str, Any]]:
+                  radius_mm: float = MATCH_MM,
+                  body_centres: Mapping[int, Sequence[float]] | None = None) -> list[dict[str, Any]]:
     """One row per true vertebra (cranial → caudal): its pairing, name check and the paired
-    prediction's call, grade and agreement (see the module docstring). With ``body_centres`` (the
-    truth gives body centres), ``body_centre_distance_mm`` is the distance from the true centre to
-    the paired prediction's body centre (None where it has no keypoints)."""
+    prediction's call, grade and agreement (see the module docstring). With ``body_centres`` (label →
+    the true body centre, LPS mm: the annotated centre, or the centre of mass of a mask's body),
+    ``body_centre_distance_mm`` is the distance from it to the paired prediction's body centre (None
+    where either is missing)."""
     from VertebralFractureLib.anatomy import cranio_caudal
 
     pairs = pair_by_distance({k: t.centroid for k, t in truth.items()}, [p.centroid for p in predictions], radius_mm)
@@ -191,9 +194,10 @@ def vertebra_rows(truth: Mapping[int, TrueVertebra], predictions: Sequence[Predi
             "genant_exact": (p.grade == t.grade) if comparable else None,
             "genant_within_one": (abs(p.grade - t.grade) <= 1) if comparable else None,
         })
-        if body_centres:
-            rows[-1]["body_centre_distance_mm"] = (None if p is None or p.body_centre is None
-                                                   else round(_dist(p.body_centre, t.centroid), 2))
+        if body_centres is not None:
+            b = body_centres.get(label)
+            rows[-1]["body_centre_distance_mm"] = (None if p is None or p.body_centre is None or b is None
+                                                   else round(_dist(p.body_centre, b), 2))
     return rows
 
 
@@ -552,7 +556,13 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
     analysis = analyze(image, config, stages=stages,
                        input_description=(case.ct or case.truth).name)
     predictions = [Prediction.from_result(v) for v in analysis.vertebrae]
-    rows = vertebra_rows(truth, predictions, body_centres=case.kind == "annotation")
+    if case.kind == "annotation":
+        true_bodies = {k: t.centroid for k, t in truth.items()}
+    elif body is not None:  # the centre of mass of each true body (sub-region labels or the geometric split)
+        true_bodies = body_centres_of(true_map, body, list(truth))
+    else:
+        true_bodies = None
+    rows = vertebra_rows(truth, predictions, body_centres=true_bodies)
     if true_map is not None and analysis.labelmap is not None and not masks_from_truth:
         dice = dice_by_label(analysis.labelmap.array, true_map.array, [r["label"] for r in rows], body,
                              {r["label"]: r["predicted_label"] for r in rows})
@@ -565,6 +575,18 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
     return {"case": case, "rows": rows, "counts": counts, "summary": summary, "analysis": analysis,
             "truth": truth, "image": image if case.ct is not None else _mask_picture(true_map),
             "true_labelmap": true_map, "centroids": centroids}
+
+
+def body_centres_of(labelmap: Volume, body: np.ndarray, labels: Sequence[int]) -> dict[int, tuple[float, float, float]]:
+    """Label → LPS centre of mass of the label's voxels inside the boolean ``body`` mask (labels
+    without body voxels are left out)."""
+    arr = np.asarray(labelmap.array)
+    out = {}
+    for k in labels:
+        zyx = np.argwhere((arr == k) & body)
+        if zyx.size:
+            out[int(k)] = tuple(float(x) for x in labelmap.zyx_to_lps(zyx.mean(0)))
+    return out
 
 
 def _mask_picture(mask: Volume) -> Volume:
@@ -680,7 +702,7 @@ def format_table(result: Mapping[str, Any]) -> str:
              "prediction paired within that distance; Dice: same-label masks; Dice paired: the true mask against "
              "the mask of the prediction paired with it ('-': no true mask)"]
     extra += [f"{name}: centroids {s['centroids']}" + (f"; body: {s['body_truth']}" if s.get("body_truth") else "")
-              + (f"; body centres within {BODY_CENTRE_MM:g} mm of the annotated: {frac(s['body_centre_within_5mm'])}, "
+              + (f"; body centres within {BODY_CENTRE_MM:g} mm of the true ones: {frac(s['body_centre_within_5mm'])}, "
                  f"median {s['body_centre_distance_median_mm']:.1f} mm"
                  if s.get("body_centre_distance_median_mm") is not None else "")
               for name, s in result["cases"].items()]
