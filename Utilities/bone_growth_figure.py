@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from VertebralFractureLib.io.readers import read_image, read_labelmap
     from VertebralFractureLib.networks.unet import build_unet
     from VertebralFractureLib.preprocess import to_model_grid
+    from VertebralFractureLib.slices import mask_centres
+    from VertebralFractureLib.training.real import dice_by_label
 
     card, net = models.load_network("segmentation", build_unet)
     net.eval()
@@ -55,12 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         true = read_labelmap(mask_path, ct)
         ta = np.asarray(true.array)
         labels = [int(x) for x in np.unique(ta) if x]
-        cents = {lab: np.asarray(ct.zyx_to_lps(np.argwhere(ta == lab).mean(0))) for lab in labels}
+        cents = mask_centres(true, labels)
         network, _, _ = segment.segment(ct, cents, model=(card, net), tta=False)
         completed = segment.grow_outlines(np.asarray(network.array), ct, card, cents)
         maps = {"manual mask": ta, "network's outline": np.asarray(network.array), "completed outline": completed}
-        dice = {name: np.mean([2 * np.sum((m == lab) & (ta == lab)) / (np.sum(m == lab) + np.sum(ta == lab))
-                               for lab in labels]) for name, m in maps.items()}
+        dice = {name: np.mean([d["dice"] for d in dice_by_label(m, ta, labels).values()]) for name, m in maps.items()}
         grid = to_model_grid(ct, 1.0)
         img = grid.array
         on_grid = {name: ct.with_array(m).resample_like(grid, interpolation="nearest", default_value=0).array

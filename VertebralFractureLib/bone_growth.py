@@ -224,16 +224,16 @@ def grow_into_bone(labels: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float,
                 nb = np.where(inside, front + off[ax] * strides[ax], front)
                 still |= inside & flat_free[nb]
             front = front[still]
-    for k in present:  # marrow enclosed by the vertebra's bone
+    # growth undone where a rib leaves the vertebra sideways, and for labels not kept
+    ribbed = [k for k, n in zip(present, overflow) if n * float(np.prod(sp)) > RIB_OVERFLOW_MM3]
+    undone = set(ribbed) | (set(present) - set(kept if kept is not None else
+                                               [k for k in present if k not in CERVICAL_LABELS]))
+    for k in set(present) - undone:  # marrow enclosed by the vertebra's bone
         m = lab == k
         idx = np.argwhere(m)
         bb = tuple(slice(a, b + 1) for a, b in zip(idx.min(0), idx.max(0)))
         filled = ndimage.binary_fill_holes(m[bb]) & (lab[bb] == 0)
         lab[bb][filled] = k
-    # growth undone where a rib leaves the vertebra sideways, and for labels not kept
-    ribbed = [k for k, n in zip(present, overflow) if n * float(np.prod(sp)) > RIB_OVERFLOW_MM3]
-    undone = set(ribbed) | (set(present) - set(kept if kept is not None else
-                                               [k for k in present if k not in CERVICAL_LABELS]))
     if undone:
         lab[(lab != labels[box]) & np.isin(lab, list(undone))] = 0
     out = labels.copy()

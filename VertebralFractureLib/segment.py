@@ -255,7 +255,7 @@ def assemble(segs: list[VertebraSegmentation], reference: Volume, spacing_mm: fl
 
 def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = "cpu",
             model: tuple[Any, Any] | None = None, progress: Any = None,
-            tta: bool = True, bone_growth: bool = False) -> tuple[Volume, dict[int, float], dict[int, float]]:
+            tta: bool = True) -> tuple[Volume, dict[int, float], dict[int, float]]:
     """Vertebra labelmap (input geometry, VerSe labels), per-vertebra fracture probability and its
     spread over the test-time variants (0 without ``tta``).
 
@@ -266,9 +266,6 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
         model: ``(card, network)`` instead of the installed ``segmentation`` model.
         progress: ``progress(fraction, message)``.
         tta: average the fracture probability over mirrored and shifted crops (:func:`segment_crops`).
-        bone_growth: complete each outline into the bone it touches (:mod:`.bone_growth`: the
-            posterior elements the network misses on real CT); the fracture probability stays the
-            network's, over its own voxels.
     """
     from VertebralFractureLib import models, preprocess
     from VertebralFractureLib.networks.unet import build_unet
@@ -280,8 +277,6 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
     image = preprocess.normalize(grid.array)
     segs = segment_crops(net, grid, image, centroids_lps, tuple(card.patch_size), device, progress, tta=tta)
     labels, probs = assemble(segs, volume, spacing, centroids_lps)
-    if bone_growth:
-        labels = grow_outlines(labels, volume, card, centroids_lps)
     spread: dict[int, float] = {}
     for seg in segs:
         if seg.label in probs and seg.variant_probabilities:
@@ -364,17 +359,12 @@ def outline_centres(labelmap: Volume, centroids_lps: dict[int, np.ndarray],
                     max_mm: float = MAX_RECENTRE_MM) -> dict[int, np.ndarray]:
     """Each centroid moved to the centre of mass of its outline in ``labelmap`` where that is at most
     ``max_mm`` away (the others, and those without an outline, as they were)."""
-    from scipy import ndimage
+    from VertebralFractureLib.slices import mask_centres
 
-    arr = np.asarray(labelmap.array)
     out = {lab: np.asarray(c, float) for lab, c in centroids_lps.items()}
-    labels = [lab for lab in out if np.any(arr == lab)]
-    if not labels:
-        return out
-    for lab, c in zip(labels, ndimage.center_of_mass(np.ones(arr.shape, np.uint8), arr, labels)):
-        new = np.asarray(labelmap.zyx_to_lps(np.asarray(c, float)), float)
+    for lab, new in mask_centres(labelmap, out).items():
         if np.linalg.norm(new - out[lab]) <= max_mm:
-            out[lab] = new
+            out[lab] = np.asarray(new, float)
     return out
 
 

@@ -263,7 +263,7 @@ def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
     from VertebralFractureLib.io.verse import list_cases, read_centroids
     from VertebralFractureLib.localize import localize
     from VertebralFractureLib.models import select_device
-    from VertebralFractureLib.segment import segment
+    from VertebralFractureLib.segment import grow_outlines, segment
     from VertebralFractureLib.training.segmentation import evaluate_case, summarize
 
     device = select_device(args.device)
@@ -287,7 +287,9 @@ def _evaluate_segment(args: argparse.Namespace, progress: Any) -> int:
             threshold = args.threshold[0] if args.threshold else None
             cents = {c.label: c.position_lps for c in localize(ct, device=device, model=loc, threshold=threshold)}
         t1 = time.perf_counter()
-        labelmap, probs, _ = segment(ct, cents, device=device, model=(card, net), bone_growth=args.bone_growth) if cents else (ct.with_array(np.zeros(ct.array.shape, np.uint8)), {}, {})
+        labelmap, probs, _ = segment(ct, cents, device=device, model=(card, net)) if cents else (ct.with_array(np.zeros(ct.array.shape, np.uint8)), {}, {})
+        if cents and args.bone_growth:
+            labelmap = labelmap.with_array(grow_outlines(np.asarray(labelmap.array), ct, card, cents))
         t2 = time.perf_counter()
         case_rows = evaluate_case(labelmap.array, truth.array, tuple(ct.spacing[::-1]), grades, probs)
         rows += [{"case": case.subject, **r} for r in case_rows]

@@ -580,13 +580,10 @@ def evaluate_case(case: RealCase, centroids_from_truth: bool = False, config: An
 def body_centres_of(labelmap: Volume, body: np.ndarray, labels: Sequence[int]) -> dict[int, tuple[float, float, float]]:
     """Label → LPS centre of mass of the label's voxels inside the boolean ``body`` mask (labels
     without body voxels are left out)."""
-    arr = np.asarray(labelmap.array)
-    out = {}
-    for k in labels:
-        zyx = np.argwhere((arr == k) & body)
-        if zyx.size:
-            out[int(k)] = tuple(float(x) for x in labelmap.zyx_to_lps(zyx.mean(0)))
-    return out
+    from VertebralFractureLib.slices import mask_centres
+
+    bodies = labelmap.with_array(np.where(body, np.asarray(labelmap.array), 0))
+    return {k: tuple(float(x) for x in c) for k, c in mask_centres(bodies, labels).items()}
 
 
 def _mask_picture(mask: Volume) -> Volume:
