@@ -13,16 +13,26 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_train_all_trains_every_stage_and_brings_back_seven_files(tmp_path):
+def test_train_all_trains_every_run_and_brings_back_few_files(tmp_path):
     out = tmp_path / "out"
-    assert load_utility("train_all").main(["--out", str(out), "--tiny", "--workers", "1", "--device", "cpu"]) == 0
+    runs = ["localize", "localize-scratch", "segment", "keypoints"]
+    assert load_utility("train_all").main(["--out", str(out), "--tiny", "--workers", "1", "--device", "cpu",
+                                           "--runs", *runs]) == 0
     files = sorted(p.name for p in out.iterdir() if p.is_file())
-    assert files == sorted([f"{m}_{kind}" for m in ("localization", "segmentation", "keypoints")
-                            for kind in ("best.pt", "log.csv")] + ["train_all.json"])
+    assert files == sorted([f"{r}_best.pt" for r in runs] + ["train_all.json"])
     summary = json.loads((out / "train_all.json").read_text())
-    for model in ("localization", "segmentation", "keypoints"):
-        r = summary["models"][model]
-        assert r["exit"] == 0 and r["iterations"] == 2 and "--init" in r["command"]
-        state = torch.load(out / f"{model}_best.pt", weights_only=True)
+    for run in runs:
+        r = summary["models"][run]
+        assert r["exit"] == 0 and r["iterations"] == 2 and r["log"]
+        assert ("--init" in r["command"]) == (run != "localize-scratch")
+        state = torch.load(out / f"{run}_best.pt", weights_only=True)
         assert state and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     assert not (out / "runs").exists()
+
+
+def test_train_all_refuses_an_unknown_run_or_missing_weights(tmp_path):
+    ta = load_utility("train_all")
+    with pytest.raises(SystemExit, match="RUN=WEIGHTS"):
+        ta.main(["--out", str(tmp_path), "--init", "nonsense=x.pt"])
+    with pytest.raises(SystemExit, match="no file"):
+        ta.main(["--out", str(tmp_path), "--init", f"segment={tmp_path / 'missing.pt'}"])

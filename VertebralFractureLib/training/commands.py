@@ -33,7 +33,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-multiple-filtering", action="store_true")
     p.add_argument("--fov-crop", type=float, default=None, metavar="SHARE",
                    help="localize: share of patches cut to a tight spine-only field of view (default 0.3)")
-    p.add_argument("--workers", type=int, default=1, help="keypoints: processes extracting the sagittal planes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes preparing the training samples ahead and filling the caches (localize, "
+                        "segment: default 0, in the training process; keypoints: extracting the sagittal "
+                        "planes, default 1)")
+    p.add_argument("--validate-every", type=int, default=None, metavar="N",
+                   help="iterations between validations (default: the stage's, 250 / 500 / 500)")
     p.add_argument("--deformed-share", type=float, default=None,
                    help="keypoints: share of each batch drawn from deformed (fracture-shaped) vertebrae")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -52,6 +57,12 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
         overrides["lr"] = args.lr
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
+    if args.validate_every is not None:
+        if args.validate_every < 1:
+            raise SystemExit("--validate-every must be at least 1")
+        overrides["validate_every"] = args.validate_every
+    if args.workers is not None and args.workers < 0:
+        raise SystemExit("--workers must be 0 or more")
     if args.stage != "localize" and (args.variant or args.no_attention or args.no_residual
                                      or args.no_multiple_filtering):
         raise SystemExit("--variant and --no-* apply to 'train localize' only")
@@ -72,7 +83,8 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
         kcfg = KeypointTraining(**overrides)
         print(f"training stage-3 keypoints on {device} ({kcfg.iterations} iterations)", file=sys.stderr)
         best = train_keypoints(args.data, args.output, kcfg, val_root=args.val, device=device, log=log,
-                               time_budget_s=args.time_budget, workers=args.workers, init_weights=args.init)
+                               time_budget_s=args.time_budget, workers=1 if args.workers is None else max(1, args.workers),
+                               init_weights=args.init)
         card = {"version": time.strftime("%Y%m%d"), "architecture": kcfg.architecture(),
                 "spacing_mm": [kcfg.pixel_mm] * 2, "patch_size": [kcfg.size] * 2,
                 "classes": list(KEYPOINT_NAMES), "sigma_mm": kcfg.sigma_mm}
@@ -82,7 +94,7 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
         scfg = SegmentationTraining(**overrides)
         print(f"training stage-2 segmentation on {device} ({scfg.iterations} iterations)", file=sys.stderr)
         best = train_segmentation(args.data, args.output, scfg, val_root=args.val, device=device, log=log,
-                                  time_budget_s=args.time_budget, init_weights=args.init)
+                                  time_budget_s=args.time_budget, init_weights=args.init, workers=args.workers or 0)
         card = {"version": time.strftime("%Y%m%d"), "architecture": scfg.architecture(),
                 "spacing_mm": [scfg.spacing_mm] * 3, "patch_size": list(scfg.patch_size),
                 "classes": ["background", "normal", "fractured"]}
@@ -100,7 +112,7 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
         cfg = LocalizationTraining.named(args.config, **overrides)
         print(f"training stage-1 localization on {device} ({cfg.iterations} iterations, config {args.config})", file=sys.stderr)
         best = train_localization(args.data, args.output, cfg, val_root=args.val, device=device, log=log,
-                                  time_budget_s=args.time_budget, init_weights=args.init)
+                                  time_budget_s=args.time_budget, init_weights=args.init, workers=args.workers or 0)
         card = {"version": time.strftime("%Y%m%d"), "architecture": cfg.architecture(),
                 "spacing_mm": [cfg.spacing_mm] * 3, "patch_size": list(cfg.patch_size),
                 "classes": [int(x) for x in _channel_labels()], "sigma_mm": cfg.sigma_mm}

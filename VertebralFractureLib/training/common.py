@@ -1,8 +1,11 @@
-"""Pieces shared by the training loops: augmentation, learning-rate schedule, checkpoints."""
+"""Pieces shared by the training loops: augmentation, learning-rate schedule, checkpoints, batches
+prepared in worker processes, caches filled in parallel."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,89 @@ def cosine_lr(base: float, it: int, total: int) -> float:
     """Linear warm-up over 5 % of the iterations, then cosine decay to 2 % of ``base``."""
     warm = min(1.0, (it + 1) / max(1.0, 0.05 * total))
     return float(base * warm * max(0.02, 0.5 * (1.0 + np.cos(np.pi * min(it, total) / total))))
+
+
+def schedule_progress(it: int, total: int, elapsed_s: float, budget_s: float | None) -> float:
+    """Where a run stands in its schedule (0–1): the larger of the share of iterations done and the
+    share of the time budget spent, so that a run stopped by its time budget has finished its
+    learning-rate decay wherever the machine's speed put it."""
+    done = it / max(1, total)
+    if budget_s:
+        done = max(done, elapsed_s / budget_s)
+    return float(min(1.0, done))
+
+
+def scheduled_lr(base: float, it: int, total: int, started: float, budget_s: float | None) -> float:
+    """:func:`cosine_lr` at :func:`schedule_progress` (warm-up by iterations as before)."""
+    progress = schedule_progress(it, total, time.time() - started, budget_s)
+    warm = min(1.0, (it + 1) / max(1.0, 0.05 * total))
+    if budget_s:  # the warm-up ends after 5 % of the iterations or of the budget, whichever comes first
+        warm = max(warm, min(1.0, progress / 0.05))
+    return float(base * warm * max(0.02, 0.5 * (1.0 + np.cos(np.pi * progress))))
+
+
+class _BatchStream:
+    """An endless iterable of ``make_batch(rng)`` for ``torch.utils.data.DataLoader`` workers, each
+    worker with its own random stream (``seed`` and the worker's number)."""
+
+    def __init__(self, make_batch: Callable[[np.random.Generator], Any], seed: Sequence[int]):
+        self.make_batch, self.seed = make_batch, tuple(int(s) for s in seed)
+
+    def __iter__(self) -> Iterator[Any]:
+        import torch
+
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng(self.seed + ((info.id if info else 0),))
+        while True:
+            yield self.make_batch(rng)
+
+
+def batch_stream(make_batch: Callable[[np.random.Generator], Any], rng: np.random.Generator, workers: int,
+                 seed: Sequence[int] = (0,)) -> Iterator[Any]:
+    """Training batches (numpy arrays), endlessly: ``make_batch(rng)`` in this process (``workers`` 0), or prepared
+    ahead by ``workers`` processes (forked, so the cached cases are shared, not copied), each drawing
+    from its own random stream seeded by ``seed`` and its number. With workers the batches differ
+    from the single-process ones; each run stays reproducible for a given number of workers."""
+    if workers <= 0:
+        while True:
+            yield make_batch(rng)
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset
+
+    class _Stream(_BatchStream, IterableDataset):
+        pass
+
+    # the batches (numpy arrays) travel pickled through pipes, not as tensors in shared memory, which
+    # containers often keep small
+    loader = DataLoader(_Stream(make_batch, seed), batch_size=None, num_workers=workers,
+                        prefetch_factor=4, persistent_workers=False, collate_fn=_as_is,
+                        multiprocessing_context=torch.multiprocessing.get_context("fork"),
+                        worker_init_fn=_one_thread)
+    yield from loader
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
+def _one_thread(_worker: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def fill_caches(jobs: Sequence[Any], fill_one: Callable[[Any], Any], workers: int) -> None:
+    """Run ``fill_one`` on every job (a case to read and write into its cache file), in ``workers``
+    processes when more than one; the cache files are written whole or not at all (:func:`save_npz`)."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            fill_one(job)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        for _ in pool.imap_unordered(fill_one, jobs):
+            pass
 
 
 def resume(ckpt: Path, net: Any, opt: Any, device: str, scheduler: Any = None) -> tuple[int, float] | None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from VertebralFractureLib.training.common import cosine_lr, resume, save_checkpoint, save_npz
+from VertebralFractureLib.training.common import resume, save_checkpoint, save_npz, scheduled_lr
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ def train_keypoints(
     t_start, losses = time.time(), []
     it = start
     for it in range(start, cfg.iterations):
-        lr = cosine_lr(cfg.lr, it, cfg.iterations)
+        lr = scheduled_lr(cfg.lr, it, cfg.iterations, t_start, time_budget_s)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = draw_batch(train_deformed, cfg, rng)

@@ -27,11 +27,13 @@ import numpy as np
 from VertebralFractureLib.localize import CHANNEL_LABELS, DEFAULT_THRESHOLD
 from VertebralFractureLib.training.common import (
     augment_intensity,
-    cosine_lr,
+    batch_stream,
+    fill_caches,
     random_affine,
     resume,
     save_checkpoint,
     save_npz,
+    scheduled_lr,
 )
 
 
@@ -94,37 +96,45 @@ class CachedCase:
 
 
 def cache_cases(root: str | Path, spacing_mm: float, cache_dir: str | Path | None = None,
-                progress: Callable[[float, str], None] | None = None) -> list[CachedCase]:
-    """Load every case of a VerSe-layout folder onto the model grid (cached as ``.npz``)."""
-    from VertebralFractureLib import preprocess
-    from VertebralFractureLib.io.readers import read_image
-    from VertebralFractureLib.io.verse import list_cases, read_centroids
+                progress: Callable[[float, str], None] | None = None, workers: int = 1) -> list[CachedCase]:
+    """Load every case of a VerSe-layout folder onto the model grid (cached as ``.npz``; missing cache
+    files are written by ``workers`` processes)."""
+    from VertebralFractureLib.io.verse import list_cases
 
     cases = list_cases(root)
     if not cases:
         raise ValueError(f"no cases in {root}")
     cache = Path(cache_dir) if cache_dir else Path(root) / f".cache-loc-{spacing_mm:g}mm"
     cache.mkdir(parents=True, exist_ok=True)
+    missing = [(str(c.ct), str(c.centroids), spacing_mm, str(cache / f"{c.subject}.npz"))
+               for c in cases if not (cache / f"{c.subject}.npz").exists()]
+    fill_caches(missing, _fill_cache, workers)
     out = []
     for k, case in enumerate(cases):
-        f = cache / f"{case.subject}.npz"
-        if f.exists():
-            d = np.load(f)
-            cents = {int(lab): d["cents"][i] for i, lab in enumerate(d["labels"])}
-            out.append(CachedCase(case.subject, d["image"].astype(np.float32), cents))
-            continue
-        ct = read_image(case.ct).volume
-        grid = preprocess.to_model_grid(ct, spacing_mm)
-        image = preprocess.normalize(grid.array)
-        cents_lps = read_centroids(case.centroids, ct)
-        cents = {lab: grid.lps_to_index(p)[::-1] for lab, p in cents_lps.items() if lab in CHANNEL_LABELS}
-        labels = np.array(sorted(cents), dtype=np.int32)
-        save_npz(f, image=image.astype(np.float16), labels=labels,
-                 cents=np.array([cents[x] for x in labels]).reshape(-1, 3))
-        out.append(CachedCase(case.subject, image, cents))
+        d = np.load(cache / f"{case.subject}.npz")
+        cents = {int(lab): d["cents"][i] for i, lab in enumerate(d["labels"])}
+        out.append(CachedCase(case.subject, d["image"].astype(np.float32), cents))
         if progress:
             progress((k + 1) / len(cases), case.subject)
     return out
+
+
+def _fill_cache(job: tuple[str, str, float, str]) -> None:
+    """One case onto the model grid, written to its cache file (normalised image as float16,
+    centroids in voxel z, y, x)."""
+    from VertebralFractureLib import preprocess
+    from VertebralFractureLib.io.readers import read_image
+    from VertebralFractureLib.io.verse import read_centroids
+
+    ct_path, centroids_path, spacing_mm, target = job
+    ct = read_image(ct_path).volume
+    grid = preprocess.to_model_grid(ct, spacing_mm)
+    image = preprocess.normalize(grid.array)
+    cents_lps = read_centroids(Path(centroids_path), ct)
+    cents = {lab: grid.lps_to_index(p)[::-1] for lab, p in cents_lps.items() if lab in CHANNEL_LABELS}
+    labels = np.array(sorted(cents), dtype=np.int32)
+    save_npz(Path(target), image=image.astype(np.float16), labels=labels,
+             cents=np.array([cents[x] for x in labels]).reshape(-1, 3))
 
 
 def gaussian_targets(shape: tuple[int, int, int], centroids_zyx: dict[int, np.ndarray], sigma_vox: float) -> np.ndarray:
@@ -222,8 +232,12 @@ def _batch(cases: list[CachedCase], idx: list[int], cfg: LocalizationTraining, r
 def train_localization(train_root: str | Path | list[str | Path], out_dir: str | Path, cfg: LocalizationTraining,
                        val_root: str | Path | None = None, device: str = "cpu",
                        log: Callable[[str], None] = print, time_budget_s: float | None = None,
-                       init_weights: str | Path | None = None) -> Path:
+                       init_weights: str | Path | None = None, workers: int = 0) -> Path:
     """Train (or resume) the localization M-SCN; returns the path of the best ``state_dict``.
+
+    ``workers``: processes that prepare the batches ahead (0: in this process) and fill the caches.
+    With ``time_budget_s`` the learning-rate decay follows the larger of the iterations done and the
+    budget spent (:func:`~.common.scheduled_lr`).
 
     Writes into ``out_dir``: ``checkpoint.pt`` (resumable), ``best.pt`` (the state_dict with the
     best validation identification rate, then mean distance), ``log.csv`` and ``config.json``.
@@ -239,8 +253,8 @@ def train_localization(train_root: str | Path | list[str | Path], out_dir: str |
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     roots = train_root if isinstance(train_root, list | tuple) else [train_root]
-    train_cases = [c for root in roots for c in cache_cases(root, cfg.spacing_mm)]
-    val_cases = cache_cases(val_root, cfg.spacing_mm) if val_root else []
+    train_cases = [c for root in roots for c in cache_cases(root, cfg.spacing_mm, workers=max(1, workers))]
+    val_cases = cache_cases(val_root, cfg.spacing_mm, workers=max(1, workers)) if val_root else []
     net = build_network(cfg.architecture()).to(device)
     if init_weights is not None:
         net.load_state_dict(torch.load(init_weights, map_location=device, weights_only=True))
@@ -268,14 +282,19 @@ def train_localization(train_root: str | Path | list[str | Path], out_dir: str |
     loss_fn = torch.nn.SmoothL1Loss(beta=1.0, reduction="sum")
     t0, running = time.time(), []
     it = start
+
+    def make_batch(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        x, y = _batch(train_cases, list(r.integers(0, len(train_cases), cfg.batch_size)), cfg, r, True)
+        return x.numpy(), y.numpy()
+
+    batches = batch_stream(make_batch, rng, workers, seed=(cfg.seed, start))
     try:
         for it in range(start, cfg.iterations):
             net.train()
             if cfg.optimizer != "sgd":
                 for group in opt.param_groups:
-                    group["lr"] = cosine_lr(cfg.lr, it, cfg.iterations)
-            idx = list(rng.integers(0, len(train_cases), cfg.batch_size))
-            x, y = _batch(train_cases, idx, cfg, rng, True)
+                    group["lr"] = scheduled_lr(cfg.lr, it, cfg.iterations, t0, time_budget_s)
+            x, y = (torch.from_numpy(a) for a in next(batches))
             pred = net(x.to(device))
             loss = loss_fn(pred, y.to(device)) / cfg.batch_size
             opt.zero_grad(set_to_none=True)
@@ -303,6 +322,7 @@ def train_localization(train_root: str | Path | list[str | Path], out_dir: str |
             if last:
                 break
     finally:
+        batches.close()
         logf.close()
     return out / "best.pt"
 

@@ -20,6 +20,7 @@ import csv
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,13 @@ import numpy as np
 
 from VertebralFractureLib.training.common import (
     augment_intensity,
-    cosine_lr,
+    batch_stream,
+    fill_caches,
     random_affine,
     resume,
     save_checkpoint,
+    save_npz,
+    scheduled_lr,
 )
 
 
@@ -79,50 +83,68 @@ class SegCase:
     excluded: frozenset[int] = frozenset()  # never a crop's centre (uncertain class)
 
 
-def cache_cases(root: str | Path, spacing_mm: float, cache_dir: str | Path | None = None) -> list[SegCase]:
-    """Load every case of a VerSe-layout folder onto the model grid (cached as ``.npz``)."""
+def cache_cases(root: str | Path, spacing_mm: float, cache_dir: str | Path | None = None,
+                workers: int = 1) -> list[SegCase]:
+    """Load every case of a VerSe-layout folder onto the model grid (cached as ``.npz``; missing cache
+    files are written by ``workers`` processes)."""
     from scipy import ndimage
 
-    from VertebralFractureLib import preprocess
     from VertebralFractureLib.anatomy import is_vertebra_label
-    from VertebralFractureLib.io.readers import read_image, read_labelmap
     from VertebralFractureLib.io.verse import list_cases
-    from VertebralFractureLib.training.common import save_npz
 
     cases = list_cases(root)
     if not cases:
         raise ValueError(f"no cases in {root}")
     cache = Path(cache_dir) if cache_dir else Path(root) / f".cache-seg-{spacing_mm:g}mm"
     cache.mkdir(parents=True, exist_ok=True)
-    out = []
+    missing = []
     for case in cases:
-        f = cache / f"{case.subject}.npz"
-        if not f.exists():
-            if not case.vertebra_mask.exists():
-                raise ValueError(f"{case.subject}: no vertebra mask ({case.vertebra_mask.name})")
-            ct = read_image(case.ct).volume
-            grid = preprocess.to_model_grid(ct, spacing_mm)
-            image = preprocess.normalize(grid.array)
-            mask = read_labelmap(case.vertebra_mask, ct)
-            labels = preprocess.to_model_grid(mask, spacing_mm, fill=0, interpolation="nearest").array.astype(np.uint8)
-            fractured: list[int] = []
-            excluded: list[int] = []
-            if case.fracture_mask.exists():
-                frac = read_labelmap(case.fracture_mask, ct).array
-                present = [int(v) for v in np.unique(mask.array) if v]
-                top = ndimage.maximum(frac, mask.array, present)
-                fractured = [lab for lab, t in zip(present, np.atleast_1d(top)) if t == 2]
-                excluded = [lab for lab, t in zip(present, np.atleast_1d(top)) if t == 3]
-            save_npz(f, image=image.astype(np.float16), labels=labels, fractured=np.array(fractured, np.int32),
-                     excluded=np.array(excluded, np.int32))
-        d = np.load(f)
+        if (cache / f"{case.subject}.npz").exists():
+            continue
+        if not case.vertebra_mask.exists():
+            raise ValueError(f"{case.subject}: no vertebra mask ({case.vertebra_mask.name})")
+        missing.append((str(case.ct), str(case.vertebra_mask), str(case.fracture_mask), spacing_mm,
+                        str(cache / f"{case.subject}.npz")))
+    fill_caches(missing, _fill_cache, workers)
+
+    def load(case: Any) -> SegCase:
+        d = np.load(cache / f"{case.subject}.npz")
         labels = d["labels"]
         present = [int(v) for v in np.unique(labels) if v and is_vertebra_label(int(v))]
         cents = dict(zip(present, (np.array(c) for c in ndimage.center_of_mass(labels > 0, labels, present))))
         excluded = frozenset(int(x) for x in d["excluded"]) if "excluded" in d else frozenset()
-        out.append(SegCase(case.subject, d["image"].astype(np.float32), labels,
-                           frozenset(int(x) for x in d["fractured"]) - excluded, cents, excluded))
-    return out
+        return SegCase(case.subject, d["image"].astype(np.float32), labels,
+                       frozenset(int(x) for x in d["fractured"]) - excluded, cents, excluded)
+
+    # reading the compressed caches is mostly decompression, which runs outside Python's lock
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(pool.map(load, cases))
+
+
+def _fill_cache(job: tuple[str, str, str, float, str]) -> None:
+    """One case onto the model grid (image linear, masks nearest), written to its cache file with the
+    fractured (fracture map 2) and uncertain (3) labels."""
+    from scipy import ndimage
+
+    from VertebralFractureLib import preprocess
+    from VertebralFractureLib.io.readers import read_image, read_labelmap
+
+    ct_path, mask_path, fracture_path, spacing_mm, target = job
+    ct = read_image(ct_path).volume
+    grid = preprocess.to_model_grid(ct, spacing_mm)
+    image = preprocess.normalize(grid.array)
+    mask = read_labelmap(Path(mask_path), ct)
+    labels = preprocess.to_model_grid(mask, spacing_mm, fill=0, interpolation="nearest").array.astype(np.uint8)
+    fractured: list[int] = []
+    excluded: list[int] = []
+    if Path(fracture_path).exists():
+        frac = read_labelmap(Path(fracture_path), ct).array
+        present = [int(v) for v in np.unique(mask.array) if v]
+        top = ndimage.maximum(frac, mask.array, present)
+        fractured = [lab for lab, t in zip(present, np.atleast_1d(top)) if t == 2]
+        excluded = [lab for lab, t in zip(present, np.atleast_1d(top)) if t == 3]
+    save_npz(Path(target), image=image.astype(np.float16), labels=labels, fractured=np.array(fractured, np.int32),
+             excluded=np.array(excluded, np.int32))
 
 
 def sample(case: SegCase, label: int, cfg: SegmentationTraining, rng: np.random.Generator,
@@ -226,11 +248,13 @@ def crop_metrics(net: Any, cases: list[SegCase], cfg: SegmentationTraining, devi
 def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: SegmentationTraining,
                        val_root: str | Path | None = None, device: str = "cpu",
                        log: Callable[[str], None] = print, time_budget_s: float | None = None,
-                       init_weights: str | Path | None = None) -> Path:
+                       init_weights: str | Path | None = None, workers: int = 0) -> Path:
     """Train (or resume) the stage-2 U-Net; returns the path of the best ``state_dict``.
 
     ``init_weights``: start from this ``state_dict`` (e.g. the shipped model, so that each run adds
-    to the last) unless the run folder already holds a checkpoint to resume.
+    to the last) unless the run folder already holds a checkpoint to resume. ``workers``: processes
+    that prepare the batches ahead (0: in this process) and fill the caches. With ``time_budget_s``
+    the learning-rate decay follows the larger of the iterations done and the budget spent.
 
     Writes ``checkpoint.pt`` (resumable), ``best.pt`` (best validation Dice + fracture AUC),
     ``log.csv`` and ``config.json`` into ``out_dir``.
@@ -246,8 +270,8 @@ def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: 
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_cases = [c for root in train_roots for c in cache_cases(root, cfg.spacing_mm)]
-    val_cases = cache_cases(val_root, cfg.spacing_mm) if val_root else []
+    train_cases = [c for root in train_roots for c in cache_cases(root, cfg.spacing_mm, workers=max(1, workers))]
+    val_cases = cache_cases(val_root, cfg.spacing_mm, workers=max(1, workers)) if val_root else []
     net = build_unet(cfg.architecture()).to(device)
     if init_weights is not None:
         net.load_state_dict(torch.load(init_weights, map_location=device, weights_only=True))
@@ -266,6 +290,13 @@ def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: 
     # not produce a constant, uninformative per-crop Dice term
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     t0, running = time.time(), []
+
+    def make_batch(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = zip(*(sample(train_cases[i], lab, cfg, r) for i, lab in
+                       (_draw(train_cases, cfg, r) for _ in range(cfg.batch_size))))
+        return network_input(list(xs), cfg), np.stack(ys)[:, None]
+
+    batches = batch_stream(make_batch, rng, workers, seed=(cfg.seed, start))
     with open(out / "log.csv", "a", newline="") as logf:
         writer = csv.writer(logf)
         if new_log:
@@ -273,11 +304,8 @@ def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: 
         for it in range(start, cfg.iterations):
             net.train()
             for group in opt.param_groups:
-                group["lr"] = cosine_lr(cfg.lr, it, cfg.iterations)
-            xs, ys = zip(*(sample(train_cases[i], lab, cfg, rng) for i, lab in
-                           (_draw(train_cases, cfg, rng) for _ in range(cfg.batch_size))))
-            x = torch.from_numpy(network_input(list(xs), cfg)).to(device)
-            y = torch.from_numpy(np.stack(ys)[:, None]).to(device)
+                group["lr"] = scheduled_lr(cfg.lr, it, cfg.iterations, t0, time_budget_s)
+            x, y = (torch.from_numpy(a).to(device) for a in next(batches))
             loss = loss_fn(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -301,6 +329,7 @@ def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: 
                 save_checkpoint(ckpt, net, opt, it + 1, best)
             if last:
                 break
+    batches.close()
     return out / "best.pt"
 
 
