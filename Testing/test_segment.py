@@ -426,3 +426,28 @@ def test_the_second_look_keeps_the_first_looks_vertebrae():
     out = same_vertebrae(second, first)  # L2 lost in the second look: its first outline stays
     assert np.array_equal(out[0:4], np.full((4, 10, 10), 20))
     assert np.all(out[4:7] == 21) and not np.any(out == 22)
+
+
+def test_a_vertebra_without_an_outline_is_not_assessable(monkeypatch):
+    """A detected vertebra around whose centre stage 2 finds no foreground has nothing to measure or
+    judge: it says so, instead of carrying no status at all."""
+    from VertebralFractureLib import segment as seg
+    from VertebralFractureLib.analysis import VertebraResult
+    from VertebralFractureLib.pipeline import AnalysisConfig, Context
+
+    ct = Volume(np.zeros((40, 40, 40), np.int16), (1.0, 1.0, 1.0))
+    lab = np.zeros(ct.array.shape, np.uint8)
+    lab[5:18, 10:30, 10:30] = 20
+
+    def fake_segment(image, cents, device="cpu", progress=None, tta=True, **_):
+        return image.with_array(lab), {20: 0.2}, {20: 0.0}  # nothing for 21
+
+    monkeypatch.setattr(seg, "segment", fake_segment)
+    context = Context(image=ct, config=AnalysisConfig(device="cpu", refine_centroids=False, bone_growth=False))
+    context.vertebrae[20] = VertebraResult(label=20, centroid_lps_mm=(19.5, 19.5, 11.0))
+    context.vertebrae[21] = VertebraResult(label=21, centroid_lps_mm=(19.5, 19.5, 30.0))
+    seg.run_stage(context)
+    assert context.vertebrae[20].status == "normal"
+    missing = context.vertebrae[21]
+    assert missing.status == "not assessable" and missing.genant is None
+    assert "no outline" in missing.status_reason and missing.fracture_probability is None

@@ -335,7 +335,8 @@ def run_stage(context: Any) -> None:
     for label, v in context.vertebrae.items():
         p = probs.get(label)
         if p is None:
-            v.notes.append("not segmented (no voxel above the foreground probability)")
+            v.mark_not_assessable("stage 2 drew no outline around its centre (no voxel above the foreground "
+                                  "probability): nothing to measure or judge there")
             continue
         v.fracture_probability = p
         v.fracture_probability_spread = spread.get(label)
