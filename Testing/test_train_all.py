@@ -36,3 +36,12 @@ def test_train_all_refuses_an_unknown_run_or_missing_weights(tmp_path):
         ta.main(["--out", str(tmp_path), "--init", "nonsense=x.pt"])
     with pytest.raises(SystemExit, match="no file"):
         ta.main(["--out", str(tmp_path), "--init", f"segment={tmp_path / 'missing.pt'}"])
+
+
+@pytest.mark.slow
+def test_profile_training_measures_both_stages_on_the_cpu(tmp_path):
+    out = load_utility("profile_training").main(["--device", "cpu", "--cases", "2", "--work", str(tmp_path / "w"),
+                                                 "--steps", "1", "--workers", "1"])
+    for key in ("caching_s", "stage1_prepare_ms", "stage1_step_ms", "stage1_batches_per_s_1_workers",
+                "stage2_prepare_ms", "stage2_step_ms", "stage2_batches_per_s_1_workers"):
+        assert out[key] > 0

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Where a training iteration's time goes on this machine, for stages 1 and 2: the network step alone
+(a fixed batch on the device; on a GPU also with cudnn.benchmark and bf16 autocast), the batch
+preparation in one process, and the batches that worker processes deliver.
+
+    python Utilities/profile_training.py --device cuda --cases 24 [--work /tmp/prof] [--json OUT]
+
+It generates CASES small SynthSpine cases (2 mm, and a third as many at 1.25 mm) in ``--work`` on all
+cores. Read it beside ``train_all.py``'s iterations: when the workers deliver more batches a second
+than the network steps, the device is the limit (run fewer trainings at once); when fewer, give the
+run more workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _synth(folder: Path, n: int, seed: int, cores: int, *options: str) -> None:
+    if not (folder / "rawdata").is_dir():
+        subprocess.run([sys.executable, "-m", "VertebralFractureLib", "synth", "-o", str(folder), "--n", str(n),
+                        "--seed", str(seed), "--workers", str(cores), "--orientation", "random", "--progress", "none",
+                        *options], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _step_seconds(net, x, y, loss_fn, n: int, device: str, amp: bool = False) -> float:
+    import torch
+
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    t0 = time.time()
+    for i in range(n + 2):
+        if i == 2:  # after two warm-up steps
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.time()
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.time() - t0) / n
+
+
+def _delivered_per_s(make_batch, workers: int, n: int) -> float:
+    from VertebralFractureLib.training.common import batch_stream
+
+    stream = batch_stream(make_batch, np.random.default_rng(0), workers, seed=(0, workers))
+    for _ in range(4 * workers + 2):  # past the batches prepared ahead
+        next(stream)
+    t0 = time.time()
+    for _ in range(n):
+        next(stream)
+    rate = n / (time.time() - t0)
+    stream.close()
+    return rate
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--cases", type=int, default=24)
+    p.add_argument("--work", type=Path, default=Path("/tmp/prof"))
+    p.add_argument("--steps", type=int, default=20, help="timed network steps")
+    p.add_argument("--workers", type=int, nargs="+", default=[3, 12], help="worker counts to try")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = p.parse_args(argv)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import torch
+    from monai.losses import DiceCELoss
+
+    from VertebralFractureLib.localize import build_network
+    from VertebralFractureLib.networks.unet import build_unet
+    from VertebralFractureLib.training import localization as L
+    from VertebralFractureLib.training import segmentation as S
+
+    cores = os.cpu_count() or 1
+    _synth(args.work / "ct", args.cases, 9001, cores, "--spacing", "2", "2", "2")
+    _synth(args.work / "seg", max(2, args.cases // 3), 9002, cores, "--spacing", "1.25", "1.25", "1.25", "--fov", "200")
+    out: dict[str, float] = {}
+
+    def say(key: str, value: float, text: str) -> None:
+        out[key] = round(value, 4)
+        print(text.format(value), flush=True)
+
+    t = time.time()
+    lcases = L.cache_cases(args.work / "ct", L.LocalizationTraining().spacing_mm, workers=cores)
+    scases = S.cache_cases(args.work / "seg", S.SegmentationTraining().spacing_mm, workers=cores)
+    say("caching_s", time.time() - t, "caching: {:.1f} s")
+    rng = np.random.default_rng(0)
+
+    lcfg = L.LocalizationTraining(batch_size=8)
+
+    def lbatch(r):
+        x, y = L._batch(lcases, list(r.integers(0, len(lcases), lcfg.batch_size)), lcfg, r, True)
+        return x.numpy(), y.numpy()
+
+    t = time.time()
+    for _ in range(3):
+        lbatch(rng)
+    say("stage1_prepare_ms", 1000 * (time.time() - t) / 3, "stage 1: a batch of 8 prepared in {:.0f} ms (one process)")
+    net = build_network(lcfg.architecture()).to(args.device)
+    x, y = (torch.from_numpy(a).to(args.device) for a in lbatch(rng))
+    loss = torch.nn.SmoothL1Loss(beta=1.0, reduction="sum")
+    say("stage1_step_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device),
+        "stage 1: network step, batch 8: {:.0f} ms")
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+        say("stage1_step_benchmark_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device),
+            "stage 1: network step, batch 8, cudnn.benchmark: {:.0f} ms")
+        say("stage1_step_bf16_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device, amp=True),
+            "stage 1: network step, batch 8, bf16 autocast: {:.0f} ms")
+    for w in args.workers:
+        say(f"stage1_batches_per_s_{w}_workers", _delivered_per_s(lbatch, w, 5 * args.steps),
+            f"stage 1: {w} workers deliver {{:.1f}} batches of 8 a second")
+
+    scfg = S.SegmentationTraining(batch_size=4)
+
+    def sbatch(r):
+        xs, ys = zip(*(S.sample(scases[i], lab, scfg, r) for i, lab in (S._draw(scases, scfg, r) for _ in range(4))))
+        return S.network_input(list(xs), scfg), np.stack(ys)[:, None]
+
+    t = time.time()
+    for _ in range(2):
+        sbatch(rng)
+    say("stage2_prepare_ms", 1000 * (time.time() - t) / 2, "stage 2: a batch of 4 prepared in {:.0f} ms (one process)")
+    unet = build_unet(scfg.architecture()).to(args.device)
+    x, y = (torch.from_numpy(a).to(args.device) for a in sbatch(rng))
+    say("stage2_step_ms", 1000 * _step_seconds(unet, x, y, DiceCELoss(to_onehot_y=True, softmax=True, batch=True),
+                                               args.steps, args.device),
+        "stage 2: network step, batch 4: {:.0f} ms")
+    for w in args.workers:
+        say(f"stage2_batches_per_s_{w}_workers", _delivered_per_s(sbatch, w, 3 * args.steps),
+            f"stage 2: {w} workers deliver {{:.1f}} batches of 4 a second")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
