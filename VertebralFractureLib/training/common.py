@@ -40,6 +40,15 @@ def cosine_lr(base: float, it: int, total: int) -> float:
     return float(base * warm * max(0.02, 0.5 * (1.0 + np.cos(np.pi * min(it, total) / total))))
 
 
+def fixed_shape_speedups(device: str) -> None:
+    """On a GPU, let cuDNN pick the fastest convolution for the training's fixed patch shapes
+    (``cudnn.benchmark``); nothing changes on a CPU."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+
+
 def schedule_progress(it: int, total: int, elapsed_s: float, budget_s: float | None) -> float:
     """Where a run stands in its schedule (0–1): the larger of the share of iterations done and the
     share of the time budget spent, so that a run stopped by its time budget has finished its

@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from VertebralFractureLib.training.common import resume, save_checkpoint, save_npz, scheduled_lr
+from VertebralFractureLib.training.common import (
+    fixed_shape_speedups,
+    resume,
+    save_checkpoint,
+    save_npz,
+    scheduled_lr,
+)
 
 
 @dataclass(frozen=True)
@@ -287,6 +293,7 @@ def train_keypoints(
     log(f"{len(train['x'])} training samples ({int(train_deformed.sum())} deformed), {len(vx)} validation vertebrae")
 
     net = build_keypoint_network(cfg.architecture()).to(device)
+    fixed_shape_speedups(device)
     if init_weights is not None and not (out_dir / "checkpoint.pt").exists():
         net.load_state_dict(torch.load(init_weights, map_location=device, weights_only=True))
         log(f"initialised from {init_weights}")

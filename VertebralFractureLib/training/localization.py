@@ -29,6 +29,7 @@ from VertebralFractureLib.training.common import (
     augment_intensity,
     batch_stream,
     fill_caches,
+    fixed_shape_speedups,
     random_affine,
     resume,
     save_checkpoint,
@@ -256,6 +257,7 @@ def train_localization(train_root: str | Path | list[str | Path], out_dir: str |
     train_cases = [c for root in roots for c in cache_cases(root, cfg.spacing_mm, workers=max(1, workers))]
     val_cases = cache_cases(val_root, cfg.spacing_mm, workers=max(1, workers)) if val_root else []
     net = build_network(cfg.architecture()).to(device)
+    fixed_shape_speedups(device)
     if init_weights is not None:
         net.load_state_dict(torch.load(init_weights, map_location=device, weights_only=True))
         log(f"initialised from {init_weights}")
