@@ -60,51 +60,40 @@ def schedule_progress(it: int, total: int, elapsed_s: float, budget_s: float | N
 
 
 def scheduled_lr(base: float, it: int, total: int, started: float, budget_s: float | None) -> float:
-    """:func:`cosine_lr` at :func:`schedule_progress` (warm-up by iterations as before)."""
+    """:func:`cosine_lr` at :func:`schedule_progress`; the warm-up ends after 5 % of the iterations or,
+    with a time budget, of the budget, whichever comes first."""
     progress = schedule_progress(it, total, time.time() - started, budget_s)
     warm = min(1.0, (it + 1) / max(1.0, 0.05 * total))
-    if budget_s:  # the warm-up ends after 5 % of the iterations or of the budget, whichever comes first
+    if budget_s:
         warm = max(warm, min(1.0, progress / 0.05))
     return float(base * warm * max(0.02, 0.5 * (1.0 + np.cos(np.pi * progress))))
 
 
-class _BatchStream:
-    """An endless iterable of ``make_batch(rng)`` for ``torch.utils.data.DataLoader`` workers, each
-    worker with its own random stream (``seed`` and the worker's number)."""
-
-    def __init__(self, make_batch: Callable[[np.random.Generator], Any], seed: Sequence[int]):
-        self.make_batch, self.seed = make_batch, tuple(int(s) for s in seed)
-
-    def __iter__(self) -> Iterator[Any]:
-        import torch
-
-        info = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng(self.seed + ((info.id if info else 0),))
-        while True:
-            yield self.make_batch(rng)
-
-
 def batch_stream(make_batch: Callable[[np.random.Generator], Any], rng: np.random.Generator, workers: int,
                  seed: Sequence[int] = (0,)) -> Iterator[Any]:
-    """Training batches (numpy arrays), endlessly: ``make_batch(rng)`` in this process (``workers`` 0), or prepared
-    ahead by ``workers`` processes (forked, so the cached cases are shared, not copied), each drawing
-    from its own random stream seeded by ``seed`` and its number. With workers the batches differ
-    from the single-process ones; each run stays reproducible for a given number of workers."""
+    """Training batches (numpy arrays), endlessly: ``make_batch(rng)`` in this process (``workers``
+    0), or prepared ahead by ``workers`` processes (forked, so the cached cases are shared, not
+    copied), each drawing from its own random stream seeded by ``seed`` and its number. With workers
+    the batches differ from the single-process ones; a run stays reproducible for a given number of
+    workers."""
     if workers <= 0:
         while True:
             yield make_batch(rng)
     import torch
     from torch.utils.data import DataLoader, IterableDataset
 
-    class _Stream(_BatchStream, IterableDataset):
-        pass
+    class Stream(IterableDataset):
+        def __iter__(self) -> Iterator[Any]:
+            info = torch.utils.data.get_worker_info()
+            r = np.random.default_rng(tuple(int(s) for s in seed) + ((info.id if info else 0),))
+            while True:
+                yield make_batch(r)
 
     # the batches (numpy arrays) travel pickled through pipes, not as tensors in shared memory, which
     # containers often keep small
-    loader = DataLoader(_Stream(make_batch, seed), batch_size=None, num_workers=workers,
-                        prefetch_factor=4, persistent_workers=False, collate_fn=_as_is,
-                        multiprocessing_context=torch.multiprocessing.get_context("fork"),
-                        worker_init_fn=_one_thread)
+    loader = DataLoader(Stream(), batch_size=None, num_workers=workers, prefetch_factor=4,
+                        persistent_workers=False, collate_fn=_as_is, worker_init_fn=_one_thread,
+                        multiprocessing_context=torch.multiprocessing.get_context("fork"))
     yield from loader
 
 

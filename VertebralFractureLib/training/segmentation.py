@@ -299,39 +299,41 @@ def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: 
         return network_input(list(xs), cfg), np.stack(ys)[:, None]
 
     batches = batch_stream(make_batch, rng, workers, seed=(cfg.seed, start))
-    with open(out / "log.csv", "a", newline="") as logf:
-        writer = csv.writer(logf)
-        if new_log:
-            writer.writerow(["iteration", "loss", "lr", "val_dice", "val_fracture_auc", "seconds"])
-        for it in range(start, cfg.iterations):
-            net.train()
-            for group in opt.param_groups:
-                group["lr"] = scheduled_lr(cfg.lr, it, cfg.iterations, t0, time_budget_s)
-            x, y = (torch.from_numpy(a).to(device) for a in next(batches))
-            loss = loss_fn(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            running.append(float(loss.detach()))
-            last = it + 1 == cfg.iterations or (time_budget_s is not None and time.time() - t0 > time_budget_s)
-            if (it + 1) % cfg.validate_every == 0 or last:
-                m = crop_metrics(net, val_cases, cfg, device) if val_cases else {}
-                auc = m.get("fracture_auc", float("nan"))
-                score = m.get("dice", -float(np.mean(running))) + (0.25 * auc if np.isfinite(auc) else 0.0)
-                writer.writerow([it + 1, f"{np.mean(running):.4f}", f"{opt.param_groups[0]['lr']:.2e}",
-                                 f"{m.get('dice', float('nan')):.4f}", f"{auc:.4f}", f"{time.time() - t0:.0f}"])
-                logf.flush()
-                log(f"it {it + 1}: loss {np.mean(running):.3f}, val dice {m.get('dice', float('nan')):.3f}, "
-                    f"fracture AUC {auc:.3f}, {time.time() - t0:.0f} s")
-                running = []
-                if score > best or not (out / "best.pt").exists():
-                    best = score
-                    torch.save(net.state_dict(), out / "best.pt")
-                save_checkpoint(ckpt, net, opt, it + 1, best)
-            if last:
-                break
-    batches.close()
+    try:
+        with open(out / "log.csv", "a", newline="") as logf:
+            writer = csv.writer(logf)
+            if new_log:
+                writer.writerow(["iteration", "loss", "lr", "val_dice", "val_fracture_auc", "seconds"])
+            for it in range(start, cfg.iterations):
+                net.train()
+                for group in opt.param_groups:
+                    group["lr"] = scheduled_lr(cfg.lr, it, cfg.iterations, t0, time_budget_s)
+                x, y = (torch.from_numpy(a).to(device) for a in next(batches))
+                loss = loss_fn(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                running.append(float(loss.detach()))
+                last = it + 1 == cfg.iterations or (time_budget_s is not None and time.time() - t0 > time_budget_s)
+                if (it + 1) % cfg.validate_every == 0 or last:
+                    m = crop_metrics(net, val_cases, cfg, device) if val_cases else {}
+                    auc = m.get("fracture_auc", float("nan"))
+                    score = m.get("dice", -float(np.mean(running))) + (0.25 * auc if np.isfinite(auc) else 0.0)
+                    writer.writerow([it + 1, f"{np.mean(running):.4f}", f"{opt.param_groups[0]['lr']:.2e}",
+                                     f"{m.get('dice', float('nan')):.4f}", f"{auc:.4f}", f"{time.time() - t0:.0f}"])
+                    logf.flush()
+                    log(f"it {it + 1}: loss {np.mean(running):.3f}, val dice {m.get('dice', float('nan')):.3f}, "
+                        f"fracture AUC {auc:.3f}, {time.time() - t0:.0f} s")
+                    running = []
+                    if score > best or not (out / "best.pt").exists():
+                        best = score
+                        torch.save(net.state_dict(), out / "best.pt")
+                    save_checkpoint(ckpt, net, opt, it + 1, best)
+                if last:
+                    break
+    finally:
+        batches.close()
     return out / "best.pt"
 
 
