@@ -67,6 +67,14 @@ def _delivered_per_s(make_batch, workers: int, n: int) -> float:
     return rate
 
 
+def _prepare_ms(make_batch, n: int) -> float:
+    rng = np.random.default_rng(0)
+    t0 = time.time()
+    for _ in range(n):
+        make_batch(rng)
+    return 1000 * (time.time() - t0) / n
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -107,10 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         x, y = L._batch(lcases, list(r.integers(0, len(lcases), lcfg.batch_size)), lcfg, r, True)
         return x.numpy(), y.numpy()
 
-    t = time.time()
-    for _ in range(3):
-        lbatch(rng)
-    say("stage1_prepare_ms", 1000 * (time.time() - t) / 3, "stage 1: a batch of 8 prepared in {:.0f} ms (one process)")
+    say("stage1_prepare_ms", _prepare_ms(lbatch, 3), "stage 1: a batch of 8 prepared in {:.0f} ms (one process)")
     net = build_network(lcfg.architecture()).to(args.device)
     x, y = (torch.from_numpy(a).to(args.device) for a in lbatch(rng))
     loss = torch.nn.SmoothL1Loss(beta=1.0, reduction="sum")
@@ -132,10 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         xs, ys = zip(*(S.sample(scases[i], lab, scfg, r) for i, lab in (S._draw(scases, scfg, r) for _ in range(4))))
         return S.network_input(list(xs), scfg), np.stack(ys)[:, None]
 
-    t = time.time()
-    for _ in range(2):
-        sbatch(rng)
-    say("stage2_prepare_ms", 1000 * (time.time() - t) / 2, "stage 2: a batch of 4 prepared in {:.0f} ms (one process)")
+    say("stage2_prepare_ms", _prepare_ms(sbatch, 2), "stage 2: a batch of 4 prepared in {:.0f} ms (one process)")
     unet = build_unet(scfg.architecture()).to(args.device)
     x, y = (torch.from_numpy(a).to(args.device) for a in sbatch(rng))
     say("stage2_step_ms", 1000 * _step_seconds(unet, x, y, DiceCELoss(to_onehot_y=True, softmax=True, batch=True),

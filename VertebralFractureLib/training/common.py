@@ -40,6 +40,17 @@ def cosine_lr(base: float, it: int, total: int) -> float:
     return float(base * warm * max(0.02, 0.5 * (1.0 + np.cos(np.pi * min(it, total) / total))))
 
 
+def optimisation_step(net: Any, opt: Any, loss: Any, grad_clip: float) -> float:
+    """Back-propagate ``loss``, clip the gradient norm at ``grad_clip``, step; returns the loss."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    opt.step()
+    return float(loss.detach())
+
+
 def fixed_shape_speedups(device: str) -> None:
     """On a GPU, let cuDNN pick the fastest convolution for the training's fixed patch shapes
     (``cudnn.benchmark``); nothing changes on a CPU."""

@@ -31,6 +31,7 @@ import numpy as np
 
 from VertebralFractureLib.training.common import (
     fixed_shape_speedups,
+    optimisation_step,
     resume,
     save_checkpoint,
     save_npz,
@@ -318,12 +319,7 @@ def train_keypoints(
         yb = torch.from_numpy(gaussian_targets(np.stack([p[1] for p in pairs]), cfg.size, sigma_px)).to(device)
         net.train()
         pred = net(xb)
-        loss = ((pred - yb) ** 2).sum(dim=(2, 3)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(optimisation_step(net, opt, ((pred - yb) ** 2).sum(dim=(2, 3)).mean(), cfg.grad_clip))
         last = it + 1 == cfg.iterations
         out_of_time = time_budget_s is not None and time.time() - t_start > time_budget_s
         if (it + 1) % cfg.validate_every == 0 or last or out_of_time:

@@ -30,6 +30,7 @@ from VertebralFractureLib.training.common import (
     batch_stream,
     fill_caches,
     fixed_shape_speedups,
+    optimisation_step,
     random_affine,
     resume,
     save_checkpoint,
@@ -297,13 +298,8 @@ def train_localization(train_root: str | Path | list[str | Path], out_dir: str |
                 for group in opt.param_groups:
                     group["lr"] = scheduled_lr(cfg.lr, it, cfg.iterations, t0, time_budget_s)
             x, y = (torch.from_numpy(a) for a in next(batches))
-            pred = net(x.to(device))
-            loss = loss_fn(pred, y.to(device)) / cfg.batch_size
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            running.append(float(loss.detach()))
+            loss = loss_fn(net(x.to(device)), y.to(device)) / cfg.batch_size
+            running.append(optimisation_step(net, opt, loss, cfg.grad_clip))
             last = it + 1 == cfg.iterations or (time_budget_s is not None and time.time() - t0 > time_budget_s)
             if (it + 1) % cfg.validate_every == 0 or last:
                 metrics = localization_metrics_of(net, val_cases, cfg, device) if val_cases else {}

@@ -32,6 +32,7 @@ from VertebralFractureLib.training.common import (
     batch_stream,
     fill_caches,
     fixed_shape_speedups,
+    optimisation_step,
     random_affine,
     resume,
     save_checkpoint,
@@ -309,12 +310,7 @@ def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: 
                 for group in opt.param_groups:
                     group["lr"] = scheduled_lr(cfg.lr, it, cfg.iterations, t0, time_budget_s)
                 x, y = (torch.from_numpy(a).to(device) for a in next(batches))
-                loss = loss_fn(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-                opt.step()
-                running.append(float(loss.detach()))
+                running.append(optimisation_step(net, opt, loss_fn(net(x), y), cfg.grad_clip))
                 last = it + 1 == cfg.iterations or (time_budget_s is not None and time.time() - t0 > time_budget_s)
                 if (it + 1) % cfg.validate_every == 0 or last:
                     m = crop_metrics(net, val_cases, cfg, device) if val_cases else {}
