@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     lcfg = L.LocalizationTraining(batch_size=8)
 
     def lbatch(r):
-        x, y = L._batch(lcases, list(r.integers(0, len(lcases), lcfg.batch_size)), lcfg, r, True)
-        return x.numpy(), y.numpy()
+        return L._batch(lcases, list(r.integers(0, len(lcases), lcfg.batch_size)), lcfg, r, True)
 
     say("stage1_prepare_ms", _prepare_ms(lbatch, 3), "stage 1: a batch of 8 prepared in {:.0f} ms (one process)")
     net = build_network(lcfg.architecture()).to(args.device)

@@ -108,7 +108,7 @@ def generate(out: Path, kinds: set[str], cases: dict[str, int], workers: int, ti
     return folders
 
 
-def fill_caches(data: dict[str, tuple[list[Path], Path]], workers: int) -> None:
+def cache_all(data: dict[str, tuple[list[Path], Path]], workers: int) -> None:
     """Bring every stage-1 and stage-2 case onto its model grid once, on all cores, before the runs
     start (each run would otherwise do it with its own few workers)."""
     if str(REPO) not in sys.path:
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         data = {k: ([tr], val) for k, (tr, val) in made.items()}
     summary["data"] = {k: [str(x) for x in tr] + [str(val)] for k, (tr, val) in data.items()}
     summary["generation_seconds"] = round(time.monotonic() - t, 1)
-    fill_caches(data, args.workers)
+    cache_all(data, args.workers)
     summary["data_seconds"] = round(time.monotonic() - t, 1)  # generation and caching
     left = args.minutes * 60 - (time.monotonic() - start) - 60  # caching, the last validation, copying
     if left < 30 and not args.tiny:

@@ -350,8 +350,9 @@ def same_vertebrae(second: np.ndarray, first: np.ndarray) -> np.ndarray:
     """The second look's label map holding the first look's vertebrae: a vertebra the second look
     lost keeps its first outline (where the second left the voxels free); one the first look did not
     outline is dropped (it has no call)."""
-    out = np.where(np.isin(second, np.unique(first[first > 0])), second, 0).astype(second.dtype)
-    for lab in np.setdiff1d(np.unique(first[first > 0]), np.unique(out)):
+    labels = np.unique(first[first > 0])
+    out = np.where(np.isin(second, labels), second, 0).astype(second.dtype)
+    for lab in np.setdiff1d(labels, np.unique(out)):
         out[(first == lab) & (out == 0)] = lab
     return out
 

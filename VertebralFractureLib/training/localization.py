@@ -220,15 +220,14 @@ def crop_field_of_view(patch: np.ndarray, cents: dict[int, np.ndarray], spacing_
 
 
 def _batch(cases: list[CachedCase], idx: list[int], cfg: LocalizationTraining, rng: np.random.Generator,
-           train: bool) -> tuple[Any, Any]:
-    import torch
-
+           train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Images (B, 1, z, y, x) and target heatmaps (B, C, z, y, x) of the cases ``idx``."""
     xs, ys = [], []
     for i in idx:
         img, cents = augment(cases[i], cfg.patch_size, cfg, rng, train)
         xs.append(img[None])
         ys.append(gaussian_targets(cfg.patch_size, cents, cfg.sigma_mm / cfg.spacing_mm))
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+    return np.stack(xs), np.stack(ys)
 
 
 def train_localization(train_root: str | Path | list[str | Path], out_dir: str | Path, cfg: LocalizationTraining,
@@ -287,8 +286,7 @@ def train_localization(train_root: str | Path | list[str | Path], out_dir: str |
     it = start
 
     def make_batch(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        x, y = _batch(train_cases, list(r.integers(0, len(train_cases), cfg.batch_size)), cfg, r, True)
-        return x.numpy(), y.numpy()
+        return _batch(train_cases, list(r.integers(0, len(train_cases), cfg.batch_size)), cfg, r, True)
 
     batches = batch_stream(make_batch, rng, workers, seed=(cfg.seed, start))
     try:
