@@ -136,6 +136,25 @@ def test_a_spine_only_field_of_view_gives_no_anchor():
     assert all(e.ribs == "unknown" and e.rib_length_mm == (None, None) for e in report.vertebrae)
 
 
+def _cut_below(volume: Volume, z_mm: float) -> Volume:
+    """The part of an LPS-aligned volume above LPS ``z_mm`` (a CT whose caudal end lies there)."""
+    assert np.allclose(volume.direction, np.eye(3))
+    iz = int(np.ceil(volume.lps_to_index([0.0, 0.0, z_mm])[2]))
+    return volume.crop((slice(iz, None), slice(None), slice(None)))
+
+
+def test_a_vertebra_cut_through_its_middle_is_not_rib_free(thoracolumbar):
+    """The caudal end of the image 2 mm below L1's centroid: L1's ribs, if it had any, could lie outside
+    the image, so it is not seen rib-free, and nothing anchors T12 on it. With L1 whole in view it is."""
+    case, labels, c, _ = thoracolumbar
+    k = labels.index(20)
+    cut = anchors.find_anchors(_cut_below(case.ct, c[k, 2] - 2.0), c[: k + 1])
+    assert cut.vertebrae[k].ribs == "unknown" and cut.vertebrae[k - 1].ribs == "full"
+    assert not any(a.kind == "last rib" for a in cut.anchors)
+    whole = anchors.find_anchors(_cut_below(case.ct, c[k, 2] - 16.0), c[: k + 1])
+    assert whole.vertebrae[k].ribs == "none" and _anchored(whole, labels) == {"last rib": 19}
+
+
 def test_anchors_do_not_depend_on_the_file_orientation(thoracolumbar):
     case, labels, c, report = thoracolumbar
     for codes in ("PIR", "RAS"):
@@ -266,3 +285,27 @@ def test_vessels_and_transverse_processes_are_no_ribs():
     report = anchors.find_anchors(vol, np.array(centroids))
     assert [e.ribs for e in report.vertebrae] == ["full"] + ["none"] * 4
     assert [(a.kind, a.index) for a in report.anchors if a.names] == [("last rib", 0)]
+
+
+@pytest.mark.slow
+def test_anchor_audit_scores_names_and_anchors_against_the_truth(tmp_path, capsys):
+    """``Utilities/anchor_audit.py`` on one SynthSpine case: stage 1 with and without anchors, and the
+    last-rib anchor judged right against the true T12."""
+    import json
+
+    from factories import load_utility
+
+    from VertebralFractureLib.synth.generator import write_verse_case
+
+    case = _case(11, ("T9", "L3"), fov=340.0, p_contrast=1.0)
+    write_verse_case(case, tmp_path / "synth", "sub-synth0000")
+    out = tmp_path / "audit.jsonl"
+    assert load_utility("anchor_audit").main([str(tmp_path / "synth"), "-o", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert row["case"] == "sub-synth0000" and row["vertebrae"] == len(case.centroids_lps)
+    assert 0 <= row["right_without"] <= row["vertebrae"] and 0 <= row["right_with_anchors"] <= row["vertebrae"]
+    last = [a for a in row["anchors"] if a["kind"] == "last rib"]
+    assert len(last) == 1 and last[0]["says"] == last[0]["true"] == "T12" and last[0]["verdict"] == "right"
+    assert "1 cases" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # an existing output is never overwritten
+        load_utility("anchor_audit").main([str(tmp_path / "synth"), "-o", str(out)])

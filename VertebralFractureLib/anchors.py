@@ -21,7 +21,8 @@ file orientation works.
   cortical core; vessels along the spine and plates (scapula, iliac wing) are too tall to start or
   carry a trace. Each trace goes to the vertebra at whose level it leaves the spine. A side whose
   field of view does not reach :data:`VISIBLE_MM` is *unknown*, never "no rib": a spine-only
-  reconstruction (~100 mm wide) gives no rib anchor rather than a guess.
+  reconstruction (~100 mm wide) gives no rib anchor rather than a guess. So is a vertebra that the
+  cranial or caudal end of the image cuts near its middle (:data:`OWN_SPAN`): its ribs may lie outside.
 * First rib: the cranial-most vertebra with a full rib pair below a rib-free neighbour at
   cervical spacing; last rib: the caudal-most rib-bearing vertebra above a rib-free neighbour.
 * Sacrum: rows below the rib-bearing spine where deep bone (the alae) runs through the midline out
@@ -105,6 +106,12 @@ SKULL_STEP_MM = 22.5
 MAX_TILT_DEG = 45.0
 #: "No rib" on a side needs at least this fraction of the band where the rib would leave the spine in view.
 MIN_VIEW = 0.3
+#: "No rib" also needs the vertebra itself in view along the spine: its centroid ± this share of the
+#: local spacing (as wide as the band where its ribs would leave the spine). A vertebra that the
+#: cranial or caudal end of the image cuts through near its middle may bear ribs that leave the spine,
+#: or run down, outside the image (on SynthSpine validation cases every wrong rib anchor came from a
+#: "rib-free" vertebra whose centroid lay within 5 mm of the end).
+OWN_SPAN = 0.35
 #: Where a rib crosses :data:`RIB_START_MM`, relative to its own vertebra's centroid along the local
 #: spine axis, in local spacings: the starting guess. The offset drifts along the spine (about +0.5
 #: in a kyphotic upper thorax, ~0 at T10–T12; LIDC-IDRI-0002) and is re-estimated from the ribs.
@@ -584,12 +591,23 @@ def _side_visible(frame: SpineFrame, z_lo: float, z_hi: float, side: int) -> flo
     return seen / max(1, len(rows))
 
 
+def _span_in_view(frame: SpineFrame, z_lo: float, z_hi: float) -> bool:
+    """Whether ``z_lo``…``z_hi`` lies within the frame's rows (to half a row) and the spine axis is inside
+    the field of view in each of its rows."""
+    if z_hi > frame.z[0] + 0.5 * frame.step or z_lo < frame.z[-1] - 0.5 * frame.step:
+        return False
+    rows = (frame.z >= z_lo) & (frame.z <= z_hi)
+    j0, i0 = int(np.argmin(np.abs(frame.v))), int(np.argmin(np.abs(frame.u)))
+    return bool(frame.inside[rows, j0, i0].all())
+
+
 def rib_status(frame: SpineFrame, c: np.ndarray, per_side: list[dict[int, RibTrace]],
                offset: np.ndarray) -> list[VertebraEvidence]:
     """Per vertebra: ``full`` / ``stump`` / ``none`` / ``unknown`` ribs and the trace lengths per side.
 
     "none" needs the field of view around the level where this vertebra's rib would leave the spine
-    (its offset ± 0.35 spacings) on that side; a trace cut by the field of view is "unknown"."""
+    (its offset ± 0.35 spacings) on that side, and the vertebra itself in view along the spine (its
+    centroid ± :data:`OWN_SPAN` spacings); a trace cut by the field of view is "unknown"."""
     axes, spacing = _axes(c)
     steep = np.abs(axes[:, 2]) < np.cos(np.radians(MAX_TILT_DEG))
     out = []
@@ -597,6 +615,8 @@ def rib_status(frame: SpineFrame, c: np.ndarray, per_side: list[dict[int, RibTra
         if steep[k]:
             out.append(VertebraEvidence())  # unknown
             continue
+        half = OWN_SPAN * spacing[k]
+        whole = _span_in_view(frame, c[k, 2] - half, c[k, 2] + half)
         states, lengths, views = [], [], []
         for side in (-1, 1):
             t = sides.get(side)
@@ -607,10 +627,10 @@ def rib_status(frame: SpineFrame, c: np.ndarray, per_side: list[dict[int, RibTra
                 states.append("full")
             elif t is not None and not t.cut:
                 states.append("stump")
-            elif t is None and view >= MIN_VIEW:
+            elif t is None and view >= MIN_VIEW and whole:
                 states.append("none")
             else:
-                states.append("unknown")  # cut short by the field of view, or the field of view too narrow
+                states.append("unknown")  # cut short by the field of view, the field of view too narrow, or the vertebra cut
             lengths.append(None if states[-1] == "unknown" else (t.length_mm if t is not None else 0.0))
         s = set(states)
         if "full" in s:
@@ -698,6 +718,9 @@ def first_rib_below_the_view(frame: SpineFrame, c: np.ndarray, ev: list[Vertebra
     # the vertebra above, from its lower endplate to its centre, must be mostly in view on both sides
     view = min(_side_visible(frame, c[0, 2] + 0.5 * step, c[0, 2] + 1.0 * step, side) for side in (-1, 1))
     if view < 0.75:  # the top of the CT must show that level; a cut there leaves the question open
+        return []
+    # … and that vertebra itself, as far as a rib-free one must be seen (:data:`OWN_SPAN`)
+    if not _span_in_view(frame, c[0, 2] + 0.5 * step, c[0, 2] + (1.0 + OWN_SPAN) * step):
         return []
     both = len(per_side[0]) == 2
     conf = (0.9 if both else 0.75) * 0.8
