@@ -127,3 +127,23 @@ def test_a_cut_vertebra_is_never_called_fractured_on_its_appearance_alone():
     assert cut.status == "not assessable" and "cut by the field of view" in cut.status_reason
     assert set(np.unique(ctx.fracture_map.array)) == {0, 1}  # nothing left marked fractured
     assert ctx.vertebrae[19].status == "normal"
+
+
+def test_a_body_cut_by_the_end_of_the_scan_is_not_graded():
+    """The top vertebra's centroid is inside the scan, but its upper endplate lies on the last slice: the
+    heights measured there (a wedge) are the image's, so no grade and no call; the others are graded."""
+    ctx = _stack_context({19: 30, 20: 30, 21: 31}, {}, probability=0.9)
+    top = ctx.vertebrae[19]
+    n_z = ctx.image.array.shape[0]
+    kp = dict(top.keypoints_lps_mm)
+    for col in ("A", "M", "P"):  # the upper endplate on the scan's last slice
+        x, y, _ = kp[f"{col}_sup"]
+        kp[f"{col}_sup"] = (x, y, float(ctx.image.zyx_to_lps(np.array([n_z - 1.0, 0.0, 0.0]))[2]))
+    top.keypoints_lps_mm = kp
+    top.heights_mm = {"anterior": 7.0, "middle": 12.0, "posterior": 15.0}
+    top.genant = grade(top.heights_mm, [15.0])
+    assert top.genant.grade == 3 and top.complete  # without the check: a grade-3 fracture
+    assess(ctx)
+    assert top.status == "not assessable" and top.genant is None
+    assert "cut by the field of view" in top.status_reason and "from the edge of the image" in top.status_reason
+    assert ctx.vertebrae[20].status == ctx.vertebrae[21].status == "normal"

@@ -4,6 +4,10 @@ Stage 2 and stage 3 each see only part of the evidence: the U-Net's fracture pro
 impression of the crop, the keypoints are measured on a mask that may cover half the body. Before
 anything is called, each graded vertebra is checked:
 
+0. **The body is whole in the image** — no endplate keypoint lies within
+   :attr:`AssessmentLimits.edge_voxels` voxels of the image's faces. A vertebra whose centroid is
+   far enough from the end of the scan to count as complete can still have an endplate cut off
+   there; its heights would then be the image's, not the vertebra's (a wedge where the scan ends).
 1. **The bone is there** — the median HU inside the vertebra's mask is that of bone
    (:attr:`AssessmentLimits.min_mask_hu`), not soft tissue or an empty image.
 2. **The body outline is recognised** — on a stage-2 mask, the learned keypoint network must be
@@ -41,6 +45,8 @@ class AssessmentLimits:
     """Tolerances of the checks (see docs/assessment.md).
 
     Attributes:
+        edge_voxels: an endplate keypoint this close to a face of the image (voxels along that
+            axis; a cut mask's keypoints land 1–1.5 voxels inside) means the body is cut there.
         min_mask_hu: lowest median HU inside a vertebra's mask (bone; soft tissue is 20–60 HU).
         require_confident_keypoints: on stage-2 masks, a vertebra whose keypoints had to be
             measured on the mask (the keypoint network not confident) is not assessable.
@@ -48,6 +54,7 @@ class AssessmentLimits:
         volume_ratio: accepted mask volume relative to the neighbours' median.
     """
 
+    edge_voxels: float = 2.0
     min_mask_hu: float = 100.0
     require_confident_keypoints: bool = True
     depth_ratio: tuple[float, float] = (0.7, 1.4)
@@ -62,6 +69,20 @@ def body_depth_mm(kp: Mapping[str, Sequence[float]]) -> float:
     """Distance between the anterior and posterior measuring columns (mm)."""
     p = {k: np.asarray(v, dtype=float) for k, v in kp.items()}
     return float(np.linalg.norm(0.5 * (p["A_sup"] + p["A_inf"]) - 0.5 * (p["P_sup"] + p["P_inf"])))
+
+
+def edge_check(keypoints: Mapping[str, Sequence[float]], grid: Volume, limits: AssessmentLimits) -> list[str]:
+    """Check 0 for one vertebra: its six endplate keypoints lie inside the image, away from its faces."""
+    ijk = np.asarray(grid.lps_to_index(np.array([keypoints[k] for k in sorted(keypoints)], dtype=float)))
+    size = np.asarray(grid.shape_xyz, dtype=float)
+    # distance (voxels) of each keypoint to the lower and upper face along each index axis
+    gap = np.minimum(ijk + 0.5, size - 0.5 - ijk)
+    if float(gap.min()) >= limits.edge_voxels:
+        return []
+    k, axis = np.unravel_index(int(np.argmin(gap)), gap.shape)
+    mm = float(gap[k, axis]) * float(grid.spacing[axis])
+    return [f"cut by the field of view: an endplate lies {mm:.1f} mm from the edge of the image, so the body "
+            "may continue outside it"]
 
 
 def bone_check(image: Volume, labelmap: Volume, label: int, limits: AssessmentLimits) -> list[str]:
@@ -148,7 +169,7 @@ def assess(context: Any, limits: AssessmentLimits | None = None, threshold: floa
         # up to three levels on each side: one bad neighbour does not condemn a good vertebra
         k = order.index(lab)
         near = [n for n in order[max(0, k - NEIGHBOUR_LEVELS): k + NEIGHBOUR_LEVELS + 1] if n != lab]
-        reasons: list[str] = []
+        reasons = edge_check(v.keypoints_lps_mm, labelmap, limits)
         if has_ct:
             reasons += bone_check(image, labelmap, lab, limits)
         if check_outline and v.keypoint_method == "geometric":
