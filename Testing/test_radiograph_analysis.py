@@ -166,6 +166,10 @@ def test_radiograph_command_writes_the_contract_and_slicer_reads_its_files(radio
             assert v["class"] == max(mean, key=mean.get)
         else:
             assert v["class"] is None and v["reason"]
+    # the image's fresh-VCF score from its vertebrae: the largest ensemble P(fresh) of the assessed ones
+    assessed = [v["ensemble"]["fresh"] for v in data["vertebrae"] if v["status"] == "assessed"]
+    assert data["fresh_vcf_probability_vertebrae"] == (max(assessed) if assessed else None)
+    assert "from the vertebrae" in (out / "report.html").read_text() or not assessed
     for name in ("report.png", "report.html", IMAGE_NRRD, CAM_NRRD, "fresh_gradcam.nrrd"):
         assert (out / name).stat().st_size > 0
     # Slicer: the image keeps its pixel spacing; each box is a closed curve at the box's corners
@@ -257,8 +261,9 @@ def test_evaluate_radiograph_reports_detection_classes_fresh_vcf_and_the_grad_ca
     assert true["counts"] == {"normal": 2, "old": 0, "fresh": 2}  # L1 fresh and L2 normal in each image
     assert set(true) >= {*ENSEMBLE, "ensemble"} and true["ensemble"]["n"] == 4
     assert result["grad_cam_grid"]["grid"] == list(GRID)
-    assert result["fresh_vcf"]  # every tiny image holds a fresh fracture: no AUC, said as None
-    assert next(iter(result["fresh_vcf"].values()))["value"] is None
+    # every tiny image holds a fresh fracture: no AUC, said as None, for seed 003's network and the vertebrae
+    assert len(result["fresh_vcf"]) == 2 and all(m["value"] is None for m in result["fresh_vcf"].values())
+    assert any(k.startswith("vertebrae") for k in result["fresh_vcf"])
     tables = (tmp_path / "ev" / "radiograph_eval.md").read_text()
     assert "mAP@0.5" in tables and "Kruskal" in tables and "ensemble" in tables
     assert (tmp_path / "ev" / "radiograph_gradcam.png").stat().st_size > 0
@@ -361,3 +366,24 @@ def test_fracture_threshold_keeps_the_chosen_share_of_normal_vertebrae_normal():
     m = decision_metrics(y, prob, t)
     assert m["normal_specificity"] >= 0.95 and m["threshold"] == t
     assert set(pred[pred > 0]) <= {1, 2} and np.mean(pred[y == 1] == 1) > 0.5  # old and fresh by the larger
+
+
+def test_the_image_fresh_score_from_the_vertebrae_counts_only_assessed_ones():
+    from VertebralFractureLib.io.radiograph_out import fresh_summary
+    from VertebralFractureLib.radiograph_analysis import RadiographVertebra, box_status, vertebrae_fresh_score
+
+    def vert(fresh: float, status: str = "assessed") -> RadiographVertebra:
+        v = RadiographVertebra("L1", [0, 0, 1, 1], [0, 0, 1, 1], 0.9, status=status)
+        v.ensemble = {"normal": 1 - fresh, "old": 0.0, "fresh": fresh}
+        return v
+
+    assert vertebrae_fresh_score([vert(0.2), vert(0.7), vert(0.9, "not assessable")]) == 0.7
+    assert vertebrae_fresh_score([vert(0.9, "not assessable")]) is None and vertebrae_fresh_score([]) is None
+    assert box_status([10, 10, 60, 50], (100, 100), (0.5, 0.5)) == ("assessed", None, True)
+    status, reason, classified = box_status([0, 10, 60, 50], (100, 100), (0.5, 0.5))
+    assert status == "not assessable" and "image edge" in reason and classified
+    status, reason, classified = box_status([10, 10, 20, 50], (100, 100), (0.5, 0.5))  # 5 mm wide: no body
+    assert status == "not assessable" and not classified
+    text = fresh_summary({"fresh_vcf_probability": 0.51, "fresh_vcf_probability_vertebrae": 0.7})
+    assert "p = 0.70 from the vertebrae" in text and "seed 003) p = 0.51" in text
+    assert "no vertebra assessed" in fresh_summary({"fresh_vcf_probability": 0.5, "fresh_vcf_probability_vertebrae": None})

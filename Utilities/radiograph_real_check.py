@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"case": name, "pixel_mm": geo.pixel_mm, "true_lumbar": {n: grades.get(n) for n in
                                                                                 sorted(set(masks or centres) & set(LEVELS))},
                         "detections": rows, "true_boxes": true_rows,
-                        "fresh_vcf_probability": analysis.fresh_vcf_probability})
+                        "fresh_vcf_probability": analysis.fresh_vcf_probability,
+                        "fresh_vcf_probability_vertebrae": analysis.fresh_vcf_probability_vertebrae})
         panels.append((name, image, rows, true_rows, masks, centres))
 
     summary = _summary(results)

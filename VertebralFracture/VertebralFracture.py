@@ -593,7 +593,10 @@ class RadiographResult:
     def summary(self) -> str:
         vertebrae = self.data["vertebrae"]
         text = ", ".join(f"{v['name']} {v['class'] or v['status']}" for v in vertebrae) or _("no lumbar vertebra found")
-        return text + "; " + _("fresh fracture in the image: p = {p:.2f}").format(p=self.data["fresh_vcf_probability"])
+        fresh = self.data.get("fresh_vcf_probability_vertebrae")
+        part = (_("fresh fracture in the image: p = {p:.2f} from the vertebrae").format(p=fresh) if fresh is not None
+                else _("no vertebra assessed"))
+        return text + "; " + part + "; " + _("whole-image network p = {p:.2f}").format(p=self.data["fresh_vcf_probability"])
 
 
 class AnalysisRun:

@@ -453,14 +453,16 @@ def cmd_radiograph(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def radiograph_table(result: Any) -> str:
-    """The vertebrae of a radiograph analysis as a text table, and the image's fresh-VCF probability."""
+    """The vertebrae of a radiograph analysis as a text table, and the image's fresh-VCF probabilities."""
+    from VertebralFractureLib.io.radiograph_out import fresh_summary
+
     lines = [f"{'vertebra':<9}{'class':<16}{'normal':>8}{'old':>8}{'fresh':>8}{'detection':>11}"]
     for v in result.vertebrae:
         probs = "".join(f"{v.ensemble[c]:>8.2f}" if v.ensemble else f"{'-':>8}" for c in ("normal", "old", "fresh"))
         lines.append(f"{v.name:<9}{(v.cls or v.status):<16}{probs}{v.detection_score:>11.2f}")
     if not result.vertebrae:
         lines.append("no lumbar vertebra found")
-    lines.append(f"fresh vertebral compression fracture in the image: p = {result.fresh_vcf_probability:.2f}")
+    lines.append(fresh_summary(result.to_json()))
     return "\n".join(lines)
 
 

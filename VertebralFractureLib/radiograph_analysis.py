@@ -71,12 +71,18 @@ class RadiographAnalysis:
     warnings: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def fresh_vcf_probability_vertebrae(self) -> float | None:
+        """The image's fresh-VCF score from its vertebrae (:func:`vertebrae_fresh_score`)."""
+        return vertebrae_fresh_score(self.vertebrae)
+
     def to_json(self) -> dict[str, Any]:
         r = self.radiograph
         return {"input": {"kind": r.kind, "rows": int(r.image.shape[0]), "columns": int(r.image.shape[1]),
                           "pixel_spacing_mm": list(r.pixel_spacing_mm), "spacing_source": r.spacing_source},
                 "vertebrae": [v.to_json() for v in self.vertebrae],
                 "fresh_vcf_probability": self.fresh_vcf_probability,
+                "fresh_vcf_probability_vertebrae": self.fresh_vcf_probability_vertebrae,
                 "classes": list(CLASSES), "ensemble_members": list(ENSEMBLE), "models": self.models,
                 "warnings": list(self.warnings), "timings_s": self.timings_s,
                 "disclaimer": "Research software, not for diagnosis."}
@@ -143,6 +149,27 @@ def _place(cam_img: np.ndarray, crop_cam: np.ndarray, meta: dict[str, Any]) -> N
         cam_img[ys:ye, xs:xe] = np.maximum(cam_img[ys:ye, xs:xe], region)
 
 
+def vertebrae_fresh_score(vertebrae: list[RadiographVertebra]) -> float | None:
+    """The largest ensemble P(fresh) among the assessed vertebrae (None when none was assessed): a
+    fresh fracture in view, judged vertebra by vertebra (seed 004's networks) rather than from the
+    whole image (seed 003)."""
+    scores = [v.ensemble["fresh"] for v in vertebrae if v.status == "assessed" and "fresh" in v.ensemble]
+    return max(scores) if scores else None
+
+
+def box_status(box_px: list[float], shape: tuple[int, int],
+               spacing_mm: tuple[float, float]) -> tuple[str, str | None, bool]:
+    """Whether a detected box can be assessed: the status (``"assessed"`` or ``"not assessable"``), the
+    reason, and whether its crop is classified at all (a box too small to hold a body is not)."""
+    x0, y0, x1, y1 = box_px
+    rows, cols = shape
+    if min(x1 - x0, y1 - y0) * min(spacing_mm) < MIN_BOX_MM:
+        return "not assessable", f"the box is smaller than {MIN_BOX_MM:g} mm: no vertebral body", False
+    if x0 <= EDGE_PX or y0 <= EDGE_PX or x1 >= cols - EDGE_PX or y1 >= rows - EDGE_PX:
+        return "not assessable", "the box is cut by the image edge: part of the body is not in view", True
+    return "assessed", None, True
+
+
 def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: bool = True,
                        progress: ProgressCallback | None = None) -> RadiographAnalysis:
     """Analyse one radiograph (module docstring)."""
@@ -178,17 +205,14 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     t0 = time.perf_counter()
     vertebrae: list[RadiographVertebra] = []
     crops, metas, cropped = [], [], []
-    rows, cols = image.shape
     for d in found:
         x0, y0, x1, y1 = d["box_px"]
         v = RadiographVertebra(d["name"], d["box_px"], [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2),
                                                        round(y1 * sy, 2)], d["detection_score"])
         vertebrae.append(v)
-        if min(x1 - x0, y1 - y0) * min(sx, sy) < MIN_BOX_MM:
-            v.status, v.reason = "not assessable", f"the box is smaller than {MIN_BOX_MM:g} mm: no vertebral body"
+        v.status, v.reason, classified = box_status(d["box_px"], image.shape, (sy, sx))
+        if not classified:
             continue
-        if x0 <= EDGE_PX or y0 <= EDGE_PX or x1 >= cols - EDGE_PX or y1 >= rows - EDGE_PX:
-            v.status, v.reason = "not assessable", "the box is cut by the image edge: part of the body is not in view"
         crop, meta = crop_vertebra(image, d["box_px"], pixel_mm=float(np.sqrt(sx * sy)))
         crops.append(crop)
         metas.append(meta)

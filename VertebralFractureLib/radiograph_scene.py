@@ -139,6 +139,8 @@ def add_radiograph_to_scene(scene: Any, folder: str | Path, name_prefix: str | N
     table = _node(scene, found, "table", "vtkMRMLTableNode", f"{prefix} radiograph vertebrae", key)
     fill_radiograph_table(table, data)
     table.SetAttribute("VertebralFracture.Radiograph.FreshVCF", f"{data['fresh_vcf_probability']:.4f}")
+    fresh_v = data.get("fresh_vcf_probability_vertebrae")
+    table.SetAttribute("VertebralFracture.Radiograph.FreshVCFVertebrae", "" if fresh_v is None else f"{fresh_v:.4f}")
     table.SetAttribute("VertebralFracture.Radiograph.Warnings", " | ".join(data.get("warnings", [])))
     accuracy = [w for w in data.get("warnings", []) if "synthetic radiographs" in w]
     table.SetAttribute(ACCURACY_ATTRIBUTE, accuracy[0] if accuracy else "")  # shown above the module's table

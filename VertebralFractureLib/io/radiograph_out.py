@@ -3,8 +3,10 @@
 Files, in a folder created whole or not at all (:func:`.output.write_folder`):
 
 * ``radiograph.json`` — the result: ``vertebrae`` (name, ``box_px``, ``box_mm``,
-  ``detection_score``, ``probabilities`` per network, ``ensemble``, ``class``, ``status``) and
-  ``fresh_vcf_probability`` of the image, with the models' versions and the warnings;
+  ``detection_score``, ``probabilities`` per network, ``ensemble``, ``class``, ``status``),
+  ``fresh_vcf_probability`` of the image (seed 003's network) and
+  ``fresh_vcf_probability_vertebrae`` (the largest ensemble P(fresh) of the assessed vertebrae, None
+  when none was assessed), with the models' versions and the warnings;
 * ``report.png`` and ``report.html`` — the image with the boxes and classes, the vertebrae's
   Grad-CAM overlay and seed 003's Grad-CAM overlay, and the table;
 * for 3D Slicer: ``radiograph.nrrd`` (the image as a one-slice volume, shown in the sagittal view,
@@ -36,6 +38,14 @@ CLASS_COLORS = {"normal": (0.95, 0.95, 0.9), "old": (0.95, 0.65, 0.1), "fresh": 
 #: Index axes of the image in LPS: columns run posterior, rows inferior, the slice axis right — a
 #: lateral radiograph shows in Slicer's sagittal view.
 DIRECTION = np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def fresh_summary(data: dict[str, Any]) -> str:
+    """Both fresh-VCF scores of ``radiograph.json`` in words: from the vertebrae, and seed 003's."""
+    v = data.get("fresh_vcf_probability_vertebrae")
+    part = f"p = {v:.2f} from the vertebrae" if v is not None else "no vertebra assessed"
+    return (f"fresh vertebral compression fracture in the image: {part}; "
+            f"whole-image network (seed 003) p = {data['fresh_vcf_probability']:.2f}")
 
 
 def image_volume(array: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> Volume:
@@ -147,7 +157,7 @@ def report_html(result: Any, png: Path) -> str:
             "<style>body{font-family:sans-serif;margin:1em}td,th{border:1px solid #ccc;padding:2px 6px}"
             "table{border-collapse:collapse}</style></head><body>"
             "<h1>Lateral radiograph: L1-L5</h1><p><b>Research software, not for diagnosis.</b></p>"
-            f"<p>Fresh vertebral compression fracture in the image (seed 003): p = {data['fresh_vcf_probability']:.2f}</p>"
+            f"<p>{html.escape(fresh_summary(data)).capitalize()}</p>"
             f"<img alt='radiograph with boxes and Grad-CAM' style='max-width:100%' src='data:image/png;base64,{picture}'>"
             f"<table><tr>{head}</tr>{''.join(rows)}</table><h2>Warnings</h2><ul>{warn}</ul></body></html>\n")
 

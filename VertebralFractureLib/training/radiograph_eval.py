@@ -30,6 +30,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
                          grad_cam: bool = True, progress: Any = None) -> dict[str, Any]:
     """Evaluate the installed radiograph models on dataset folders (module docstring)."""
     from VertebralFractureLib.radiograph_analysis import (
+        box_status,
         detection_threshold,
         fracture_threshold,
         fresh_kind,
@@ -60,7 +61,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         raise ValueError("no radiographs in the given folders")
     cards, nets, detector, fresh_net = load_models(device)
     shown = detection_threshold(cards)  # a detection the product would report
-    preds, truths, fresh_scores = [], [], []
+    preds, truths, fresh_scores, vertebra_fresh = [], [], [], []
     true_crops, true_y, det_crops, det_y = [], [], [], []
     for k, e in enumerate(entries):
         found = detect(detector, e["image"], e["pixel_mm"], threshold=0.1, device=device)
@@ -76,6 +77,12 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
                 det_crops.append(crop_vertebra(e["image"], hit[0]["box_px"], pixel_mm=e["pixel_mm"])[0])
                 det_y.append(s["y"])
         fresh_scores.append(fresh_probability(fresh_net, e["image"], device))
+        # the image's score from its vertebrae, as the product reports it (vertebrae_fresh_score)
+        assessed = [crop_vertebra(e["image"], d["box_px"], pixel_mm=e["pixel_mm"])[0] for d in found
+                    if d["detection_score"] >= shown and box_status(d["box_px"], e["image"].shape,
+                                                                   (e["pixel_mm"], e["pixel_mm"]))[0] == "assessed"]
+        vertebra_fresh.append(float(ensemble(probabilities(nets, np.stack(assessed)))[:, CLASSES.index("fresh")].max())
+                              if assessed else 0.0)
         report("evaluate", (k + 1) / len(entries), f"radiograph {k + 1}/{len(entries)}")
     result: dict[str, Any] = {"images": len(entries), "folders": [Path(f).name for f in folders],
                               "models": {k: c.version for k, c in cards.items()}}
@@ -104,7 +111,8 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
             mean_maps = {c: maps[target == j].mean(axis=0) for j, c in enumerate(CLASSES) if np.any(target == j)}
             mean_crops = {c: x[target == j].mean(axis=0) for j, c in enumerate(CLASSES) if np.any(target == j)}
     fresh_y = np.array([int(e["fresh_vcf"]) for e in entries])
-    result["fresh_vcf"] = {fresh_kind(cards["fresh"]): auc_with_ci(fresh_y, np.asarray(fresh_scores))}
+    result["fresh_vcf"] = {fresh_kind(cards["fresh"]): auc_with_ci(fresh_y, np.asarray(fresh_scores)),
+                           "vertebrae (largest ensemble P(fresh))": auc_with_ci(fresh_y, np.asarray(vertebra_fresh))}
     if output is not None:
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +197,7 @@ def format_tables(result: dict[str, Any]) -> str:
         lines.append("")
     for kind, m in result["fresh_vcf"].items():
         ci = m["ci95"]
-        lines += [f"Fresh VCF (whole image, {kind}): ROC-AUC {_num(m['value'])}"
+        lines += [f"Fresh VCF in the image ({kind}): ROC-AUC {_num(m['value'])}"
                   + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") + f", {m['positive']} of {m['n']} images positive", ""]
     for key in ("grad_cam_grid", "grad_cam_grid_by_truth"):
         g = result.get(key)
