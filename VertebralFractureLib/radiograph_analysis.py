@@ -105,7 +105,11 @@ def accuracy_warning(cards: dict[str, Any]) -> str:
     if fresh is not None:
         auc = (fresh.metrics or {}).get("heldout_synthetic_auc", {}).get("value")
         if auc is not None:
-            parts.append(f"fresh-VCF ROC-AUC {auc:.2f}")
+            parts.append(f"fresh-VCF ROC-AUC {auc:.2f} for the whole-image network")
+        by_vertebrae = ((fresh.metrics or {}).get("heldout_synthetic_regenerated", {})
+                        .get("vertebrae_largest_ensemble_fresh", {}).get("value"))
+        if by_vertebrae is not None:
+            parts.append(f"{by_vertebrae:.2f} from the vertebrae")
     held = f" (held-out synthetic: {', '.join(parts)})" if parts else ""
     return ("The radiograph models are trained on synthetic radiographs only" + held + "; they have not been "
             "measured on real radiographs, and on radiographs reconstructed from real CT they named and classified "
