@@ -147,3 +147,17 @@ def test_a_body_cut_by_the_end_of_the_scan_is_not_graded():
     assert top.status == "not assessable" and top.genant is None
     assert "cut by the field of view" in top.status_reason and "from the edge of the image" in top.status_reason
     assert ctx.vertebrae[20].status == ctx.vertebrae[21].status == "normal"
+
+
+def test_edge_check_says_where_the_endplate_lies():
+    from VertebralFractureLib.assess import edge_check
+
+    grid = Volume(np.zeros((20, 30, 30), np.int16), spacing=(1.0, 1.0, 2.0))
+    inside = {k: tuple(grid.zyx_to_lps(np.array([10.0, 15.0, 15.0]))) for k in ("A_sup", "A_inf", "M_sup", "M_inf", "P_sup", "P_inf")}
+    assert edge_check(inside, grid, AssessmentLimits()) == []
+    near = dict(inside, P_sup=tuple(grid.zyx_to_lps(np.array([19.0, 15.0, 15.0]))))  # on the last slice
+    (msg,) = edge_check(near, grid, AssessmentLimits())
+    assert "1.0 mm from the edge of the image" in msg  # half a 2 mm slice
+    beyond = dict(inside, P_sup=tuple(grid.zyx_to_lps(np.array([20.5, 15.0, 15.0]))))
+    (msg,) = edge_check(beyond, grid, AssessmentLimits())
+    assert "lies outside the image" in msg

@@ -81,8 +81,8 @@ def edge_check(keypoints: Mapping[str, Sequence[float]], grid: Volume, limits: A
         return []
     k, axis = np.unravel_index(int(np.argmin(gap)), gap.shape)
     mm = float(gap[k, axis]) * float(grid.spacing[axis])
-    return [f"cut by the field of view: an endplate lies {mm:.1f} mm from the edge of the image, so the body "
-            "may continue outside it"]
+    where = f"lies {mm:.1f} mm from the edge of the image" if mm > 0 else "lies outside the image"
+    return [f"cut by the field of view: an endplate {where}, so the body may continue outside it"]
 
 
 def bone_check(image: Volume, labelmap: Volume, label: int, limits: AssessmentLimits) -> list[str]:
