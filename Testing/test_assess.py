@@ -144,7 +144,7 @@ def test_a_body_cut_by_the_end_of_the_scan_is_not_graded():
     top.genant = grade(top.heights_mm, [15.0])
     assert top.genant.grade == 3 and top.complete  # without the check: a grade-3 fracture
     assess(ctx)
-    assert top.status == "not assessable" and top.genant is None
+    assert top.status == "not assessable" and top.genant is None and not top.complete
     assert "cut by the field of view" in top.status_reason and "from the edge of the image" in top.status_reason
     assert ctx.vertebrae[20].status == ctx.vertebrae[21].status == "normal"
 

@@ -170,6 +170,8 @@ def assess(context: Any, limits: AssessmentLimits | None = None, threshold: floa
         k = order.index(lab)
         near = [n for n in order[max(0, k - NEIGHBOUR_LEVELS): k + NEIGHBOUR_LEVELS + 1] if n != lab]
         reasons = edge_check(v.keypoints_lps_mm, labelmap, limits)
+        if reasons:  # cut by the field of view after all
+            v.complete = False
         if has_ct:
             reasons += bone_check(image, labelmap, lab, limits)
         if check_outline and v.keypoint_method == "geometric":
