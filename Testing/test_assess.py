@@ -161,3 +161,36 @@ def test_edge_check_says_where_the_endplate_lies():
     beyond = dict(inside, P_sup=tuple(grid.zyx_to_lps(np.array([20.5, 15.0, 15.0]))))
     (msg,) = edge_check(beyond, grid, AssessmentLimits())
     assert "lies outside the image" in msg
+
+
+def _named_bodies(names: list[str], depth_mm: float, anchor: str | None = None) -> dict[int, VertebraResult]:
+    """Assessed vertebrae with the given names whose measuring columns lie ``depth_mm`` apart."""
+    from VertebralFractureLib.anatomy import vertebra
+
+    out = {}
+    for k, name in enumerate(names):
+        z = -30.0 * k
+        kp = {f"{col}_{end}": (0.0, y, z + dz) for col, y in (("A", 0.0), ("M", depth_mm / 2), ("P", depth_mm))
+              for end, dz in (("sup", 12.0), ("inf", -12.0))}
+        v = VertebraResult(label=vertebra(name).label, centroid_lps_mm=(0.0, depth_mm, z), keypoints_lps_mm=kp,
+                           naming={"anchor": anchor, "confidence": 0.2 if anchor is None else 0.9})
+        v.status = "normal"
+        out[v.label] = v
+    return out
+
+
+def test_unanchored_names_that_do_not_fit_the_body_sizes_are_flagged():
+    """Lumbar-sized bodies (29 mm between the columns) named T2–T4, as on a spine-only crop whose
+    names came from the network alone: a warning naming the levels that fit; right names, anchored
+    names or too few bodies: none."""
+    from VertebralFractureLib.assess import naming_size_check
+
+    msg = naming_size_check(_named_bodies(["T2", "T3", "T4"], 29.0))
+    assert msg is not None and "T2–T4" in msg and "like L" in msg and "not anchored" in msg
+    assert naming_size_check(_named_bodies(["L1", "L2", "L3"], 29.0)) is None
+    assert naming_size_check(_named_bodies(["T2", "T3", "T4"], 29.0, anchor="first rib")) is None
+    assert naming_size_check(_named_bodies(["T2", "T3"], 29.0)) is None
+    given = _named_bodies(["T2", "T3", "T4"], 29.0)
+    for v in given.values():
+        v.naming = None  # names from a mask or centroids the user gave
+    assert naming_size_check(given) is None

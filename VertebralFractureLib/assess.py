@@ -63,6 +63,14 @@ class AssessmentLimits:
 
 #: Levels on each side whose median a vertebra's depth and volume are compared with.
 NEIGHBOUR_LEVELS = 3
+#: Body depth between the anterior and posterior measuring columns relative to the level's whole
+#: body depth (VerSe statistics, :data:`~.synth.priors.LEVELS`): median 0.82 over 76 vertebrae of 8
+#: SynthSpine validation cases (per case 0.74–0.90; the real development scans named right 0.79–0.89).
+COLUMN_DEPTH_SHARE = 0.82
+#: Unanchored names are called implausible when the assessed bodies' median depth, relative to the
+#: names' expected depth × :data:`COLUMN_DEPTH_SHARE`, lies outside this range (a subject's size
+#: varies by ±15 %; adjacent levels by 3–5 %, so only names several levels off are caught).
+NAME_DEPTH_RANGE = (0.7, 1.4)
 
 
 def body_depth_mm(kp: Mapping[str, Sequence[float]]) -> float:
@@ -105,6 +113,41 @@ def neighbour_checks(values: Mapping[int, float], label: int, neighbours: Sequen
     if bounds[0] <= ratio <= bounds[1]:
         return []
     return [f"{what} {values[label]:.0f} {unit} against {ref:.0f} {unit} for the neighbours (×{ratio:.2f})"]
+
+
+def naming_size_check(vertebrae: Mapping[int, Any], min_vertebrae: int = 3) -> str | None:
+    """Whether unanchored names fit the body sizes: a warning when they do not (None when they do, or
+    when the names are anchored or fewer than ``min_vertebrae`` bodies were assessed).
+
+    The depth between the measuring columns of every assessed vertebra is compared with the depth
+    its name leads one to expect (VerSe statistics); a median ratio outside :data:`NAME_DEPTH_RANGE`
+    means the names are several levels off (a lumbar spine named as an upper thoracic one). The
+    levels whose expected depths fit best are named in the warning.
+    """
+    from VertebralFractureLib.anatomy import cranio_caudal, name_of
+    from VertebralFractureLib.synth.priors import LEVELS
+
+    labels = [lab for lab in cranio_caudal(vertebrae)
+              if vertebrae[lab].keypoints_lps_mm is not None and vertebrae[lab].status in ("normal", "fractured")
+              and name_of(lab) in LEVELS]
+    if len(labels) < min_vertebrae or any(vertebrae[lab].naming is None or vertebrae[lab].naming.get("anchor")
+                                          for lab in labels):  # names given, from masks, or anchored
+        return None
+    depths = np.array([body_depth_mm(vertebrae[lab].keypoints_lps_mm) for lab in labels])
+    names = [name_of(lab) for lab in labels]
+    ratio = float(np.median(depths / np.array([LEVELS[n].depth * COLUMN_DEPTH_SHARE for n in names])))
+    if NAME_DEPTH_RANGE[0] <= ratio <= NAME_DEPTH_RANGE[1]:
+        return None
+    order = [n for n in LEVELS if n not in ("T13", "L6")]
+    best, best_err = None, float("inf")
+    for start in range(len(order) - len(names) + 1):  # the run of levels whose depths fit best
+        run = order[start:start + len(names)]
+        err = abs(np.log(float(np.median(depths / np.array([LEVELS[n].depth * COLUMN_DEPTH_SHARE for n in run])))))
+        if err < best_err:
+            best, best_err = run, err
+    return (f"vertebra names do not fit the body sizes: {names[0]}–{names[-1]} measure a median "
+            f"{ratio:.2f} × the depth expected at those levels, like {best[0]}–{best[-1]}; the names are not "
+            "anchored and are probably several levels off — check them or place the centroids yourself")
 
 
 def decide(grade: int, probability: float | None, threshold: float) -> tuple[str, str | None, str | None]:
@@ -191,6 +234,9 @@ def assess(context: Any, limits: AssessmentLimits | None = None, threshold: floa
             v.notes.append(note)
     if not has_ct:
         context.warnings.append("no CT given: the masks could not be checked against the bone in the image")
+    sizes = naming_size_check(results)
+    if sizes:
+        context.warnings.append(sizes)
     _update_fracture_map(context)
 
 
