@@ -82,7 +82,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
                     if d["detection_score"] >= shown and box_status(d["box_px"], e["image"].shape,
                                                                    (e["pixel_mm"], e["pixel_mm"]))[0] == "assessed"]
         vertebra_fresh.append(float(ensemble(probabilities(nets, np.stack(assessed)))[:, CLASSES.index("fresh")].max())
-                              if assessed else 0.0)
+                              if assessed else 0.0)  # none assessed (the product says None): no fresh evidence
         report("evaluate", (k + 1) / len(entries), f"radiograph {k + 1}/{len(entries)}")
     result: dict[str, Any] = {"images": len(entries), "folders": [Path(f).name for f in folders],
                               "models": {k: c.version for k, c in cards.items()}}
