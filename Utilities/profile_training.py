@@ -33,8 +33,11 @@ def _synth(folder: Path, n: int, seed: int, cores: int, *options: str) -> None:
                         *options], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def _step_seconds(net, x, y, loss_fn, n: int, device: str, amp: bool = False) -> float:
+def _step_seconds(net, x, y, loss_fn, n: int, device: str, grad_clip: float, amp: bool = False) -> float:
+    """Seconds per training step (the training loops' :func:`optimisation_step`) on a fixed batch."""
     import torch
+
+    from VertebralFractureLib.training.common import optimisation_step
 
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     t0 = time.time()
@@ -45,9 +48,7 @@ def _step_seconds(net, x, y, loss_fn, n: int, device: str, amp: bool = False) ->
             t0 = time.time()
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        optimisation_step(net, opt, loss, grad_clip)
     if device == "cuda":
         torch.cuda.synchronize()
     return (time.time() - t0) / n
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from VertebralFractureLib.networks.unet import build_unet
     from VertebralFractureLib.training import localization as L
     from VertebralFractureLib.training import segmentation as S
+    from VertebralFractureLib.training.common import fixed_shape_speedups
 
     cores = os.cpu_count() or 1
     _synth(args.work / "ct", args.cases, 9001, cores, "--spacing", "2", "2", "2")
@@ -112,19 +114,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     lcfg = L.LocalizationTraining(batch_size=8)
 
     def lbatch(r):
-        return L._batch(lcases, list(r.integers(0, len(lcases), lcfg.batch_size)), lcfg, r, True)
+        return L.training_batch(lcases, lcfg, r)
 
     say("stage1_prepare_ms", _prepare_ms(lbatch, 3), "stage 1: a batch of 8 prepared in {:.0f} ms (one process)")
     net = build_network(lcfg.architecture()).to(args.device)
     x, y = (torch.from_numpy(a).to(args.device) for a in lbatch(rng))
     loss = torch.nn.SmoothL1Loss(beta=1.0, reduction="sum")
-    say("stage1_step_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device),
+    say("stage1_step_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device, lcfg.grad_clip),
         "stage 1: network step, batch 8: {:.0f} ms")
     if args.device == "cuda":
-        torch.backends.cudnn.benchmark = True
-        say("stage1_step_benchmark_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device),
+        fixed_shape_speedups(args.device)
+        say("stage1_step_benchmark_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device, lcfg.grad_clip),
             "stage 1: network step, batch 8, cudnn.benchmark: {:.0f} ms")
-        say("stage1_step_bf16_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device, amp=True),
+        say("stage1_step_bf16_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device, lcfg.grad_clip, amp=True),
             "stage 1: network step, batch 8, bf16 autocast: {:.0f} ms")
     for w in args.workers:
         say(f"stage1_batches_per_s_{w}_workers", _delivered_per_s(lbatch, w, 5 * args.steps),
@@ -133,14 +135,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     scfg = S.SegmentationTraining(batch_size=4)
 
     def sbatch(r):
-        xs, ys = zip(*(S.sample(scases[i], lab, scfg, r) for i, lab in (S._draw(scases, scfg, r) for _ in range(4))))
-        return S.network_input(list(xs), scfg), np.stack(ys)[:, None]
+        return S.training_batch(scases, scfg, r)
 
     say("stage2_prepare_ms", _prepare_ms(sbatch, 2), "stage 2: a batch of 4 prepared in {:.0f} ms (one process)")
     unet = build_unet(scfg.architecture()).to(args.device)
     x, y = (torch.from_numpy(a).to(args.device) for a in sbatch(rng))
     say("stage2_step_ms", 1000 * _step_seconds(unet, x, y, DiceCELoss(to_onehot_y=True, softmax=True, batch=True),
-                                               args.steps, args.device),
+                                               args.steps, args.device, scfg.grad_clip),
         "stage 2: network step, batch 4: {:.0f} ms")
     for w in args.workers:
         say(f"stage2_batches_per_s_{w}_workers", _delivered_per_s(sbatch, w, 3 * args.steps),

@@ -135,16 +135,16 @@ def naming_size_check(vertebrae: Mapping[int, Any], min_vertebrae: int = 3) -> s
         return None
     depths = np.array([body_depth_mm(vertebrae[lab].keypoints_lps_mm) for lab in labels])
     names = [name_of(lab) for lab in labels]
-    ratio = float(np.median(depths / np.array([LEVELS[n].depth * COLUMN_DEPTH_SHARE for n in names])))
+
+    def ratio_to(levels: list[str]) -> float:  # median measured / expected depth
+        return float(np.median(depths / np.array([LEVELS[n].depth * COLUMN_DEPTH_SHARE for n in levels])))
+
+    ratio = ratio_to(names)
     if NAME_DEPTH_RANGE[0] <= ratio <= NAME_DEPTH_RANGE[1]:
         return None
     order = [n for n in LEVELS if n not in ("T13", "L6")]
-    best, best_err = None, float("inf")
-    for start in range(len(order) - len(names) + 1):  # the run of levels whose depths fit best
-        run = order[start:start + len(names)]
-        err = abs(np.log(float(np.median(depths / np.array([LEVELS[n].depth * COLUMN_DEPTH_SHARE for n in run])))))
-        if err < best_err:
-            best, best_err = run, err
+    runs = [order[k:k + len(names)] for k in range(len(order) - len(names) + 1)]
+    best = min(runs, key=lambda run: abs(np.log(ratio_to(run))))  # the run of levels whose depths fit best
     return (f"vertebra names do not fit the body sizes: {names[0]}–{names[-1]} measure a median "
             f"{ratio:.2f} × the depth expected at those levels, like {best[0]}–{best[-1]}; the names are not "
             "anchored and are probably several levels off — check them or place the centroids yourself")

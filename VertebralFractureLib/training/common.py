@@ -34,10 +34,14 @@ def augment_intensity(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (img + rng.normal(0, rng.uniform(0, 0.03), img.shape)).astype(np.float32)
 
 
+def _warm_cosine(base: float, warm: float, progress: float) -> float:
+    """``base`` × the warm-up factor × a cosine decay over ``progress`` (0–1), never below 2 % of ``base``."""
+    return float(base * warm * max(0.02, 0.5 * (1.0 + np.cos(np.pi * progress))))
+
+
 def cosine_lr(base: float, it: int, total: int) -> float:
     """Linear warm-up over 5 % of the iterations, then cosine decay to 2 % of ``base``."""
-    warm = min(1.0, (it + 1) / max(1.0, 0.05 * total))
-    return float(base * warm * max(0.02, 0.5 * (1.0 + np.cos(np.pi * min(it, total) / total))))
+    return _warm_cosine(base, min(1.0, (it + 1) / max(1.0, 0.05 * total)), min(it, total) / total)
 
 
 def optimisation_step(net: Any, opt: Any, loss: Any, grad_clip: float) -> float:
@@ -77,7 +81,7 @@ def scheduled_lr(base: float, it: int, total: int, started: float, budget_s: flo
     warm = min(1.0, (it + 1) / max(1.0, 0.05 * total))
     if budget_s:
         warm = max(warm, min(1.0, progress / 0.05))
-    return float(base * warm * max(0.02, 0.5 * (1.0 + np.cos(np.pi * progress))))
+    return _warm_cosine(base, warm, progress)
 
 
 def batch_stream(make_batch: Callable[[np.random.Generator], Any], rng: np.random.Generator, workers: int,

@@ -230,6 +230,12 @@ def _batch(cases: list[CachedCase], idx: list[int], cfg: LocalizationTraining, r
     return np.stack(xs), np.stack(ys)
 
 
+def training_batch(cases: list[CachedCase], cfg: LocalizationTraining,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented training batch of ``cfg.batch_size`` cases drawn at random (:func:`_batch`)."""
+    return _batch(cases, list(rng.integers(0, len(cases), cfg.batch_size)), cfg, rng, True)
+
+
 def train_localization(train_root: str | Path | list[str | Path], out_dir: str | Path, cfg: LocalizationTraining,
                        val_root: str | Path | None = None, device: str = "cpu",
                        log: Callable[[str], None] = print, time_budget_s: float | None = None,
@@ -284,11 +290,7 @@ def train_localization(train_root: str | Path | list[str | Path], out_dir: str |
     loss_fn = torch.nn.SmoothL1Loss(beta=1.0, reduction="sum")
     t0, running = time.time(), []
     it = start
-
-    def make_batch(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        return _batch(train_cases, list(r.integers(0, len(train_cases), cfg.batch_size)), cfg, r, True)
-
-    batches = batch_stream(make_batch, rng, workers, seed=(cfg.seed, start))
+    batches = batch_stream(lambda r: training_batch(train_cases, cfg, r), rng, workers, seed=(cfg.seed, start))
     try:
         for it in range(start, cfg.iterations):
             net.train()

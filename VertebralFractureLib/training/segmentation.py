@@ -247,6 +247,15 @@ def crop_metrics(net: Any, cases: list[SegCase], cfg: SegmentationTraining, devi
             "n": len(dices)}
 
 
+def training_batch(cases: list[SegCase], cfg: SegmentationTraining,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One training batch: ``cfg.batch_size`` crops (:func:`sample` around vertebrae drawn by
+    :func:`_draw`) as network input (B, C, z, y, x) and label maps (B, 1, z, y, x)."""
+    xs, ys = zip(*(sample(cases[i], lab, cfg, rng) for i, lab in
+                   (_draw(cases, cfg, rng) for _ in range(cfg.batch_size))))
+    return network_input(list(xs), cfg), np.stack(ys)[:, None]
+
+
 def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: SegmentationTraining,
                        val_root: str | Path | None = None, device: str = "cpu",
                        log: Callable[[str], None] = print, time_budget_s: float | None = None,
@@ -293,13 +302,7 @@ def train_segmentation(train_roots: list[str | Path], out_dir: str | Path, cfg: 
     # not produce a constant, uninformative per-crop Dice term
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     t0, running = time.time(), []
-
-    def make_batch(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = zip(*(sample(train_cases[i], lab, cfg, r) for i, lab in
-                       (_draw(train_cases, cfg, r) for _ in range(cfg.batch_size))))
-        return network_input(list(xs), cfg), np.stack(ys)[:, None]
-
-    batches = batch_stream(make_batch, rng, workers, seed=(cfg.seed, start))
+    batches = batch_stream(lambda r: training_batch(train_cases, cfg, r), rng, workers, seed=(cfg.seed, start))
     try:
         with open(out / "log.csv", "a", newline="") as logf:
             writer = csv.writer(logf)
