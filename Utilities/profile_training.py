@@ -111,41 +111,33 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     say("caching_s", time.time() - t, "caching: {:.1f} s")
     rng = np.random.default_rng(0)
 
+    def stage(n: int, net, loss_fn, cfg, make_batch, prepare_n: int, deliver_n: int) -> tuple:
+        """One stage's batch preparation, network step and delivery by workers; returns the fixed batch."""
+        b = cfg.batch_size
+        say(f"stage{n}_prepare_ms", _prepare_ms(make_batch, prepare_n),
+            f"stage {n}: a batch of {b} prepared in {{:.0f}} ms (one process)")
+        x, y = (torch.from_numpy(a).to(args.device) for a in make_batch(rng))
+        say(f"stage{n}_step_ms", 1000 * _step_seconds(net, x, y, loss_fn, args.steps, args.device, cfg.grad_clip),
+            f"stage {n}: network step, batch {b}: {{:.0f}} ms")
+        for w in args.workers:
+            say(f"stage{n}_batches_per_s_{w}_workers", _delivered_per_s(make_batch, w, deliver_n * args.steps),
+                f"stage {n}: {w} workers deliver {{:.1f}} batches of {b} a second")
+        return x, y
+
     lcfg = L.LocalizationTraining(batch_size=8)
-
-    def lbatch(r):
-        return L.training_batch(lcases, lcfg, r)
-
-    say("stage1_prepare_ms", _prepare_ms(lbatch, 3), "stage 1: a batch of 8 prepared in {:.0f} ms (one process)")
     net = build_network(lcfg.architecture()).to(args.device)
-    x, y = (torch.from_numpy(a).to(args.device) for a in lbatch(rng))
     loss = torch.nn.SmoothL1Loss(beta=1.0, reduction="sum")
-    say("stage1_step_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device, lcfg.grad_clip),
-        "stage 1: network step, batch 8: {:.0f} ms")
+    x, y = stage(1, net, loss, lcfg, lambda r: L.training_batch(lcases, lcfg, r), 3, 5)
     if args.device == "cuda":
         fixed_shape_speedups(args.device)
         say("stage1_step_benchmark_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device, lcfg.grad_clip),
             "stage 1: network step, batch 8, cudnn.benchmark: {:.0f} ms")
         say("stage1_step_bf16_ms", 1000 * _step_seconds(net, x, y, loss, args.steps, args.device, lcfg.grad_clip, amp=True),
             "stage 1: network step, batch 8, bf16 autocast: {:.0f} ms")
-    for w in args.workers:
-        say(f"stage1_batches_per_s_{w}_workers", _delivered_per_s(lbatch, w, 5 * args.steps),
-            f"stage 1: {w} workers deliver {{:.1f}} batches of 8 a second")
 
     scfg = S.SegmentationTraining(batch_size=4)
-
-    def sbatch(r):
-        return S.training_batch(scases, scfg, r)
-
-    say("stage2_prepare_ms", _prepare_ms(sbatch, 2), "stage 2: a batch of 4 prepared in {:.0f} ms (one process)")
-    unet = build_unet(scfg.architecture()).to(args.device)
-    x, y = (torch.from_numpy(a).to(args.device) for a in sbatch(rng))
-    say("stage2_step_ms", 1000 * _step_seconds(unet, x, y, DiceCELoss(to_onehot_y=True, softmax=True, batch=True),
-                                               args.steps, args.device, scfg.grad_clip),
-        "stage 2: network step, batch 4: {:.0f} ms")
-    for w in args.workers:
-        say(f"stage2_batches_per_s_{w}_workers", _delivered_per_s(sbatch, w, 3 * args.steps),
-            f"stage 2: {w} workers deliver {{:.1f}} batches of 4 a second")
+    stage(2, build_unet(scfg.architecture()).to(args.device), DiceCELoss(to_onehot_y=True, softmax=True, batch=True),
+          scfg, lambda r: S.training_batch(scases, scfg, r), 2, 3)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return out
