@@ -257,6 +257,8 @@ def test_evaluate_radiograph_reports_detection_classes_fresh_vcf_and_the_grad_ca
     assert main(["evaluate", "radiograph", str(tmp_path / "rad"), "-o", str(tmp_path / "ev"), "--progress", "none"]) == 0
     result = json.loads((tmp_path / "ev" / "radiograph_eval.json").read_text())
     assert result["images"] == 2 and set(result["detection"]["per_level"]) == {"L1", "L2", "L3", "L4", "L5"}
+    # no body is shown in part here: ignoring such bodies changes nothing
+    assert result["detection_ignoring_cut_bodies"] == result["detection"]
     true = result["true_boxes"]
     assert true["counts"] == {"normal": 2, "old": 0, "fresh": 2}  # L1 fresh and L2 normal in each image
     assert set(true) >= {*ENSEMBLE, "ensemble"} and true["ensemble"]["n"] == 4
@@ -265,7 +267,7 @@ def test_evaluate_radiograph_reports_detection_classes_fresh_vcf_and_the_grad_ca
     assert len(result["fresh_vcf"]) == 2 and all(m["value"] is None for m in result["fresh_vcf"].values())
     assert any(k.startswith("vertebrae") for k in result["fresh_vcf"])
     tables = (tmp_path / "ev" / "radiograph_eval.md").read_text()
-    assert "mAP@0.5" in tables and "Kruskal" in tables and "ensemble" in tables
+    assert "mAP@0.5" in tables and "Kruskal" in tables and "ensemble" in tables and "shown in part ignored" in tables
     assert (tmp_path / "ev" / "radiograph_gradcam.png").stat().st_size > 0
     assert main(["evaluate", "radiograph", str(tmp_path), "--progress", "none"]) == 3  # not a radiograph folder
     assert "radiographs.json" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from VertebralFractureLib.radiograph_detect import (
     DET_MM,
     LEVELS,
     average_precision,
+    covered,
     decode,
     iou,
     mean_average_precision,
@@ -47,6 +48,14 @@ def test_iou_and_average_precision_known_answers():
     off = [[{"name": "L1", "box_px": [5, 0, 15, 10], "detection_score": 0.9}]] * 2 + [[]]
     assert average_precision(off, truths, "L1") == 0.0
     assert average_precision(good, truths, "L2") is None
+    # the same false positive inside an ignore region of its level (a body shown in part) counts neither way
+    ignores = [{}, {}, {"L1": [0, 0, 10, 16]}]
+    assert average_precision(mixed, truths, "L1", ignores=ignores) == 1.0
+    assert average_precision(mixed, truths, "L1", ignores=[{}, {}, {"L2": [0, 0, 10, 16]}]) == pytest.approx(2 / 3)
+    assert average_precision(mixed, truths, "L1", ignores=[{}, {}, {"L1": [0, 6, 10, 16]}]) == pytest.approx(2 / 3)
+    assert covered([0, 0, 10, 10], [0, 6, 10, 16]) == pytest.approx(0.4) and covered([0, 0, 0, 10], [0, 0, 5, 5]) == 0.0
+    # a hit stays a hit whatever the regions
+    assert mean_average_precision(good, truths, ignores=[{"L1": [0, 0, 10, 10]}] * 3)["map"] == 1.0
     m = mean_average_precision(good, truths)
     assert m["map"] == 1.0 and m["per_level"]["L3"] is None
 
@@ -93,3 +102,31 @@ def test_training_runs_and_learns_to_find_bright_blocks(tmp_path):
     right = torch.cat([torch.logit(heat.clamp(1e-4, 1 - 1e-4)), size[:, :2]], 1)
     shifted = torch.cat([torch.roll(right[:, : len(LEVELS)], 12, dims=2), size[:, :2] * 2], 1)
     assert float(loss_fn(right, heat, size)) < 0.5 * float(loss_fn(shifted, heat, size))
+
+
+def test_ignore_regions_leave_the_loss_and_a_cut_body_becomes_one():
+    """Inside an ignore region the detector's output does not change the loss; cropping away a body's
+    centre while part of it stays in view turns it into such a region."""
+    import torch
+
+    from VertebralFractureLib.training.radiograph_detector import IGNORED, _ignore_cut, loss_fn, prepare
+
+    img = np.full((400, 200), 0.3, np.float32)
+    entry = {"image": img, "pixel_mm": 0.5, "vertebrae": [{"name": "L1", "box_px": [60.0, 40.0, 140.0, 120.0]}],
+             "ignore": [{"name": "L5", "box_px": [60.0, 330.0, 140.0, 400.0]}]}
+    _, heat, size = prepare([entry])[0]
+    assert (heat[LEVELS.index("L5")] == IGNORED).any() and heat[LEVELS.index("L1")].max() == pytest.approx(1.0, abs=0.05)
+    h, s = torch.from_numpy(heat)[None], torch.from_numpy(size)[None]
+    out = torch.zeros((1, len(LEVELS) + 2, *heat.shape[1:]))
+    loud = out.clone()
+    loud[0, LEVELS.index("L5")][torch.from_numpy(heat[LEVELS.index("L5")] == IGNORED)] = 8.0  # a confident L5 there
+    assert float(loss_fn(loud, h, s)) == pytest.approx(float(loss_fn(out, h, s)))
+    outside = out.clone()
+    outside[0, LEVELS.index("L5"), :5] = 8.0  # the same output outside the region is wrong
+    assert float(loss_fn(outside, h, s)) > float(loss_fn(out, h, s)) + 0.1
+    # keep rows 0..24 of the detector grid (0..100 image rows at 0.5 mm → 2 mm): L1's centre (row 20) stays;
+    # keep rows 22..: L1's centre is cut away but 9 of its 20 rows stay in view: an ignore region
+    assert not (_ignore_cut(heat, size, 0, 24) == IGNORED)[LEVELS.index("L1")].any()
+    cut = _ignore_cut(heat, size, 22, heat.shape[1])
+    assert (cut[LEVELS.index("L1"), 22:30] == IGNORED).any() and not (cut[LEVELS.index("L1"), 31:] == IGNORED).any()
+    assert not (heat[LEVELS.index("L1")] == IGNORED).any()  # the data itself is left as it was

@@ -135,8 +135,34 @@ def test_a_dataset_is_written_with_boxes_inside_its_images_and_read_back(tmp_pat
             assert inside > img[int(y0) + 2:int(y1) - 2, : max(1, int(x0) - 6)].mean()
         assert {v["name"]: v["class"] for v in e["vertebrae"]} == {"T12": "normal", "L1": "fresh", "L2": "normal"}
         assert e["fresh_vcf"] is True
+        assert e["ignore"] == []  # every body is whole
     with pytest.raises(FileExistsError):
         write_dataset([root], tmp_path / "rad")
+
+
+def test_a_body_shown_only_in_part_is_an_ignore_region_not_a_true_box(tmp_path):
+    """A vertebra the source CT cuts is left out of the true boxes, but the part of it in view is
+    recorded by name as an ignore region, where a detector's box counts neither way."""
+    import json
+
+    from factories import tiny_verse_folder
+
+    from VertebralFractureLib.io.verse import list_cases
+    from VertebralFractureLib.training.radiograph_data import read_dataset, visible_part, write_dataset
+
+    root = tiny_verse_folder(tmp_path / "synth", n_cases=1)
+    whole = read_dataset(write_dataset([root], tmp_path / "whole", per_case=1, seed=1).parent)[0]
+    case = list_cases(root)[0]
+    truth = json.loads(case.genant.read_text())
+    truth[2]["complete"] = False  # L2: cut by the end of the CT
+    case.genant.write_text(json.dumps(truth))
+    cut = read_dataset(write_dataset([root], tmp_path / "cut", per_case=1, seed=1).parent)[0]
+    assert np.array_equal(cut["image"], whole["image"])  # the same radiograph, only its labels differ
+    assert [v["name"] for v in cut["vertebrae"]] == ["T12", "L1"]
+    assert cut["ignore"] == [{"name": "L2", "box_px": whole["vertebrae"][2]["box_px"]}]
+    # the part in view: clipped to the image; a sliver at its edge is no region
+    assert visible_part([-10.0, 90.0, 50.0, 130.0], (120, 100), 0.5) == [0.0, 90.0, 50.0, 120.0]
+    assert visible_part([10.0, 115.0, 50.0, 130.0], (120, 100), 0.5) is None  # 2.5 mm in view
 
 
 def test_an_oblique_ct_is_projected_like_the_same_anatomy_stored_straight():

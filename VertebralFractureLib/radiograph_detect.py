@@ -137,19 +137,35 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def covered(box: Sequence[float], region: Sequence[float]) -> float:
+    """The share of ``box``'s area inside ``region`` (both [x0, y0, x1, y1])."""
+    ix = max(0.0, min(box[2], region[2]) - max(box[0], region[0]))
+    iy = max(0.0, min(box[3], region[3]) - max(box[1], region[1]))
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return ix * iy / area if area > 0 else 0.0
+
+
 def average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]], truths: Sequence[Mapping[str, Sequence[float]]],
-                      level: str, iou_min: float = 0.5) -> float | None:
+                      level: str, iou_min: float = 0.5,
+                      ignores: Sequence[Mapping[str, Sequence[float]]] | None = None) -> float | None:
     """AP of one level over images (VOC-style, all-point interpolation): each image's predictions
     (``name``, ``box_px``, ``detection_score``) against its true boxes (name → box). None where no
-    image holds that level."""
+    image holds that level.
+
+    ``ignores`` (per image, name → box) are vertebrae the image shows only in part, which the truth
+    leaves out: a prediction of that level that misses the true box but lies at least ``iou_min``
+    of its area within such a region counts neither as right nor as wrong (COCO's crowd regions)."""
     n_true = sum(level in t for t in truths)
     if n_true == 0:
         return None
     scored = []
-    for preds, truth in zip(predictions, truths):
+    for k, (preds, truth) in enumerate(zip(predictions, truths)):
+        region = ignores[k].get(level) if ignores is not None else None
         for p in preds:
             if p["name"] == level:
                 hit = level in truth and iou(p["box_px"], truth[level]) >= iou_min
+                if not hit and region is not None and covered(p["box_px"], region) >= iou_min:
+                    continue
                 scored.append((float(p["detection_score"]), hit))
     scored.sort(key=lambda t: -t[0])
     tp = np.cumsum([h for _, h in scored]) if scored else np.zeros(0)
@@ -165,12 +181,14 @@ def average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]], truths
 
 
 def mean_average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]],
-                           truths: Sequence[Mapping[str, Sequence[float]]], iou_min: float = 0.5) -> dict[str, Any]:
-    """mAP@``iou_min`` over L1–L5 (the seed's measure) and the AP of each level."""
-    per = {lv: average_precision(predictions, truths, lv, iou_min) for lv in LEVELS}
+                           truths: Sequence[Mapping[str, Sequence[float]]], iou_min: float = 0.5,
+                           ignores: Sequence[Mapping[str, Sequence[float]]] | None = None) -> dict[str, Any]:
+    """mAP@``iou_min`` over L1–L5 (the seed's measure) and the AP of each level (``ignores``: as
+    :func:`average_precision`)."""
+    per = {lv: average_precision(predictions, truths, lv, iou_min, ignores) for lv in LEVELS}
     present = [v for v in per.values() if v is not None]
     return {"map": float(np.mean(present)) if present else None, "per_level": per}
 
 
-__all__ = ["DEFAULT_THRESHOLD", "DET_MM", "LEVELS", "MODEL_NAME", "average_precision", "build_network", "decode",
+__all__ = ["DEFAULT_THRESHOLD", "DET_MM", "LEVELS", "MODEL_NAME", "average_precision", "build_network", "covered", "decode",
            "detect", "iou", "mean_average_precision", "targets", "to_detector_grid"]

@@ -8,7 +8,11 @@ or the whole projection. Labels per radiograph:
 * the box of every complete vertebral body in view (from its six Genant keypoints), its name,
   Genant grade and type, and its class: ``normal`` (grade 0), ``fresh`` or ``old`` (grade ≥ 1, by
   the fracture's age; SynthSpine's ``fracture_age``, fresh where the truth predates ages);
-* ``fresh_vcf``: a fresh fracture of grade ≥ 1 in view (seed 003's label for the whole image).
+* ``fresh_vcf``: a fresh fracture of grade ≥ 1 in view (seed 003's label for the whole image);
+* ``ignore``: the part in view of every other vertebral body the image shows (cut by the end of
+  the source CT or by the field of view), with its name: neither a true box nor background, so a
+  detector that boxes it is not counted wrong (:func:`~VertebralFractureLib.radiograph_detect.average_precision`)
+  and is not taught to miss it. A real radiograph shows these vertebrae whole.
 
 Written as 16-bit PNG images and one ``radiographs.json``::
 
@@ -68,27 +72,48 @@ def radiograph_samples(ct: Any, truth: Sequence[Mapping[str, Any]], rng: np.rand
         params = draw_params(rng)
         image, geo = lateral_radiograph(ct, params, rng)
         boxes = body_boxes(complete, geo, names=None)
+        every = body_boxes(truth, geo, names=None)  # cut vertebrae too: their keypoints may leave the CT
         field = str(rng.choice(FIELDS, p=np.asarray(FIELD_WEIGHTS) / sum(FIELD_WEIGHTS)))
         rows = field_rows(boxes, field, geo.pixel_mm, image.shape[0], rng)
         if rows is None:
             field, rows = "whole", (0, image.shape[0])
         r0, r1 = rows
         image = image[r0:r1]
-        vertebrae = []
-        for e in complete:
-            name = e["name"]
-            if name not in boxes:
+        vertebrae, ignore = [], []
+        for e in truth:
+            name = e.get("name")
+            if name not in every:
                 continue
-            x0, y0, x1, y1 = boxes[name]
+            x0, y0, x1, y1 = every[name]
             y0, y1 = y0 - r0, y1 - r0
-            if y0 < 0 or y1 > image.shape[0] or x0 < 0 or x1 > image.shape[1]:
-                continue  # not wholly in this field of view
-            vertebrae.append({"name": name, "box_px": [round(v, 2) for v in (x0, y0, x1, y1)],
-                              "grade": e.get("grade"), "type": e.get("type"), "age": e.get("fracture_age"),
-                              "class": vertebra_class(e)})
+            if e in complete and y0 >= 0 and y1 <= image.shape[0] and x0 >= 0 and x1 <= image.shape[1]:
+                vertebrae.append({"name": name, "box_px": [round(v, 2) for v in (x0, y0, x1, y1)],
+                                  "grade": e.get("grade"), "type": e.get("type"), "age": e.get("fracture_age"),
+                                  "class": vertebra_class(e)})
+                continue
+            seen = visible_part((x0, y0, x1, y1), image.shape, geo.pixel_mm)
+            if seen is not None:  # cut by the end of the CT or by this field of view
+                ignore.append({"name": name, "box_px": seen})
         out.append({"image": image, "pixel_mm": geo.pixel_mm, "field": field,
-                    "fresh_vcf": any(v["class"] == "fresh" for v in vertebrae), "vertebrae": vertebrae})
+                    "fresh_vcf": any(v["class"] == "fresh" for v in vertebrae), "vertebrae": vertebrae,
+                    "ignore": ignore})
     return out
+
+
+#: The part of a body in view is an ignore region only from this size on (mm, each side): a sliver
+#: at the edge is not something a detector boxes.
+IGNORE_MIN_MM = 4.0
+
+
+def visible_part(box: Sequence[float], shape: tuple[int, int], pixel_mm: float) -> list[float] | None:
+    """``box`` [x0, y0, x1, y1] clipped to an image of ``shape`` (rows, cols); None where less than
+    :data:`IGNORE_MIN_MM` of it is in view either way."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, x1 = max(0.0, x0), min(float(shape[1]), x1)
+    y0, y1 = max(0.0, y0), min(float(shape[0]), y1)
+    if min(x1 - x0, y1 - y0) * pixel_mm < IGNORE_MIN_MM:
+        return None
+    return [round(v, 2) for v in (x0, y0, x1, y1)]
 
 
 def write_dataset(roots: Sequence[str | Path], output: str | Path, per_case: int = 2, seed: int = 0,

@@ -53,7 +53,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         with_cis,
     )
     from VertebralFractureLib.training.radiograph_data import read_dataset
-    from VertebralFractureLib.training.radiograph_detector import true_boxes
+    from VertebralFractureLib.training.radiograph_detector import ignore_boxes, true_boxes
 
     report = progress or (lambda stage, fraction, message: None)
     entries = [e for f in folders for e in read_dataset(f)]
@@ -87,6 +87,9 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
     result: dict[str, Any] = {"images": len(entries), "folders": [Path(f).name for f in folders],
                               "models": {k: c.version for k, c in cards.items()}}
     result["detection"] = mean_average_precision(preds, truths)
+    if any("ignore" in e for e in entries):  # bodies shown only in part: neither right nor wrong
+        result["detection_ignoring_cut_bodies"] = mean_average_precision(
+            preds, truths, ignores=[ignore_boxes(e) for e in entries])
     for name, crops, y in (("true_boxes", true_crops, true_y), ("detected_boxes", det_crops, det_y)):
         y = np.asarray(y)
         if not len(y):
@@ -171,7 +174,12 @@ def format_tables(result: dict[str, Any]) -> str:
     det = result["detection"]
     lines += ["| detection | mAP@0.5 | " + " | ".join(det["per_level"]) + " |",
               "| --- | --- | " + " | ".join("---" for _ in det["per_level"]) + " |",
-              f"| L1–L5 | {_num(det['map'])} | " + " | ".join(_num(v) for v in det["per_level"].values()) + " |", ""]
+              f"| L1–L5 | {_num(det['map'])} | " + " | ".join(_num(v) for v in det["per_level"].values()) + " |"]
+    cut = result.get("detection_ignoring_cut_bodies")
+    if cut:
+        lines.append(f"| L1–L5, bodies shown in part ignored | {_num(cut['map'])} | "
+                     + " | ".join(_num(v) for v in cut["per_level"].values()) + " |")
+    lines.append("")
     for name, title in (("true_boxes", "crops of the true boxes"), ("detected_boxes", "crops of the detected boxes")):
         block = result.get(name)
         if not block:
