@@ -130,3 +130,20 @@ def test_ignore_regions_leave_the_loss_and_a_cut_body_becomes_one():
     cut = _ignore_cut(heat, size, 22, heat.shape[1])
     assert (cut[LEVELS.index("L1"), 22:30] == IGNORED).any() and not (cut[LEVELS.index("L1"), 31:] == IGNORED).any()
     assert not (heat[LEVELS.index("L1")] == IGNORED).any()  # the data itself is left as it was
+
+
+def test_a_narrowed_view_keeps_every_body_and_the_network_divisor():
+    from VertebralFractureLib.radiograph_detect import DIVISOR
+    from VertebralFractureLib.training.radiograph_detector import narrow_columns
+
+    image = np.zeros((400, 600), np.float32)  # 0.5 mm pixels: the bodies in the middle third
+    _, scale = to_detector_grid(image, 0.5)
+    shape = (200 // 2 + 12, 300 // 2 + 10)
+    _, size = targets(shape, {"L1": [240.0, 40.0, 340.0, 120.0], "L3": [260.0, 250.0, 370.0, 330.0]}, scale)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        c0, c1 = narrow_columns(size, shape[1], rng)
+        assert (c1 - c0) % DIVISOR == 0 and 0 <= c0 < c1 <= shape[1]
+        # both bodies (columns 60-85 and 65-92.5 of the 2 mm grid) stay whole, with at least 2.5 columns (5 mm) beside
+        assert c0 <= 60 - 2.5 and c1 >= 92.5 + 2.5 and c1 - c0 < shape[1]
+    assert narrow_columns(np.zeros((3, *shape), np.float32), shape[1], rng) is None  # no body: not narrowed

@@ -87,9 +87,37 @@ def _augment(img: np.ndarray, heat: np.ndarray, size: np.ndarray, rng: np.random
         r0 = int(rng.integers(0, rows - keep + 1))
         heat = _ignore_cut(heat, size, r0, r0 + keep)
         img, heat, size = img[r0:r0 + keep], heat[:, r0:r0 + keep], size[:, r0:r0 + keep]
+    if rng.random() < NARROW_SHARE:  # a narrow view of the spine alone (tight collimation, a spine-only reconstruction)
+        cols = narrow_columns(size, img.shape[1], rng)
+        if cols is not None:
+            img, heat, size = img[:, cols[0]:cols[1]], heat[:, :, cols[0]:cols[1]], size[:, :, cols[0]:cols[1]]
     img = np.clip(img, 0, 1) ** rng.uniform(0.7, 1.4) * rng.uniform(0.85, 1.15) + rng.uniform(-0.08, 0.08)
     img = img + rng.normal(0, rng.uniform(0, 0.03), img.shape)
     return np.ascontiguousarray(img, np.float32), np.ascontiguousarray(heat), np.ascontiguousarray(size)
+
+
+#: Share of training images narrowed to the spine (:func:`narrow_columns`).
+NARROW_SHARE = 0.25
+#: Margin (mm) kept on each side of the bodies in a narrowed image.
+NARROW_MARGIN_MM: tuple[float, float] = (5.0, 40.0)
+
+
+def narrow_columns(size: np.ndarray, cols: int, rng: np.random.Generator) -> tuple[int, int] | None:
+    """Columns (first, last + 1) of a view narrowed to the bodies whose centres are marked in
+    ``size`` (as :func:`~VertebralFractureLib.radiograph_detect.targets` writes it) with a random
+    margin of :data:`NARROW_MARGIN_MM` each side, a multiple of the network's divisor wide; None
+    where no body is marked."""
+    rr, cc = np.nonzero(size[2] > 0)
+    if not len(cc):
+        return None
+    half = size[0][rr, cc] * SIZE_UNIT_MM / DET_MM / 2
+    lo = float(np.min(cc - half)) - rng.uniform(*NARROW_MARGIN_MM) / DET_MM
+    hi = float(np.max(cc + half)) + rng.uniform(*NARROW_MARGIN_MM) / DET_MM
+    width = int(np.ceil((hi - lo) / DIVISOR)) * DIVISOR
+    if width >= cols:
+        return None
+    c0 = int(np.clip(round((lo + hi - width) / 2), 0, cols - width))
+    return c0, c0 + width
 
 
 def _ignore_cut(heat: np.ndarray, size: np.ndarray, r0: int, r1: int) -> np.ndarray:
