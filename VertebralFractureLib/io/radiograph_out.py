@@ -153,11 +153,12 @@ def report_html(result: Any, png: Path) -> str:
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     picture = base64.b64encode(png.read_bytes()).decode("ascii")
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in data["warnings"])
+    fresh = fresh_summary(data)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Lateral radiograph</title>"
             "<style>body{font-family:sans-serif;margin:1em}td,th{border:1px solid #ccc;padding:2px 6px}"
             "table{border-collapse:collapse}</style></head><body>"
             "<h1>Lateral radiograph: L1-L5</h1><p><b>Research software, not for diagnosis.</b></p>"
-            f"<p>{html.escape(fresh_summary(data)[:1].upper() + fresh_summary(data)[1:])}</p>"
+            f"<p>{html.escape(fresh[:1].upper() + fresh[1:])}</p>"
             f"<img alt='radiograph with boxes and Grad-CAM' style='max-width:100%' src='data:image/png;base64,{picture}'>"
             f"<table><tr>{head}</tr>{''.join(rows)}</table><h2>Warnings</h2><ul>{warn}</ul></body></html>\n")
 

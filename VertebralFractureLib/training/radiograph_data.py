@@ -71,8 +71,8 @@ def radiograph_samples(ct: Any, truth: Sequence[Mapping[str, Any]], rng: np.rand
     for _ in range(per_case):
         params = draw_params(rng)
         image, geo = lateral_radiograph(ct, params, rng)
-        boxes = body_boxes(complete, geo, names=None)
         every = body_boxes(truth, geo, names=None)  # cut vertebrae too: their keypoints may leave the CT
+        boxes = {e["name"]: every[e["name"]] for e in complete}
         field = str(rng.choice(FIELDS, p=np.asarray(FIELD_WEIGHTS) / sum(FIELD_WEIGHTS)))
         rows = field_rows(boxes, field, geo.pixel_mm, image.shape[0], rng)
         if rows is None:

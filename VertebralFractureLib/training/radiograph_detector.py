@@ -110,7 +110,7 @@ def narrow_columns(size: np.ndarray, cols: int, rng: np.random.Generator) -> tup
     rr, cc = np.nonzero(size[2] > 0)
     if not len(cc):
         return None
-    half = size[0][rr, cc] * SIZE_UNIT_MM / DET_MM / 2
+    half = _box_px(size, rr, cc)[0] / 2
     lo = float(np.min(cc - half)) - rng.uniform(*NARROW_MARGIN_MM) / DET_MM
     hi = float(np.max(cc + half)) + rng.uniform(*NARROW_MARGIN_MM) / DET_MM
     width = int(np.ceil((hi - lo) / DIVISOR)) * DIVISOR
@@ -118,6 +118,12 @@ def narrow_columns(size: np.ndarray, cols: int, rng: np.random.Generator) -> tup
         return None
     c0 = int(np.clip(round((lo + hi - width) / 2), 0, cols - width))
     return c0, c0 + width
+
+
+def _box_px(size: np.ndarray, rows: Any, cols: Any) -> tuple[Any, Any]:
+    """Width and height (detector-grid pixels) of the boxes whose centres the size maps mark at
+    ``rows``, ``cols`` (as :func:`~VertebralFractureLib.radiograph_detect.targets` writes them)."""
+    return size[0][rows, cols] * SIZE_UNIT_MM / DET_MM, size[1][rows, cols] * SIZE_UNIT_MM / DET_MM
 
 
 def _ignore_cut(heat: np.ndarray, size: np.ndarray, r0: int, r1: int) -> np.ndarray:
@@ -135,7 +141,7 @@ def _ignore_cut(heat: np.ndarray, size: np.ndarray, r0: int, r1: int) -> np.ndar
         near = centres[(np.abs(centres[:, 0] - peak[0]) <= 1) & (np.abs(centres[:, 1] - peak[1]) <= 1)]
         if not len(near):
             continue
-        w, h = (float(size[j][tuple(near[0])]) * SIZE_UNIT_MM / DET_MM for j in (0, 1))
+        w, h = (float(v) for v in _box_px(size, *near[0]))
         top, bottom = max(r0, int(np.floor(peak[0] - h / 2))), min(r1, int(np.ceil(peak[0] + h / 2)))
         if (bottom - top) * DET_MM < IGNORE_MIN_MM:
             continue
@@ -180,11 +186,19 @@ def evaluate(net: Any, entries: Sequence[dict[str, Any]], threshold: float = 0.1
     """mAP@0.5 (and per level) of ``net`` on dataset entries; the detections are scored down to
     ``threshold`` so that the precision–recall curve is complete."""
     preds = [detect(net, e["image"], e["pixel_mm"], threshold=threshold) for e in entries]
-    truths = [true_boxes(e) for e in entries]
-    result = mean_average_precision(preds, truths)
+    result = detection_map(preds, entries)
     result["images"] = len(entries)
+    return result
+
+
+def detection_map(predictions: Sequence[Sequence[dict[str, Any]]], entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """mAP@0.5 of each entry's predictions against its true boxes, and, where the data records
+    bodies shown only in part, again with those as ignore regions (``ignoring_cut_bodies``)."""
+    truths = [true_boxes(e) for e in entries]
+    result = mean_average_precision(predictions, truths)
     if any("ignore" in e for e in entries):
-        result["ignoring_cut_bodies"] = mean_average_precision(preds, truths, ignores=[ignore_boxes(e) for e in entries])
+        result["ignoring_cut_bodies"] = mean_average_precision(predictions, truths,
+                                                               ignores=[ignore_boxes(e) for e in entries])
     return result
 
 

@@ -45,7 +45,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         grid_test,
         probabilities,
     )
-    from VertebralFractureLib.radiograph_detect import detect, iou, mean_average_precision
+    from VertebralFractureLib.radiograph_detect import detect, iou
     from VertebralFractureLib.training.radiograph_classifier import (
         auc_with_ci,
         decision_metrics,
@@ -53,7 +53,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         with_cis,
     )
     from VertebralFractureLib.training.radiograph_data import read_dataset
-    from VertebralFractureLib.training.radiograph_detector import ignore_boxes, true_boxes
+    from VertebralFractureLib.training.radiograph_detector import detection_map
 
     report = progress or (lambda stage, fraction, message: None)
     entries = [e for f in folders for e in read_dataset(f)]
@@ -61,13 +61,11 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         raise ValueError("no radiographs in the given folders")
     cards, nets, detector, fresh_net = load_models(device)
     shown = detection_threshold(cards)  # a detection the product would report
-    preds, truths, fresh_scores, vertebra_fresh = [], [], [], []
+    preds, fresh_scores, vertebra_fresh = [], [], []
     true_crops, true_y, det_crops, det_y = [], [], [], []
     for k, e in enumerate(entries):
         found = detect(detector, e["image"], e["pixel_mm"], threshold=0.1, device=device)
         preds.append(found)
-        truth = true_boxes(e)
-        truths.append(truth)
         for s in vertebra_samples([e]):
             true_crops.append(crop_vertebra(e["image"], s["box"], pixel_mm=e["pixel_mm"])[0])
             true_y.append(s["y"])
@@ -86,10 +84,10 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         report("evaluate", (k + 1) / len(entries), f"radiograph {k + 1}/{len(entries)}")
     result: dict[str, Any] = {"images": len(entries), "folders": [Path(f).name for f in folders],
                               "models": {k: c.version for k, c in cards.items()}}
-    result["detection"] = mean_average_precision(preds, truths)
-    if any("ignore" in e for e in entries):  # bodies shown only in part: neither right nor wrong
-        result["detection_ignoring_cut_bodies"] = mean_average_precision(
-            preds, truths, ignores=[ignore_boxes(e) for e in entries])
+    result["detection"] = detection_map(preds, entries)
+    cut = result["detection"].pop("ignoring_cut_bodies", None)  # bodies shown only in part: neither right nor wrong
+    if cut is not None:
+        result["detection_ignoring_cut_bodies"] = cut
     for name, crops, y in (("true_boxes", true_crops, true_y), ("detected_boxes", det_crops, det_y)):
         y = np.asarray(y)
         if not len(y):
