@@ -34,6 +34,32 @@ def test_targets_decode_back_to_the_true_boxes():
         assert found[name]["detection_score"] > 0.9
 
 
+def test_a_level_whose_peak_lies_on_a_body_another_level_claims_gives_way():
+    """L5 out of view: its map's faint maximum on L4 is not reported as L5; where the map has a
+    second peak elsewhere, L5 is taken there; L4 keeps its own body either way."""
+    image = np.zeros((420, 300), np.float32)
+    grid, scale = to_detector_grid(image, 0.5)
+    l4 = [50.0, 200.0, 160.0, 280.0]
+    heat, size = targets(grid.shape, {"L4": l4}, scale)
+    faint = targets(grid.shape, {"L5": l4}, scale)[0][LEVELS.index("L5")]
+    heat[LEVELS.index("L5")] = 0.45 * faint  # L5's map: a faint peak on L4's body
+    found = {d["name"]: d for d in decode(np.concatenate([heat, size[:2]]), scale, image.shape, threshold=0.2)}
+    assert set(found) == {"L4"} and iou(found["L4"]["box_px"], l4) > 0.85
+    # a second, weaker L5 peak below L4 (a body of its own): L5 is reported there
+    below = targets(grid.shape, {"L5": [60.0, 300.0, 170.0, 380.0]}, scale)
+    heat[LEVELS.index("L5")] = np.maximum(heat[LEVELS.index("L5")], 0.3 * below[0][LEVELS.index("L5")])
+    size = np.maximum(size, below[1])
+    found = {d["name"]: d for d in decode(np.concatenate([heat, size[:2]]), scale, image.shape, threshold=0.2)}
+    assert set(found) == {"L4", "L5"}
+    assert iou(found["L5"]["box_px"], [60.0, 300.0, 170.0, 380.0]) > 0.85
+    assert found["L5"]["detection_score"] == pytest.approx(0.3, abs=0.02)
+    # the stronger claim wins: with L5's peak on that body above L4's, the body is L5's
+    heat[LEVELS.index("L5")] = 0.9 * faint
+    heat[LEVELS.index("L4")] *= 0.5
+    found = {d["name"]: d for d in decode(np.concatenate([heat, size[:2]]), scale, image.shape, threshold=0.2)}
+    assert "L4" not in found and iou(found["L5"]["box_px"], l4) > 0.85
+
+
 def test_iou_and_average_precision_known_answers():
     assert iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
     assert iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)

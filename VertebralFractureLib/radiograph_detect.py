@@ -6,13 +6,19 @@ heatmap whose peak is the vertebral body's centre, and two maps giving the box's
 at that centre. The image is first resampled to :data:`DET_MM` a pixel from its pixel spacing, so a
 body has the same size in pixels whatever the detector.
 
-Decoding: each level is one vertebra, so its box is taken at its heatmap's maximum, with the
-maximum as the detection score (1 = the training target's peak); a level whose maximum is below
-the threshold is not reported.
+Decoding: each level is one vertebra and each vertebra has one level. Every level's heatmap offers
+its highest local maxima (:data:`CANDIDATES`, each with its peak as the detection score, 1 = the
+training target's peak; none below the threshold). Of all the choices of at most one candidate per
+level in which no two levels lie on the same body (boxes overlapping by :data:`SHARED_BODY_IOU` or
+more), the one with the largest summed score is kept. A level whose peak sits on a body that
+another level claims more strongly (the L5 map's faint maximum on L4 when L5 is out of view) thus
+gives way to its next peak, or is not reported. (Also demanding that the levels lie in order, L1
+above L5, scored the same on the validation radiographs; the simpler rule is kept.)
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,6 +41,10 @@ CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 128)
 MODEL_NAME = "radiograph-detector"
 #: Default detection threshold (heatmap peak).
 DEFAULT_THRESHOLD = 0.3
+#: Local maxima of each level's heatmap considered by the decoding.
+CANDIDATES = 3
+#: Two levels' boxes overlapping this much (intersection over union) lie on the same body.
+SHARED_BODY_IOU = 0.3
 
 
 def build_network(architecture: Mapping[str, Any] | None = None) -> Any:
@@ -85,16 +95,32 @@ def targets(shape: tuple[int, int], boxes: Mapping[str, Sequence[float]], scale:
 
 def decode(output: np.ndarray, scale: np.ndarray, shape: tuple[int, int],
            threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
-    """Boxes from the network's output (levels + 2, rows, cols) on the detector grid: per level the
-    heatmap's maximum (sub-pixel by a parabola), with its size; in image pixels, clipped to the
+    """Boxes from the network's output (levels + 2, rows, cols) on the detector grid: one body per
+    level and one level per body (module docstring); each box centred on
+    its heatmap peak (sub-pixel by a parabola), with its size; in image pixels, clipped to the
     image of ``shape`` (rows, cols)."""
+    options = [[None, *_candidates(output, k, scale, shape, threshold)] for k in range(len(LEVELS))]
+    best: tuple[Any, ...] = ()
+    best_score = -1.0
+    for choice in itertools.product(*options):
+        chosen = [c for c in choice if c is not None]
+        total = sum(c["detection_score"] for c in chosen)
+        if total > best_score and _one_level_per_body(chosen):
+            best, best_score = choice, total
+    return [{"name": name, "box_px": c["box_px"], "detection_score": c["detection_score"]}
+            for name, c in zip(LEVELS, best) if c is not None]
+
+
+def _candidates(output: np.ndarray, k: int, scale: np.ndarray, shape: tuple[int, int],
+                threshold: float) -> list[dict[str, Any]]:
+    """Level ``k``'s highest local maxima (at most :data:`CANDIDATES`, none below ``threshold``) as boxes."""
+    from scipy import ndimage
+
+    h = output[k]
+    peaks = np.argwhere((h == ndimage.maximum_filter(h, size=3, mode="nearest")) & (h >= threshold))
+    peaks = sorted(map(tuple, peaks), key=lambda rc: -float(h[rc]))[:CANDIDATES]
     out = []
-    for k, name in enumerate(LEVELS):
-        h = output[k]
-        r, c = np.unravel_index(int(np.argmax(h)), h.shape)
-        score = float(h[r, c])
-        if score < threshold:
-            continue
+    for r, c in peaks:
         dr = _parabola(h[max(r - 1, 0):r + 2, c]) if 0 < r < h.shape[0] - 1 else 0.0
         dc = _parabola(h[r, max(c - 1, 0):c + 2]) if 0 < c < h.shape[1] - 1 else 0.0
         w = max(float(output[len(LEVELS), r, c]), 0.0) * SIZE_UNIT_MM / DET_MM * scale[1]
@@ -102,8 +128,13 @@ def decode(output: np.ndarray, scale: np.ndarray, shape: tuple[int, int],
         cy, cx = (r + dr) * scale[0], (c + dc) * scale[1]
         box = [max(0.0, cx - w / 2), max(0.0, cy - hh / 2), min(float(shape[1]), cx + w / 2),
                min(float(shape[0]), cy + hh / 2)]
-        out.append({"name": name, "box_px": [round(v, 2) for v in box], "detection_score": round(score, 4)})
+        out.append({"box_px": [round(v, 2) for v in box], "detection_score": round(float(h[r, c]), 4)})
     return out
+
+
+def _one_level_per_body(chosen: Sequence[Mapping[str, Any]]) -> bool:
+    """No two of the candidates lie on the same body."""
+    return all(iou(a["box_px"], b["box_px"]) < SHARED_BODY_IOU for a, b in itertools.combinations(chosen, 2))
 
 
 def _parabola(trio: np.ndarray) -> float:
@@ -190,5 +221,5 @@ def mean_average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]],
     return {"map": float(np.mean(present)) if present else None, "per_level": per}
 
 
-__all__ = ["DEFAULT_THRESHOLD", "DET_MM", "LEVELS", "MODEL_NAME", "average_precision", "build_network", "covered", "decode",
+__all__ = ["CANDIDATES", "DEFAULT_THRESHOLD", "SHARED_BODY_IOU", "DET_MM", "LEVELS", "MODEL_NAME", "average_precision", "build_network", "covered", "decode",
            "detect", "iou", "mean_average_precision", "targets", "to_detector_grid"]
