@@ -389,3 +389,92 @@ def test_the_image_fresh_score_from_the_vertebrae_counts_only_assessed_ones():
     text = fresh_summary({"fresh_vcf_probability": 0.51, "fresh_vcf_probability_vertebrae": 0.7})
     assert "p = 0.70 from the vertebrae" in text and "seed 003) p = 0.51" in text
     assert "no vertebra assessed" in fresh_summary({"fresh_vcf_probability": 0.5, "fresh_vcf_probability_vertebrae": None})
+
+
+def _fake_detect(net, image, pixel_mm, threshold=0.3, device="cpu"):
+    """L1-L3 on the third to fifth bodies of :func:`_radiograph_png` (two bodies above them)."""
+    return [{"name": name, "box_px": [90.0, 30.0 + 56 * k, 150.0, 70.0 + 56 * k], "detection_score": 0.9}
+            for name, k in (("L1", 2), ("L2", 3), ("L3", 4))]
+
+
+def test_t12_and_t11_are_placed_above_l1_only_for_networks_trained_on_them(tmp_path, monkeypatch, mrml):
+    import torch
+
+    from VertebralFractureLib.cli import main
+    from VertebralFractureLib.radiograph_analysis import PLACED
+    from VertebralFractureLib.radiograph_scene import add_radiograph_to_scene
+    from VertebralFractureLib.training.install import install_model
+
+    monkeypatch.setattr("VertebralFractureLib.radiograph_detect.detect", _fake_detect)
+    png = _radiograph_png(tmp_path / "lateral.png")
+    d = tmp_path / "models"
+    _install_random_models(d, tmp_path)
+    monkeypatch.setenv("VF_MODELS_DIR", str(d))
+    assert main(["radiograph", str(png), "--pixel-spacing", "0.5", "-o", str(tmp_path / "a"), "--progress", "none"]) == 0
+    data = json.loads((tmp_path / "a" / "radiograph.json").read_text())
+    assert [v["name"] for v in data["vertebrae"]] == ["L1", "L2", "L3"]  # networks trained on L1-L5 only
+    for kind in ENSEMBLE:  # the same networks, their cards saying they were trained on T10-L5 crops
+        torch.save(build_network(kind).state_dict(), tmp_path / f"{kind}.pt")
+        install_model(model_name(kind), tmp_path / f"{kind}.pt",
+                      {"architecture": {"type": kind, "levels": ["T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]},
+                       "version": "test"}, d)
+    out = tmp_path / "b"
+    assert main(["radiograph", str(png), "--pixel-spacing", "0.5", "-o", str(out), "--progress", "none"]) == 0
+    data = json.loads((out / "radiograph.json").read_text())
+    assert [v["name"] for v in data["vertebrae"]] == ["T11", "T12", "L1", "L2", "L3"]  # cranial to caudal
+    t11, t12 = data["vertebrae"][:2]
+    for v, body in ((t12, 1), (t11, 0)):  # each on the body above: centres within a few pixels
+        assert v["detection_score"] is None and v["located"] == PLACED
+        assert abs((v["box_px"][1] + v["box_px"][3]) / 2 - (50 + 56 * body)) < 10
+        assert v["status"] == "assessed" and set(v["probabilities"]) == set(ENSEMBLE)
+    assert data["vertebrae"][2]["located"] == "detected"
+    assessed = [v["ensemble"]["fresh"] for v in data["vertebrae"] if v["status"] == "assessed"]
+    assert data["fresh_vcf_probability_vertebrae"] == max(assessed)
+    assert PLACED in (out / "report.html").read_text()
+    nodes = add_radiograph_to_scene(mrml.scene, out)  # Slicer: a box and a table row each, no detection score
+    table = mrml.scene.GetNodeByID(nodes.table)
+    assert len(nodes.boxes) == 5 and table.GetNumberOfRows() == 5 and table.GetCellText(0, 0) == "T11"
+
+
+def test_levels_above_l1_follow_the_step_from_l2_and_stop_at_the_image_edge():
+    from VertebralFractureLib.radiograph_detect import ABOVE_SHRINK, extend_upwards
+
+    l1, l2 = [100.0, 300.0, 160.0, 340.0], [104.0, 350.0, 166.0, 392.0]  # L2 below L1: 51 px step
+    above = extend_upwards([{"name": "L2", "box_px": l2}, {"name": "L1", "box_px": l1}], (600, 400))
+    assert [a["name"] for a in above] == ["T12", "T11"] and all(a["detection_score"] is None for a in above)
+    t12 = np.asarray(above[0]["box_px"])
+    centre = np.array([130.0, 320.0]) + ABOVE_SHRINK * (np.array([130.0, 320.0]) - np.array([135.0, 371.0]))
+    assert (t12[:2] + t12[2:]) / 2 == pytest.approx(centre, abs=0.01)
+    assert t12[2:] - t12[:2] == pytest.approx(ABOVE_SHRINK * np.array([60.0, 40.0]), abs=0.01)
+    t11 = np.asarray(above[1]["box_px"])
+    assert (t11[1] + t11[3]) / 2 == pytest.approx(centre[1] - ABOVE_SHRINK ** 2 * 51.0, abs=0.01)
+    # near the top of the image: T12 only, its box clipped at the edge; without L2 nothing is placed
+    near = extend_upwards([{"name": "L1", "box_px": [100.0, 40.0, 160.0, 80.0]},
+                           {"name": "L2", "box_px": [104.0, 91.0, 166.0, 133.0]}], (600, 400))
+    assert [a["name"] for a in near] == ["T12"] and near[0]["box_px"][1] == 0.0
+    assert extend_upwards([{"name": "L1", "box_px": l1}], (600, 400)) == []
+    assert extend_upwards([{"name": "L2", "box_px": l2}, {"name": "L1", "box_px": l1}], (600, 400), ("T12",))[0]["name"] == "T12"
+
+
+def test_vertebra_networks_trained_on_thoracic_levels_too_keep_seed_004s_held_out_measure(tmp_path):
+    from VertebralFractureLib import models
+    from VertebralFractureLib.training.radiograph_classifier import install, train_vertebra
+
+    entries = _toy_entries()
+    for k, e in enumerate(entries):  # a T12 above L1 in each image
+        e["image"][0:8, 50:90] = 0.8
+        e["vertebrae"].insert(0, {"name": "T12", "box_px": [50.0, 0.0, 90.0, 8.0], "class": ("normal", "fresh")[k % 2],
+                                  "grade": k % 2})
+    kinds = ["resnet50-thin", "resnext50-thin"]
+    rep = train_vertebra(entries, entries[:2], entries[2:], tmp_path / "v", kinds=kinds, iterations=1, batch=4,
+                         eval_every=1, levels=("T12", "L1", "L2", "L3", "L4", "L5"))
+    assert rep["levels"] == ["T12", "L1", "L2", "L3", "L4", "L5"]
+    assert rep["validation"]["vertebrae"] == 12  # two images, six levels each
+    assert rep["models"]["resnet50-thin"]["heldout"]["n"] == 10  # held out: L1-L5 only, as seed 004 measures
+    other = rep["ensemble"]["heldout_other_levels"]
+    assert other["levels"] == ["T12"] and other["n"] == 2
+    d = tmp_path / "models"
+    install(tmp_path / "v", rep, ["toy"], directory=d)
+    card = models.registry(d)[model_name("resnet50-thin")]
+    assert card.architecture["levels"] == rep["levels"] and card.training_data.startswith("T12-L5 crops")
+    assert card.metrics["ensemble_heldout_synthetic_other_levels"]["n"] == 2

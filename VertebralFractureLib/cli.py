@@ -459,7 +459,8 @@ def radiograph_table(result: Any) -> str:
     lines = [f"{'vertebra':<9}{'class':<16}{'normal':>8}{'old':>8}{'fresh':>8}{'detection':>11}"]
     for v in result.vertebrae:
         probs = "".join(f"{v.ensemble[c]:>8.2f}" if v.ensemble else f"{'-':>8}" for c in ("normal", "old", "fresh"))
-        lines.append(f"{v.name:<9}{(v.cls or v.status):<16}{probs}{v.detection_score:>11.2f}")
+        score = "placed" if v.detection_score is None else f"{v.detection_score:.2f}"
+        lines.append(f"{v.name:<9}{(v.cls or v.status):<16}{probs}{score:>11}")
     if not result.vertebrae:
         lines.append("no lumbar vertebra found")
     lines.append(fresh_summary(result.to_json()))

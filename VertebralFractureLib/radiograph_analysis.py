@@ -1,7 +1,10 @@
 """The analysis of one lateral spine radiograph: L1–L5 found, each vertebra normal / old / fresh,
 the whole image fresh VCF or not, with Grad-CAM maps (seeds 003 and 004).
 
-Steps: the detector (:mod:`.radiograph_detect`) boxes L1–L5; each box is cropped as seed 004 does
+Steps: the detector (:mod:`.radiograph_detect`) boxes L1–L5; where the ensemble was trained on
+thoracic crops too (its card's ``architecture.levels``), T12 and T11 are placed above L1 from the
+L1–L2 step (:func:`.radiograph_detect.extend_upwards`: the detector does not name them, and most
+fresh fractures lie at the thoracolumbar junction); each box is cropped as seed 004 does
 (:func:`.radiograph_classify.crop_vertebra`) and classified by the three networks of the ensemble,
 whose probabilities are averaged (the seed's sum, divided by three); a vertebra is called fractured
 (old or fresh) only when 1 − P(normal) reaches the threshold on its card, chosen on validation data
@@ -30,6 +33,8 @@ from VertebralFractureLib.radiograph_classify import CLASSES, ENSEMBLE, FRESH_MO
 EDGE_PX = 1.0
 #: A box narrower or lower than this (mm) holds no vertebral body (a lumbar body is 25-50 mm).
 MIN_BOX_MM = 8.0
+#: How the thoracic vertebrae above L1 are located (:func:`.radiograph_detect.extend_upwards`).
+PLACED = "placed from L1 and L2"
 ProgressCallback = Callable[[str, float, str], None]
 
 
@@ -41,16 +46,19 @@ class RadiographVertebra:
     name: str
     box_px: list[float]
     box_mm: list[float]
-    detection_score: float
+    detection_score: float | None
     probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
     ensemble: dict[str, float] = field(default_factory=dict)
     cls: str | None = None
     status: str = "assessed"
     reason: str | None = None
+    #: ``"detected"`` (L1–L5, the detector) or ``"placed from L1 and L2"`` (T12, T11: no detection score).
+    located: str = "detected"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "box_px": self.box_px, "box_mm": self.box_mm,
-                               "detection_score": self.detection_score, "probabilities": self.probabilities,
+                               "detection_score": self.detection_score, "located": self.located,
+                               "probabilities": self.probabilities,
                                "ensemble": self.ensemble, "class": self.cls, "status": self.status}
         if self.reason:
             out["reason"] = self.reason
@@ -189,7 +197,7 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
         whole_input,
         whole_map_to_image,
     )
-    from VertebralFractureLib.radiograph_detect import LEVELS, detect
+    from VertebralFractureLib.radiograph_detect import LEVELS, detect, extend_upwards
 
     report = progress or (lambda stage, fraction, message: None)
     dev = select_device(device)
@@ -202,6 +210,7 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     report("detect", 0.0, "finding L1-L5")
     t0 = time.perf_counter()
     found = detect(detector, image, (sy, sx), threshold=detection_threshold(cards), device=dev)
+    above = extend_upwards(found, image.shape, placed_levels(cards))
     timings["detect"] = round(time.perf_counter() - t0, 3)
     report("detect", 1.0, f"{len(found)} vertebrae")
 
@@ -209,10 +218,11 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     t0 = time.perf_counter()
     vertebrae: list[RadiographVertebra] = []
     crops, metas, cropped = [], [], []
-    for d in found:
+    for d in [*reversed(above), *found]:  # cranial to caudal
         x0, y0, x1, y1 = d["box_px"]
         v = RadiographVertebra(d["name"], d["box_px"], [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2),
-                                                       round(y1 * sy, 2)], d["detection_score"])
+                                                       round(y1 * sy, 2)], d["detection_score"],
+                               located="detected" if d["detection_score"] is not None else PLACED)
         vertebrae.append(v)
         v.status, v.reason, classified = box_status(d["box_px"], image.shape, (sy, sx))
         if not classified:
@@ -262,6 +272,17 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     return RadiographAnalysis(radiograph, vertebrae, fresh_p, cam_img, fresh_cam, models, warnings, timings)
 
 
+def placed_levels(cards: dict[str, Any]) -> tuple[str, ...]:
+    """The levels above L1 that are placed and classified: those of
+    :data:`.radiograph_detect.ABOVE` that every network of the ensemble was trained on (its card's
+    ``architecture.levels``; L1–L5 only where the card names none)."""
+    from VertebralFractureLib.radiograph_detect import ABOVE, LEVELS
+
+    trained = [set((cards[k].architecture or {}).get("levels", LEVELS)) if k in cards else set(LEVELS)
+               for k in ENSEMBLE]
+    return tuple(lv for lv in ABOVE if all(lv in t for t in trained))
+
+
 def detection_threshold(cards: dict[str, Any]) -> float:
     """The detector's threshold (heatmap peak) from its card."""
     from VertebralFractureLib.radiograph_detect import DEFAULT_THRESHOLD
@@ -282,5 +303,5 @@ def fresh_kind(card: Any) -> str:
     return str((card.architecture or {}).get("type", "resnet101-thin"))
 
 
-__all__ = ["RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph", "detection_threshold",
-           "fracture_threshold", "fresh_kind", "load_models"]
+__all__ = ["PLACED", "RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph",
+           "detection_threshold", "fracture_threshold", "fresh_kind", "load_models", "placed_levels"]

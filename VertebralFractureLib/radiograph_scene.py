@@ -160,7 +160,8 @@ def fill_radiograph_table(table: Any, data: dict[str, Any]) -> None:
     for v in data["vertebrae"]:
         e = v.get("ensemble") or {}
         rows.append([v["name"], v["class"] or "", v["status"], float(e.get("normal", nan)), float(e.get("old", nan)),
-                     float(e.get("fresh", nan)), float(v["detection_score"]),
+                     float(e.get("fresh", nan)),
+                     nan if v["detection_score"] is None else float(v["detection_score"]),
                      " ".join(f"{c:.1f}" for c in v["box_mm"])])
     for k, (name, kind) in enumerate(TABLE_COLUMNS):
         array = vtk.vtkStringArray() if kind == "str" else vtk.vtkDoubleArray()

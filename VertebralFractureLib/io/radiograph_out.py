@@ -101,7 +101,9 @@ def report_figure(result: Any, path: Path) -> None:
     img = result.radiograph.image
     sy, sx = result.radiograph.pixel_spacing_mm
     data = result.to_json()
-    panels = [("L1-L5: ensemble class", None), ("vertebrae: Grad-CAM (ensemble)", result.cam),
+    placed = [v["name"] for v in data["vertebrae"] if v["detection_score"] is None]
+    first = "L1-L5" + (f" (dashed: {', '.join(placed)} placed from L1 and L2)" if placed else "")
+    panels = [(f"{first}: ensemble class", None), ("vertebrae: Grad-CAM (ensemble)", result.cam),
               (f"whole image: fresh VCF p = {data['fresh_vcf_probability']:.2f}, Grad-CAM", result.fresh_cam)]
     height_mm, width_mm = img.shape[0] * sy, img.shape[1] * sx
     extent = (0, width_mm, height_mm, 0)
@@ -122,7 +124,8 @@ def report_figure(result: Any, path: Path) -> None:
         for v in data["vertebrae"]:
             x0, y0, x1, y1 = v["box_mm"]
             color = CLASS_COLORS.get(v["class"], CLASS_COLORS[None])
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.2, ec=color))
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.2, ec=color,
+                                   ls="-" if v["detection_score"] is not None else "--"))
             if cam is None:
                 ax.text(x1 + 2, (y0 + y1) / 2, vertebra_label(v), color=color, fontsize=8, va="center",
                         bbox={"fc": "black", "alpha": 0.5, "lw": 0, "pad": 1})
@@ -149,7 +152,8 @@ def report_html(result: Any, png: Path) -> str:
                  else "-" for m in members]
         ens = " / ".join(f"{v['ensemble'][c]:.2f}" for c in data["classes"]) if v["ensemble"] else "-"
         cells = [v["name"], v["class"] or "-", v["status"] + (f" ({v['reason']})" if v.get("reason") else ""),
-                 f"{v['detection_score']:.2f}", *probs, ens]
+                 v.get("located", "detected") if v["detection_score"] is None else f"{v['detection_score']:.2f}",
+                 *probs, ens]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     picture = base64.b64encode(png.read_bytes()).decode("ascii")
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in data["warnings"])

@@ -53,12 +53,13 @@ CLASS_MIX = (0.5, 0.25, 0.25)
 
 
 # ---------------------------------------------------------------------------------------- samples
-def vertebra_samples(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The L1–L5 vertebrae of dataset entries with a known class: entry index, box, class index."""
+def vertebra_samples(entries: Sequence[dict[str, Any]], levels: Sequence[str] = LEVELS) -> list[dict[str, Any]]:
+    """The vertebrae of ``levels`` (default L1–L5) of dataset entries with a known class: entry
+    index, box, class index."""
     out = []
     for k, e in enumerate(entries):
         for v in e["vertebrae"]:
-            if v["name"] in LEVELS and v.get("class") in CLASSES:
+            if v["name"] in levels and v.get("class") in CLASSES:
                 out.append({"entry": k, "box": v["box_px"], "y": CLASSES.index(v["class"]), "name": v["name"],
                             "grade": v.get("grade"), "case": e.get("case")})
     return out
@@ -257,16 +258,23 @@ def train_vertebra(train_entries: Sequence[dict[str, Any]], val_entries: Sequenc
                    held_entries: Sequence[dict[str, Any]], output: str | Path, kinds: Sequence[str] = ENSEMBLE,
                    iterations: int = 1500, batch: int = 16, lr: float = 1e-3, time_budget_s: float | None = None,
                    eval_every: int = 100, seed: int = 0, init: dict[str, Path] | None = None,
-                   log: Any = None) -> dict[str, Any]:
+                   log: Any = None, levels: Sequence[str] = LEVELS) -> dict[str, Any]:
     """Seed 004's three networks, one after the other (``time_budget_s`` each), then the ensemble;
-    writes ``<kind>.pt`` and ``report.json`` in ``output`` (after every network)."""
+    writes ``<kind>.pt`` and ``report.json`` in ``output`` (after every network).
+
+    ``levels``: the vertebrae trained on and selected on (validation); with thoracic levels added
+    (the fresh-VCF score also looks at T11 and T12, :mod:`.radiograph_analysis`) the held-out
+    measures stay those of L1–L5 (seed 004's), and ``heldout_other_levels`` reports the others."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    tr = vertebra_samples(train_entries)
+    tr = vertebra_samples(train_entries, levels)
     by_class = [[s for s in tr if s["y"] == k] for k in range(len(CLASSES))]
     if any(not c for c in by_class):
         raise ValueError("training data must hold normal, old and fresh vertebrae")
-    va, he = vertebra_samples(val_entries), vertebra_samples(held_entries)
+    va, he = vertebra_samples(val_entries, levels), vertebra_samples(held_entries)
+    other = [lv for lv in levels if lv not in LEVELS]
+    ho = vertebra_samples(held_entries, other) if other else []
+    xo, yo = eval_crops(held_entries, ho), np.array([s["y"] for s in ho])
     xv, yv = eval_crops(val_entries, va), np.array([s["y"] for s in va])
     xh, yh = eval_crops(held_entries, he), np.array([s["y"] for s in he])
     mix = np.asarray(CLASS_MIX) / sum(CLASS_MIX)
@@ -282,17 +290,20 @@ def train_vertebra(train_entries: Sequence[dict[str, Any]], val_entries: Sequenc
         return float(class_metrics(yv, _softmax(_predict(net, xv)))["balanced_accuracy"])
 
     counts = {c: len(by_class[k]) for k, c in enumerate(CLASSES)}
-    report: dict[str, Any] = {"task": "vertebra", "train": {"images": len(train_entries), "vertebrae": counts},
+    report: dict[str, Any] = {"task": "vertebra", "levels": list(levels),
+                              "train": {"images": len(train_entries), "vertebrae": counts},
                               "validation": {"images": len(val_entries), "vertebrae": len(va)},
                               "heldout": {"images": len(held_entries), "vertebrae": len(he),
                                           "counts": {c: int(np.sum(yh == k)) for k, c in enumerate(CLASSES)}},
                               "models": {}}
-    probs_v, probs_h = {}, {}
+    probs_v, probs_h, probs_o = {}, {}, {}
     for kind in kinds:
         training = _fit(kind, len(CLASSES), next_batch, validate, out, iterations, lr, time_budget_s, eval_every,
                         seed, (init or {}).get(kind), log)
         net = _load(kind, out / f"{kind}.pt", len(CLASSES))
         probs_v[kind], probs_h[kind] = _softmax(_predict(net, xv)), _softmax(_predict(net, xh))
+        if len(yo):
+            probs_o[kind] = _softmax(_predict(net, xo))
         report["models"][kind] = {"training": training, "validation": class_metrics(yv, probs_v[kind]),
                                   "heldout": with_cis(yh, probs_h[kind])}
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -301,6 +312,8 @@ def train_vertebra(train_entries: Sequence[dict[str, Any]], val_entries: Sequenc
         report["ensemble"] = {"members": list(probs_h), "validation": class_metrics(yv, ensemble(probs_v)),
                               "heldout": with_cis(yh, ensemble(probs_h)), "fracture_threshold": threshold,
                               "heldout_decision": decision_metrics(yh, ensemble(probs_h), threshold)}
+        if probs_o:
+            report["ensemble"]["heldout_other_levels"] = {"levels": other, **with_cis(yo, ensemble(probs_o))}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
 
@@ -349,6 +362,11 @@ def train_fresh(train_entries: Sequence[dict[str, Any]], val_entries: Sequence[d
 
 
 # ---------------------------------------------------------------------------------------- install
+def _level_span(levels: Sequence[str]) -> str:
+    """``T10-L5`` for a run of levels, written as the card says which crops trained a network."""
+    return f"{levels[0]}-{levels[-1]}" if len(levels) > 1 else str(levels[0])
+
+
 def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[str | Path],
             directory: str | Path | None = None, ledger: dict[str, Sequence[dict[str, Any]]] | None = None) -> list[Path]:
     """Install a run's networks (half precision) with their cards: ``radiograph-<kind>`` for the
@@ -374,15 +392,18 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
         if report["task"] == "vertebra":
             h = entry["heldout"]
             ens = report.get("ensemble", {})
-            card = {"architecture": {"type": kind, "input": list(CROP_SHAPE), "classes": list(CLASSES)},
+            card = {"architecture": {"type": kind, "input": list(CROP_SHAPE), "classes": list(CLASSES),
+                                     "levels": list(report.get("levels", LEVELS))},
                     "postprocess": {"fracture_threshold": ens.get("fracture_threshold"),
                                     "why": "the ensemble calls a vertebra fractured when 1 - P(normal) reaches this: "
                                            "95 % of the validation normal vertebrae stay below it"},
                     "classes": list(CLASSES),
-                    "training_data": (f"L1-L5 crops of synthetic lateral radiographs reconstructed from SynthSpine CT "
-                                      f"({data}; {report['train']['vertebrae']})"),
+                    "training_data": (f"{_level_span(report.get('levels', LEVELS))} crops of synthetic lateral "
+                                      f"radiographs reconstructed from SynthSpine CT ({data}; {report['train']['vertebrae']})"),
                     "metrics": {"heldout_synthetic": h, "ensemble_heldout_synthetic": ens.get("heldout"),
-                                "ensemble_decision_heldout_synthetic": ens.get("heldout_decision")},
+                                "ensemble_decision_heldout_synthetic": ens.get("heldout_decision"),
+                                **({"ensemble_heldout_synthetic_other_levels": ens["heldout_other_levels"]}
+                                   if "heldout_other_levels" in ens else {})},
                     "accuracy": (f"Trained on synthetic radiographs only; on held-out synthetic vertebrae its "
                                  f"three-class accuracy is {h['accuracy']:.2f} and its fractured-vs-normal ROC-AUC "
                                  f"{h['fractured_auc'] or float('nan'):.2f}. Not measured on real radiographs; "
@@ -421,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds per network")
     p.add_argument("--init", nargs="*", default=[], metavar="KIND=WEIGHTS", help="resume a network from weights")
+    p.add_argument("--levels", nargs="+", default=None,
+                   help="vertebra: levels trained and selected on (default L1-L5; e.g. T11 T12 L1 L2 L3 L4 L5)")
     p.add_argument("--install", action="store_true", help="install the networks with their cards")
     p.add_argument("-o", "--output", type=Path, required=True)
     args = p.parse_args(argv)
@@ -435,6 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts["iterations"] = args.iterations
     if args.batch:
         opts["batch"] = args.batch
+    if args.levels:
+        if args.task != "vertebra":
+            p.error("--levels applies to the vertebra networks")
+        opts["levels"] = tuple(args.levels)
     fit = train_vertebra if args.task == "vertebra" else train_fresh
     report = fit(tr, va, he, args.output, **opts)
     summary = {k: v["heldout"] for k, v in report["models"].items()}

@@ -35,6 +35,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         fracture_threshold,
         fresh_kind,
         load_models,
+        placed_levels,
     )
     from VertebralFractureLib.radiograph_classify import (
         crop_vertebra,
@@ -45,7 +46,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         grid_test,
         probabilities,
     )
-    from VertebralFractureLib.radiograph_detect import detect, iou
+    from VertebralFractureLib.radiograph_detect import detect, extend_upwards, iou
     from VertebralFractureLib.training.radiograph_classifier import (
         auc_with_ci,
         decision_metrics,
@@ -75,10 +76,12 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
                 det_crops.append(crop_vertebra(e["image"], hit[0]["box_px"], pixel_mm=e["pixel_mm"])[0])
                 det_y.append(s["y"])
         fresh_scores.append(fresh_probability(fresh_net, e["image"], device))
-        # the image's score from its vertebrae, as the product reports it (vertebrae_fresh_score)
-        assessed = [crop_vertebra(e["image"], d["box_px"], pixel_mm=e["pixel_mm"])[0] for d in found
-                    if d["detection_score"] >= shown and box_status(d["box_px"], e["image"].shape,
-                                                                   (e["pixel_mm"], e["pixel_mm"]))[0] == "assessed"]
+        # the image's score from its vertebrae, as the product reports it (vertebrae_fresh_score): the
+        # shown detections and the levels placed above L1
+        reported = [d for d in found if d["detection_score"] >= shown]
+        reported += extend_upwards(reported, e["image"].shape, placed_levels(cards))
+        assessed = [crop_vertebra(e["image"], d["box_px"], pixel_mm=e["pixel_mm"])[0] for d in reported
+                    if box_status(d["box_px"], e["image"].shape, (e["pixel_mm"], e["pixel_mm"]))[0] == "assessed"]
         vertebra_fresh.append(float(ensemble(probabilities(nets, np.stack(assessed)))[:, CLASSES.index("fresh")].max())
                               if assessed else 0.0)  # none assessed (the product says None): no fresh evidence
         report("evaluate", (k + 1) / len(entries), f"radiograph {k + 1}/{len(entries)}")
