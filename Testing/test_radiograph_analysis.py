@@ -397,11 +397,11 @@ def _fake_detect(net, image, pixel_mm, threshold=0.3, device="cpu"):
             for name, k in (("L1", 2), ("L2", 3), ("L3", 4))]
 
 
-def test_t12_and_t11_are_placed_above_l1_only_for_networks_trained_on_them(tmp_path, monkeypatch, mrml):
+def test_levels_named_on_the_card_are_placed_above_l1_scored_and_not_called(tmp_path, monkeypatch, mrml):
     import torch
 
     from VertebralFractureLib.cli import main
-    from VertebralFractureLib.radiograph_analysis import PLACED
+    from VertebralFractureLib.radiograph_analysis import PLACED, PLACED_STATUS
     from VertebralFractureLib.radiograph_scene import add_radiograph_to_scene
     from VertebralFractureLib.training.install import install_model
 
@@ -412,11 +412,11 @@ def test_t12_and_t11_are_placed_above_l1_only_for_networks_trained_on_them(tmp_p
     monkeypatch.setenv("VF_MODELS_DIR", str(d))
     assert main(["radiograph", str(png), "--pixel-spacing", "0.5", "-o", str(tmp_path / "a"), "--progress", "none"]) == 0
     data = json.loads((tmp_path / "a" / "radiograph.json").read_text())
-    assert [v["name"] for v in data["vertebrae"]] == ["L1", "L2", "L3"]  # networks trained on L1-L5 only
-    for kind in ENSEMBLE:  # the same networks, their cards saying they were trained on T10-L5 crops
+    assert [v["name"] for v in data["vertebrae"]] == ["L1", "L2", "L3"]  # the cards name no level to place
+    for kind in ENSEMBLE:  # the same networks, their cards naming T12 and T11
         torch.save(build_network(kind).state_dict(), tmp_path / f"{kind}.pt")
         install_model(model_name(kind), tmp_path / f"{kind}.pt",
-                      {"architecture": {"type": kind, "levels": ["T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]},
+                      {"architecture": {"type": kind}, "postprocess": {"placed_levels": ["T12", "T11"]},
                        "version": "test"}, d)
     out = tmp_path / "b"
     assert main(["radiograph", str(png), "--pixel-spacing", "0.5", "-o", str(out), "--progress", "none"]) == 0
@@ -426,10 +426,11 @@ def test_t12_and_t11_are_placed_above_l1_only_for_networks_trained_on_them(tmp_p
     for v, body in ((t12, 1), (t11, 0)):  # each on the body above: centres within a few pixels
         assert v["detection_score"] is None and v["located"] == PLACED
         assert abs((v["box_px"][1] + v["box_px"][3]) / 2 - (50 + 56 * body)) < 10
-        assert v["status"] == "assessed" and set(v["probabilities"]) == set(ENSEMBLE)
-    assert data["vertebrae"][2]["located"] == "detected"
-    assessed = [v["ensemble"]["fresh"] for v in data["vertebrae"] if v["status"] == "assessed"]
-    assert data["fresh_vcf_probability_vertebrae"] == max(assessed)
+        assert v["status"] == PLACED_STATUS and set(v["probabilities"]) == set(ENSEMBLE)
+        assert v["class"] is None and "no class or call" in v["reason"]  # scored, never called
+    assert data["vertebrae"][2]["located"] == "detected" and data["vertebrae"][2]["class"] is not None
+    scored = [v["ensemble"]["fresh"] for v in data["vertebrae"] if v["status"] in ("assessed", PLACED_STATUS)]
+    assert len(scored) == 5 and data["fresh_vcf_probability_vertebrae"] == max(scored)
     assert PLACED in (out / "report.html").read_text()
     nodes = add_radiograph_to_scene(mrml.scene, out)  # Slicer: a box and a table row each, no detection score
     table = mrml.scene.GetNodeByID(nodes.table)

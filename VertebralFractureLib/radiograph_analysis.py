@@ -1,10 +1,13 @@
 """The analysis of one lateral spine radiograph: L1–L5 found, each vertebra normal / old / fresh,
 the whole image fresh VCF or not, with Grad-CAM maps (seeds 003 and 004).
 
-Steps: the detector (:mod:`.radiograph_detect`) boxes L1–L5; where the ensemble was trained on
-thoracic crops too (its card's ``architecture.levels``), T12 and T11 are placed above L1 from the
-L1–L2 step (:func:`.radiograph_detect.extend_upwards`: the detector does not name them, and most
-fresh fractures lie at the thoracolumbar junction); each box is cropped as seed 004 does
+Steps: the detector (:mod:`.radiograph_detect`) boxes L1–L5; the levels above L1 that the
+ensemble's card names (``postprocess.placed_levels``, chosen on validation radiographs) are placed
+from the L1–L2 step (:func:`.radiograph_detect.extend_upwards`): the detector does not name them,
+and half of the fresh fractures lie there, at the thoracolumbar junction. A placed vertebra gets
+the ensemble's probabilities, which count towards the image's fresh-VCF score, but no class and no
+call (``status`` ``"placed"``): its box is not a detection, and on validation radiographs the networks
+called one normal T12 in five fresh. Each box is cropped as seed 004 does
 (:func:`.radiograph_classify.crop_vertebra`) and classified by the three networks of the ensemble,
 whose probabilities are averaged (the seed's sum, divided by three); a vertebra is called fractured
 (old or fresh) only when 1 − P(normal) reaches the threshold on its card, chosen on validation data
@@ -35,6 +38,10 @@ EDGE_PX = 1.0
 MIN_BOX_MM = 8.0
 #: How the thoracic vertebrae above L1 are located (:func:`.radiograph_detect.extend_upwards`).
 PLACED = "placed from L1 and L2"
+#: The status of a placed vertebra that could be classified: probabilities, no class, no call.
+PLACED_STATUS = "placed"
+PLACED_REASON = ("placed from L1 and L2, not detected: its probabilities count towards the image's fresh-VCF "
+                 "score; no class or call is made on it")
 ProgressCallback = Callable[[str, float, str], None]
 
 
@@ -52,7 +59,7 @@ class RadiographVertebra:
     cls: str | None = None
     status: str = "assessed"
     reason: str | None = None
-    #: ``"detected"`` (L1–L5, the detector) or ``"placed from L1 and L2"`` (T12, T11: no detection score).
+    #: ``"detected"`` (L1–L5, the detector) or ``"placed from L1 and L2"`` (above L1: no detection score).
     located: str = "detected"
 
     def to_json(self) -> dict[str, Any]:
@@ -162,10 +169,10 @@ def _place(cam_img: np.ndarray, crop_cam: np.ndarray, meta: dict[str, Any]) -> N
 
 
 def vertebrae_fresh_score(vertebrae: list[RadiographVertebra]) -> float | None:
-    """The largest ensemble P(fresh) among the assessed vertebrae (None when none was assessed): a
-    fresh fracture in view, judged vertebra by vertebra (seed 004's networks) rather than from the
+    """The largest ensemble P(fresh) among the assessed and placed vertebrae (None when there is none):
+    a fresh fracture in view, judged vertebra by vertebra (seed 004's networks) rather than from the
     whole image (seed 003)."""
-    scores = [v.ensemble["fresh"] for v in vertebrae if v.status == "assessed" and "fresh" in v.ensemble]
+    scores = [v.ensemble["fresh"] for v in vertebrae if v.status in ("assessed", PLACED_STATUS) and "fresh" in v.ensemble]
     return max(scores) if scores else None
 
 
@@ -241,7 +248,9 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
             v.probabilities = {kind: {c: round(float(p[k, j]), 4) for j, c in enumerate(CLASSES)}
                                for kind, p in probs.items()}
             v.ensemble = {c: round(float(ens[k, j]), 4) for j, c in enumerate(CLASSES)}
-            if v.status == "assessed":
+            if v.status == "assessed" and v.located == PLACED:
+                v.status, v.reason = PLACED_STATUS, PLACED_REASON
+            elif v.status == "assessed":
                 v.cls = CLASSES[int(classes[k])]
         if grad_cam:
             maps = ensemble_grad_cam(nets, x, np.argmax(ens, axis=1))
@@ -273,14 +282,14 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
 
 
 def placed_levels(cards: dict[str, Any]) -> tuple[str, ...]:
-    """The levels above L1 that are placed and classified: those of
-    :data:`.radiograph_detect.ABOVE` that every network of the ensemble was trained on (its card's
-    ``architecture.levels``; L1–L5 only where the card names none)."""
-    from VertebralFractureLib.radiograph_detect import ABOVE, LEVELS
+    """The levels above L1 that are placed and scored (:data:`.radiograph_detect.ABOVE`, nearest
+    first): those named by the ensemble's first card (``postprocess.placed_levels``, chosen on
+    validation data for those networks); none where it names none."""
+    from VertebralFractureLib.radiograph_detect import ABOVE
 
-    trained = [set((cards[k].architecture or {}).get("levels", LEVELS)) if k in cards else set(LEVELS)
-               for k in ENSEMBLE]
-    return tuple(lv for lv in ABOVE if all(lv in t for t in trained))
+    card = cards.get(ENSEMBLE[0])
+    named = (card.postprocess or {}).get("placed_levels", []) if card is not None else []
+    return tuple(lv for lv in ABOVE if lv in named)
 
 
 def detection_threshold(cards: dict[str, Any]) -> float:
@@ -303,5 +312,5 @@ def fresh_kind(card: Any) -> str:
     return str((card.architecture or {}).get("type", "resnet101-thin"))
 
 
-__all__ = ["PLACED", "RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph",
+__all__ = ["PLACED", "PLACED_REASON", "PLACED_STATUS", "RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph",
            "detection_threshold", "fracture_threshold", "fresh_kind", "load_models", "placed_levels"]
