@@ -401,6 +401,7 @@ def test_levels_named_on_the_card_are_placed_above_l1_scored_and_not_called(tmp_
     import torch
 
     from VertebralFractureLib.cli import main
+    from VertebralFractureLib.io.radiograph_out import vertebra_label
     from VertebralFractureLib.radiograph_analysis import PLACED, PLACED_STATUS
     from VertebralFractureLib.radiograph_scene import add_radiograph_to_scene
     from VertebralFractureLib.training.install import install_model
@@ -428,6 +429,7 @@ def test_levels_named_on_the_card_are_placed_above_l1_scored_and_not_called(tmp_
         assert abs((v["box_px"][1] + v["box_px"][3]) / 2 - (50 + 56 * body)) < 10
         assert v["status"] == PLACED_STATUS and set(v["probabilities"]) == set(ENSEMBLE)
         assert v["class"] is None and "no class or call" in v["reason"]  # scored, never called
+        assert vertebra_label(v) == f"{v['name']} placed (fresh {v['ensemble']['fresh']:.2f})"
     assert data["vertebrae"][2]["located"] == "detected" and data["vertebrae"][2]["class"] is not None
     scored = [v["ensemble"]["fresh"] for v in data["vertebrae"] if v["status"] in ("assessed", PLACED_STATUS)]
     assert len(scored) == 5 and data["fresh_vcf_probability_vertebrae"] == max(scored)
@@ -479,3 +481,24 @@ def test_vertebra_networks_trained_on_thoracic_levels_too_keep_seed_004s_held_ou
     card = models.registry(d)[model_name("resnet50-thin")]
     assert card.architecture["levels"] == rep["levels"] and card.training_data.startswith("T12-L5 crops")
     assert card.metrics["ensemble_heldout_synthetic_other_levels"]["n"] == 2
+
+
+def test_a_detection_above_the_levels_it_should_lie_below_is_not_assessable(tmp_path, monkeypatch):
+    from VertebralFractureLib.cli import main
+    from VertebralFractureLib.radiograph_analysis import OUT_OF_ORDER
+
+    def detect_with_l5_on_top(net, image, pixel_mm, threshold=0.3, device="cpu"):
+        return [*_fake_detect(net, image, pixel_mm), {"name": "L5", "box_px": [90.0, 30.0, 150.0, 70.0],
+                                                     "detection_score": 0.5}]
+
+    monkeypatch.setattr("VertebralFractureLib.radiograph_detect.detect", detect_with_l5_on_top)
+    d = tmp_path / "models"
+    _install_random_models(d, tmp_path)
+    monkeypatch.setenv("VF_MODELS_DIR", str(d))
+    png = _radiograph_png(tmp_path / "lateral.png")
+    assert main(["radiograph", str(png), "--pixel-spacing", "0.5", "-o", str(tmp_path / "o"), "--progress", "none"]) == 0
+    data = json.loads((tmp_path / "o" / "radiograph.json").read_text())
+    by = {v["name"]: v for v in data["vertebrae"]}
+    assert by["L5"]["status"] == "not assessable" and by["L5"]["reason"] == OUT_OF_ORDER
+    assert by["L5"]["class"] is None and not by["L5"]["ensemble"]
+    assert all(by[n]["status"] == "assessed" and by[n]["class"] for n in ("L1", "L2", "L3"))

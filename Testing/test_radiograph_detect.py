@@ -173,3 +173,18 @@ def test_a_narrowed_view_keeps_every_body_and_the_network_divisor():
         # both bodies (columns 60-85 and 65-92.5 of the 2 mm grid) stay whole, with at least 2.5 columns (5 mm) beside
         assert c0 <= 60 - 2.5 and c1 >= 92.5 + 2.5 and c1 - c0 < shape[1]
     assert narrow_columns(np.zeros((3, *shape), np.float32), shape[1], rng) is None  # no body: not narrowed
+
+
+def test_levels_out_of_order_are_the_fewest_whose_removal_leaves_l1_above_l5():
+    from VertebralFractureLib.radiograph_detect import out_of_order
+
+    def det(name, row, score=0.8):
+        return {"name": name, "box_px": [10.0, row - 5.0, 30.0, row + 5.0], "detection_score": score}
+
+    chain = [det("L1", 10), det("L2", 50), det("L3", 90), det("L4", 130)]
+    assert out_of_order(chain) == set() and out_of_order([]) == set()
+    assert out_of_order([*chain, det("L5", 5)]) == {"L5"}  # an L5 above L1
+    assert out_of_order([det("L1", 60), det("L2", 50), det("L3", 90)]) in ({"L1"}, {"L2"})
+    # two chains as long: the higher-scoring one is kept
+    assert out_of_order([det("L1", 60, 0.9), det("L2", 50, 0.4)]) == {"L2"}
+    assert out_of_order([det("L1", 60, 0.4), det("L2", 50, 0.9)]) == {"L1"}

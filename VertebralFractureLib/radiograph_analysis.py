@@ -36,6 +36,9 @@ from VertebralFractureLib.radiograph_classify import CLASSES, ENSEMBLE, FRESH_MO
 EDGE_PX = 1.0
 #: A box narrower or lower than this (mm) holds no vertebral body (a lumbar body is 25-50 mm).
 MIN_BOX_MM = 8.0
+#: Why a detection whose place contradicts the other levels' is not classified (:func:`.radiograph_detect.out_of_order`).
+OUT_OF_ORDER = ("its place contradicts the other levels (L1 above L2 above ... L5): not a vertebra the name "
+                "could be checked on")
 #: How the thoracic vertebrae above L1 are located (:func:`.radiograph_detect.extend_upwards`).
 PLACED = "placed from L1 and L2"
 #: The status of a placed vertebra that could be classified: probabilities, no class, no call.
@@ -204,7 +207,7 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
         whole_input,
         whole_map_to_image,
     )
-    from VertebralFractureLib.radiograph_detect import LEVELS, detect, extend_upwards
+    from VertebralFractureLib.radiograph_detect import LEVELS, detect, extend_upwards, out_of_order
 
     report = progress or (lambda stage, fraction, message: None)
     dev = select_device(device)
@@ -217,7 +220,8 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     report("detect", 0.0, "finding L1-L5")
     t0 = time.perf_counter()
     found = detect(detector, image, (sy, sx), threshold=detection_threshold(cards), device=dev)
-    above = extend_upwards(found, image.shape, placed_levels(cards))
+    disorder = out_of_order(found)
+    above = extend_upwards([d for d in found if d["name"] not in disorder], image.shape, placed_levels(cards))
     timings["detect"] = round(time.perf_counter() - t0, 3)
     report("detect", 1.0, f"{len(found)} vertebrae")
 
@@ -232,6 +236,8 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
                                located="detected" if d["detection_score"] is not None else PLACED)
         vertebrae.append(v)
         v.status, v.reason, classified = box_status(d["box_px"], image.shape, (sy, sx))
+        if d["name"] in disorder:
+            v.status, v.reason, classified = "not assessable", OUT_OF_ORDER, False
         if not classified:
             continue
         crop, meta = crop_vertebra(image, d["box_px"], pixel_mm=float(np.sqrt(sx * sy)))
@@ -312,5 +318,5 @@ def fresh_kind(card: Any) -> str:
     return str((card.architecture or {}).get("type", "resnet101-thin"))
 
 
-__all__ = ["PLACED", "PLACED_REASON", "PLACED_STATUS", "RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph",
+__all__ = ["OUT_OF_ORDER", "PLACED", "PLACED_REASON", "PLACED_STATUS", "RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph",
            "detection_threshold", "fracture_threshold", "fresh_kind", "load_models", "placed_levels"]

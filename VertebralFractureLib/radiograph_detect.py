@@ -164,6 +164,22 @@ def detect(net: Any, image: np.ndarray, pixel_mm: float | Sequence[float], thres
     return decode(y, scale, image.shape, threshold)
 
 
+def out_of_order(found: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The detected levels whose place contradicts the others: the fewest levels whose removal
+    leaves L1 above L2 above … L5 (box centres from the top of the image down; the longest chain in
+    order is kept, the higher-scoring one where two are as long). An "L5" boxed above L1 names no
+    vertebra a reader could check."""
+    ranked = sorted((d for d in found if d["name"] in LEVELS), key=lambda d: LEVELS.index(d["name"]))
+    rows = [(d["box_px"][1] + d["box_px"][3]) / 2 for d in ranked]
+    best: list[tuple[int, float, list[int]]] = []  # per detection: chain length, score, chain ending there
+    for k, d in enumerate(ranked):
+        options = [(n + 1, s + float(d["detection_score"]), [*chain, k])
+                   for j, (n, s, chain) in enumerate(best) if rows[j] < rows[k]]
+        best.append(max(options, default=(1, float(d["detection_score"]), [k]), key=lambda t: (t[0], t[1])))
+    keep = set(max(best, key=lambda t: (t[0], t[1]))[2]) if best else set()
+    return {d["name"] for k, d in enumerate(ranked) if k not in keep}
+
+
 def extend_upwards(found: Sequence[Mapping[str, Any]], shape: tuple[int, int],
                    levels: Sequence[str] = ABOVE) -> list[dict[str, Any]]:
     """Boxes of the thoracic vertebrae above L1 (``levels``, nearest first), placed from the detected
@@ -253,4 +269,7 @@ def mean_average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]],
     return {"map": float(np.mean(present)) if present else None, "per_level": per}
 
 
-__all__ = ["ABOVE", "ABOVE_SHRINK", "CANDIDATES", "DEFAULT_THRESHOLD", "DET_MM", "LEVELS", "MODEL_NAME", "SHARED_BODY_IOU", "average_precision", "build_network", "covered", "decode", "detect", "extend_upwards", "iou", "mean_average_precision", "targets", "to_detector_grid"]
+__all__ = ["ABOVE", "ABOVE_SHRINK", "CANDIDATES", "DEFAULT_THRESHOLD", "DET_MM", "LEVELS",
+           "MODEL_NAME", "SHARED_BODY_IOU", "average_precision", "build_network", "covered", "decode",
+           "detect", "extend_upwards", "iou", "mean_average_precision", "out_of_order", "targets",
+           "to_detector_grid"]

@@ -84,9 +84,12 @@ def write_box_curve(path: Path, name: str, corners: list[tuple[float, float, flo
 
 
 def vertebra_label(v: dict[str, Any]) -> str:
-    """``L2 fresh 0.81`` — name, class and the ensemble's probability of it (or the status)."""
+    """``L2 fresh 0.81`` — name, class and the ensemble's probability of it (or the status; with the
+    fresh probability for a vertebra placed above L1, which is scored but not called)."""
     if v.get("class") is None:
-        return f"{v['name']} {v.get('status', '')}".strip()
+        fresh = (v.get("ensemble") or {}).get("fresh")
+        scored = f" (fresh {fresh:.2f})" if v.get("status") == "placed" and fresh is not None else ""
+        return f"{v['name']} {v.get('status', '')}{scored}".strip()
     return f"{v['name']} {v['class']} {v['ensemble'][v['class']]:.2f}"
 
 

@@ -301,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--heldout", nargs="+", type=Path, required=True)
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     p.add_argument("--time-budget", type=float, default=None, help="seconds")
     p.add_argument("--init", type=Path, default=None, help="weights to start from (resume)")
     p.add_argument("--install", action="store_true", help="install the best weights with their card")
@@ -308,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     tr = [e for f in args.train for e in read_dataset(f)]
     va = [e for f in args.val for e in read_dataset(f)]
-    report = train(tr, va, args.output, args.iterations, args.batch, time_budget_s=args.time_budget,
+    report = train(tr, va, args.output, args.iterations, args.batch, lr=args.lr, time_budget_s=args.time_budget,
                    init=args.init, log=sys.stderr)
     import torch
 

@@ -46,7 +46,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         grid_test,
         probabilities,
     )
-    from VertebralFractureLib.radiograph_detect import detect, extend_upwards, iou
+    from VertebralFractureLib.radiograph_detect import detect, extend_upwards, iou, out_of_order
     from VertebralFractureLib.training.radiograph_classifier import (
         auc_with_ci,
         decision_metrics,
@@ -77,8 +77,10 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
                 det_y.append(s["y"])
         fresh_scores.append(fresh_probability(fresh_net, e["image"], device))
         # the image's score from its vertebrae, as the product reports it (vertebrae_fresh_score): the
-        # shown detections and the levels placed above L1
+        # shown detections in order and the levels placed above L1
         reported = [d for d in found if d["detection_score"] >= shown]
+        disorder = out_of_order(reported)
+        reported = [d for d in reported if d["name"] not in disorder]
         reported += extend_upwards(reported, e["image"].shape, placed_levels(cards))
         assessed = [crop_vertebra(e["image"], d["box_px"], pixel_mm=e["pixel_mm"])[0] for d in reported
                     if box_status(d["box_px"], e["image"].shape, (e["pixel_mm"], e["pixel_mm"]))[0] == "assessed"]
