@@ -175,7 +175,8 @@ def vertebrae_fresh_score(vertebrae: list[RadiographVertebra]) -> float | None:
     """The largest ensemble P(fresh) among the assessed and placed vertebrae (None when there is none):
     a fresh fracture in view, judged vertebra by vertebra (seed 004's networks) rather than from the
     whole image (seed 003)."""
-    scores = [v.ensemble["fresh"] for v in vertebrae if v.status in ("assessed", PLACED_STATUS) and "fresh" in v.ensemble]
+    scores = [v.ensemble["fresh"] for v in vertebrae
+              if v.status in ("assessed", PLACED_STATUS) and "fresh" in v.ensemble]
     return max(scores) if scores else None
 
 
@@ -318,5 +319,6 @@ def fresh_kind(card: Any) -> str:
     return str((card.architecture or {}).get("type", "resnet101-thin"))
 
 
-__all__ = ["OUT_OF_ORDER", "PLACED", "PLACED_REASON", "PLACED_STATUS", "RadiographAnalysis", "RadiographVertebra", "accuracy_warning", "analyze_radiograph",
-           "detection_threshold", "fracture_threshold", "fresh_kind", "load_models", "placed_levels"]
+__all__ = ["OUT_OF_ORDER", "PLACED", "PLACED_REASON", "PLACED_STATUS", "RadiographAnalysis", "RadiographVertebra",
+           "accuracy_warning", "analyze_radiograph", "detection_threshold", "fracture_threshold", "fresh_kind",
+           "load_models", "placed_levels"]

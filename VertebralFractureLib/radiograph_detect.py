@@ -102,9 +102,9 @@ def targets(shape: tuple[int, int], boxes: Mapping[str, Sequence[float]], scale:
 def decode(output: np.ndarray, scale: np.ndarray, shape: tuple[int, int],
            threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
     """Boxes from the network's output (levels + 2, rows, cols) on the detector grid: one body per
-    level and one level per body (module docstring); each box centred on
-    its heatmap peak (sub-pixel by a parabola), with its size; in image pixels, clipped to the
-    image of ``shape`` (rows, cols)."""
+    level and one level per body (module docstring); each box centred on its heatmap peak
+    (sub-pixel by a parabola), with its size; in image pixels, clipped to the image of ``shape``
+    (rows, cols)."""
     options = [[None, *_candidates(output, k, scale, shape, threshold)] for k in range(len(LEVELS))]
     best: tuple[Any, ...] = ()
     best_score = -1.0

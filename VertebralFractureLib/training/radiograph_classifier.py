@@ -263,7 +263,7 @@ def train_vertebra(train_entries: Sequence[dict[str, Any]], val_entries: Sequenc
     writes ``<kind>.pt`` and ``report.json`` in ``output`` (after every network).
 
     ``levels``: the vertebrae trained on and selected on (validation); with thoracic levels added
-    (the fresh-VCF score also looks at T11 and T12, :mod:`.radiograph_analysis`) the held-out
+    (the image's fresh-VCF score can also look above L1, :mod:`.radiograph_analysis`) the held-out
     measures stay those of L1–L5 (seed 004's), and ``heldout_other_levels`` reports the others."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
