@@ -13,7 +13,8 @@ level in which no two levels lie on the same body (boxes overlapping by :data:`S
 more), the one with the largest summed score is kept. A level whose peak sits on a body that
 another level claims more strongly (the L5 map's faint maximum on L4 when L5 is out of view) thus
 gives way to its next peak, or is not reported. (Also demanding that the levels lie in order, L1
-above L5, scored the same on the validation radiographs; the simpler rule is kept.)
+above L5, scored no better on the validation radiographs; the simpler rule is kept, and a level out
+of order is left to :func:`out_of_order`.)
 """
 
 from __future__ import annotations
