@@ -208,7 +208,7 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
         whole_input,
         whole_map_to_image,
     )
-    from VertebralFractureLib.radiograph_detect import LEVELS, detect, extend_upwards, out_of_order
+    from VertebralFractureLib.radiograph_detect import LEVELS, detect
 
     report = progress or (lambda stage, fraction, message: None)
     dev = select_device(device)
@@ -221,8 +221,7 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     report("detect", 0.0, "finding L1-L5")
     t0 = time.perf_counter()
     found = detect(detector, image, (sy, sx), threshold=detection_threshold(cards), device=dev)
-    disorder = out_of_order(found)
-    above = extend_upwards([d for d in found if d["name"] not in disorder], image.shape, placed_levels(cards))
+    boxes = reported_boxes(found, image.shape, (sy, sx), placed_levels(cards))
     timings["detect"] = round(time.perf_counter() - t0, 3)
     report("detect", 1.0, f"{len(found)} vertebrae")
 
@@ -230,15 +229,13 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     t0 = time.perf_counter()
     vertebrae: list[RadiographVertebra] = []
     crops, metas, cropped = [], [], []
-    for d in [*reversed(above), *found]:  # cranial to caudal
+    for d, status, reason, classified in boxes:
         x0, y0, x1, y1 = d["box_px"]
         v = RadiographVertebra(d["name"], d["box_px"], [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2),
                                                        round(y1 * sy, 2)], d["detection_score"],
-                               located="detected" if d["detection_score"] is not None else PLACED)
+                               located="detected" if d["detection_score"] is not None else PLACED,
+                               status=status, reason=reason)
         vertebrae.append(v)
-        v.status, v.reason, classified = box_status(d["box_px"], image.shape, (sy, sx))
-        if d["name"] in disorder:
-            v.status, v.reason, classified = "not assessable", OUT_OF_ORDER, False
         if not classified:
             continue
         crop, meta = crop_vertebra(image, d["box_px"], pixel_mm=float(np.sqrt(sx * sy)))
@@ -288,6 +285,27 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     return RadiographAnalysis(radiograph, vertebrae, fresh_p, cam_img, fresh_cam, models, warnings, timings)
 
 
+def reported_boxes(found: list[dict[str, Any]], shape: tuple[int, int], spacing_mm: tuple[float, float],
+                   placed: tuple[str, ...] = ()) -> list[tuple[dict[str, Any], str, str | None, bool]]:
+    """The boxes the analysis reports, cranial to caudal: the levels ``placed`` above L1 (from the
+    detections in order, :func:`.radiograph_detect.extend_upwards`), then the detections; each with its
+    status, the reason it is not assessable, and whether it is classified (:func:`box_status`; a
+    detection out of order, :func:`.radiograph_detect.out_of_order`, is not). The boxes with status
+    ``"assessed"`` score the image (:func:`vertebrae_fresh_score`); a placed one's status becomes
+    ``"placed"`` once it is classified."""
+    from VertebralFractureLib.radiograph_detect import extend_upwards, out_of_order
+
+    disorder = out_of_order(found)
+    above = extend_upwards([d for d in found if d["name"] not in disorder], shape, placed)
+    out = []
+    for d in [*reversed(above), *found]:
+        status, reason, classified = box_status(d["box_px"], shape, spacing_mm)
+        if d["name"] in disorder:
+            status, reason, classified = "not assessable", OUT_OF_ORDER, False
+        out.append((d, status, reason, classified))
+    return out
+
+
 def placed_levels(cards: dict[str, Any]) -> tuple[str, ...]:
     """The levels above L1 that are placed and scored (:data:`.radiograph_detect.ABOVE`, nearest
     first): those named by the ensemble's first card (``postprocess.placed_levels``, chosen on
@@ -321,4 +339,4 @@ def fresh_kind(card: Any) -> str:
 
 __all__ = ["OUT_OF_ORDER", "PLACED", "PLACED_REASON", "PLACED_STATUS", "RadiographAnalysis", "RadiographVertebra",
            "accuracy_warning", "analyze_radiograph", "detection_threshold", "fracture_threshold", "fresh_kind",
-           "load_models", "placed_levels"]
+           "load_models", "placed_levels", "reported_boxes"]

@@ -30,12 +30,12 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
                          grad_cam: bool = True, progress: Any = None) -> dict[str, Any]:
     """Evaluate the installed radiograph models on dataset folders (module docstring)."""
     from VertebralFractureLib.radiograph_analysis import (
-        box_status,
         detection_threshold,
         fracture_threshold,
         fresh_kind,
         load_models,
         placed_levels,
+        reported_boxes,
     )
     from VertebralFractureLib.radiograph_classify import (
         crop_vertebra,
@@ -46,7 +46,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         grid_test,
         probabilities,
     )
-    from VertebralFractureLib.radiograph_detect import detect, extend_upwards, iou, out_of_order
+    from VertebralFractureLib.radiograph_detect import detect, iou
     from VertebralFractureLib.training.radiograph_classifier import (
         auc_with_ci,
         decision_metrics,
@@ -76,14 +76,11 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
                 det_crops.append(crop_vertebra(e["image"], hit[0]["box_px"], pixel_mm=e["pixel_mm"])[0])
                 det_y.append(s["y"])
         fresh_scores.append(fresh_probability(fresh_net, e["image"], device))
-        # the image's score from its vertebrae, as the product reports it (vertebrae_fresh_score): the
-        # shown detections in order and the levels placed above L1
-        reported = [d for d in found if d["detection_score"] >= shown]
-        disorder = out_of_order(reported)
-        reported = [d for d in reported if d["name"] not in disorder]
-        reported += extend_upwards(reported, e["image"].shape, placed_levels(cards))
-        assessed = [crop_vertebra(e["image"], d["box_px"], pixel_mm=e["pixel_mm"])[0] for d in reported
-                    if box_status(d["box_px"], e["image"].shape, (e["pixel_mm"], e["pixel_mm"]))[0] == "assessed"]
+        # the image's score from its vertebrae, as the product reports it (vertebrae_fresh_score)
+        reported = reported_boxes([d for d in found if d["detection_score"] >= shown], e["image"].shape,
+                                  (e["pixel_mm"], e["pixel_mm"]), placed_levels(cards))
+        assessed = [crop_vertebra(e["image"], d["box_px"], pixel_mm=e["pixel_mm"])[0]
+                    for d, status, _, _ in reported if status == "assessed"]
         vertebra_fresh.append(float(ensemble(probabilities(nets, np.stack(assessed)))[:, CLASSES.index("fresh")].max())
                               if assessed else 0.0)  # none assessed (the product says None): no fresh evidence
         report("evaluate", (k + 1) / len(entries), f"radiograph {k + 1}/{len(entries)}")
