@@ -85,16 +85,16 @@ def main(argv: list[str] | None = None) -> int:
         mask = sitk.ReadImage(parts[1]) if len(parts) == 3 else None
         stem = Path(parts[0]).name.split(".")[0]
         subject = stem[: -len("_ct")] if stem.endswith("_ct") else stem
+        source = json.loads(Path(parts[-1]).read_text(encoding="utf-8"))  # the annotation, or the grade table
         for name, (variant, labels) in variants(image, mask).items():
             if mask is None:
                 target = args.output / f"{stem}-{name}.nii.gz"
-                doc = {**json.loads(Path(parts[1]).read_text(encoding="utf-8")), "image": target.name}
+                doc = {**source, "image": target.name}
                 written = [(target, variant), (args.output / f"{stem}-{name}_bodies.json", doc)]
             else:
                 target = args.output / f"{subject}-{name}_ct.nii.gz"
                 written = [(target, variant), (args.output / f"{subject}-{name}_seg-vert_msk.nii.gz", labels)]
-                table["grades"][f"{subject}-{name}"] = json.loads(Path(parts[2]).read_text(encoding="utf-8"))[
-                    "grades"].get(subject, {})
+                table["grades"][f"{subject}-{name}"] = source["grades"].get(subject, {})
             for path, content in written:
                 if path.resolve() in inputs:
                     ap.error(f"{path} would overwrite an input")

@@ -62,8 +62,11 @@ class RadiographVertebra:
     cls: str | None = None
     status: str = "assessed"
     reason: str | None = None
-    #: ``"detected"`` (L1–L5, the detector) or ``"placed from L1 and L2"`` (above L1: no detection score).
-    located: str = "detected"
+
+    @property
+    def located(self) -> str:
+        """``"detected"`` (L1–L5, the detector) or :data:`PLACED` (above L1: no detection score)."""
+        return "detected" if self.detection_score is not None else PLACED
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "box_px": self.box_px, "box_mm": self.box_mm,
@@ -233,7 +236,6 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
         x0, y0, x1, y1 = d["box_px"]
         v = RadiographVertebra(d["name"], d["box_px"], [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2),
                                                        round(y1 * sy, 2)], d["detection_score"],
-                               located="detected" if d["detection_score"] is not None else PLACED,
                                status=status, reason=reason)
         vertebrae.append(v)
         if not classified:

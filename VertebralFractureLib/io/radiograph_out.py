@@ -155,7 +155,7 @@ def report_html(result: Any, png: Path) -> str:
                  else "-" for m in members]
         ens = " / ".join(f"{v['ensemble'][c]:.2f}" for c in data["classes"]) if v["ensemble"] else "-"
         cells = [v["name"], v["class"] or "-", v["status"] + (f" ({v['reason']})" if v.get("reason") else ""),
-                 v.get("located", "detected") if v["detection_score"] is None else f"{v['detection_score']:.2f}",
+                 v["located"] if v["detection_score"] is None else f"{v['detection_score']:.2f}",
                  *probs, ens]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     picture = base64.b64encode(png.read_bytes()).decode("ascii")
