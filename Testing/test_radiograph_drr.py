@@ -141,7 +141,8 @@ def test_a_dataset_is_written_with_boxes_inside_its_images_and_read_back(tmp_pat
 
 
 def test_a_body_shown_only_in_part_is_an_ignore_region_not_a_true_box(tmp_path):
-    """A vertebra the source CT cuts is left out of the true boxes, but the part of it in view is
+    """A vertebra the source CT cuts keeps its true box where its body is in view (the CT's border
+    took only its processes); where the body itself reaches beyond the image, the part in view is
     recorded by name as an ignore region, where a detector's box counts neither way."""
     import json
 
@@ -154,15 +155,63 @@ def test_a_body_shown_only_in_part_is_an_ignore_region_not_a_true_box(tmp_path):
     whole = read_dataset(write_dataset([root], tmp_path / "whole", per_case=1, seed=1).parent)[0]
     case = list_cases(root)[0]
     truth = json.loads(case.genant.read_text())
-    truth[2]["complete"] = False  # L2: cut by the end of the CT
+    truth[2]["complete"] = False  # L2 touches the CT's border, but its body is in view
+    case.genant.write_text(json.dumps(truth))
+    processes = read_dataset(write_dataset([root], tmp_path / "processes", per_case=1, seed=1).parent)[0]
+    assert np.array_equal(processes["image"], whole["image"])
+    assert processes["vertebrae"] == whole["vertebrae"] and processes["ignore"] == []
+    for key, point in truth[2]["keypoints_lps_mm"].items():
+        if key.endswith("_inf"):
+            point[2] -= 40.0  # the body now reaches beyond the CT's end
     case.genant.write_text(json.dumps(truth))
     cut = read_dataset(write_dataset([root], tmp_path / "cut", per_case=1, seed=1).parent)[0]
     assert np.array_equal(cut["image"], whole["image"])  # the same radiograph, only its labels differ
     assert [v["name"] for v in cut["vertebrae"]] == ["T12", "L1"]
-    assert cut["ignore"] == [{"name": "L2", "box_px": whole["vertebrae"][2]["box_px"]}]
+    (region,) = cut["ignore"]
+    x0, y0, x1, _ = whole["vertebrae"][2]["box_px"]
+    assert region["name"] == "L2" and region["box_px"][:3] == [x0, y0, x1]
+    assert region["box_px"][3] == cut["image"].shape[0]  # clipped at the image's last row
     # the part in view: clipped to the image; a sliver at its edge is no region
     assert visible_part([-10.0, 90.0, 50.0, 130.0], (120, 100), 0.5) == [0.0, 90.0, 50.0, 120.0]
     assert visible_part([10.0, 115.0, 50.0, 130.0], (120, 100), 0.5) is None  # 2.5 mm in view
+
+
+def test_a_dataset_labelled_again_matches_one_written_with_bodies_in_view(tmp_path):
+    """Relabelling a dataset written before :func:`body_in_view` (a body in view counted as an
+    ignore region when the CT cut its vertebra) gives what writing it now gives, without drawing
+    the radiographs again; a body cut by the image's edge stays an ignore region."""
+    import json
+
+    from factories import tiny_verse_folder
+
+    from VertebralFractureLib.io.verse import list_cases
+    from VertebralFractureLib.training.radiograph_data import body_in_view, relabel_dataset, write_dataset
+
+    root = tiny_verse_folder(tmp_path / "synth", n_cases=1)
+    case = list_cases(root)[0]
+    truth = json.loads(case.genant.read_text())
+    truth[1]["complete"] = False
+    case.genant.write_text(json.dumps(truth))
+    now = json.loads(write_dataset([root], tmp_path / "now", per_case=2, seed=3).read_text())
+    old = json.loads(json.dumps(now))
+    for entry in old["radiographs"]:  # as the earlier rule wrote it: L1 an ignore region
+        (l1,) = [v for v in entry["vertebrae"] if v["name"] == "L1"]
+        entry["vertebrae"].remove(l1)
+        entry["ignore"].append({"name": "L1", "box_px": l1["box_px"]})
+        entry["fresh_vcf"] = not entry["fresh_vcf"]  # stale: relabelling recomputes it
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "radiographs.json").write_text(json.dumps(old))
+    (tmp_path / "old" / "images").symlink_to(tmp_path / "now" / "images")
+    again = relabel_dataset(tmp_path / "old", [root], tmp_path / "again")
+    assert json.loads(again.read_text()) == now
+    assert (tmp_path / "again" / now["radiographs"][0]["image"]).read_bytes() == \
+        (tmp_path / "now" / now["radiographs"][0]["image"]).read_bytes()
+    with pytest.raises(FileExistsError):
+        relabel_dataset(tmp_path / "old", [root], tmp_path / "again")
+    # margins: a cut vertebra's body 2 mm inside every edge; a whole one anywhere inside
+    assert body_in_view([10, 10, 50, 50], (100, 100), 0.5, complete=False)
+    assert not body_in_view([10, 10, 50, 97], (100, 100), 0.5, complete=False)  # 1.5 mm from the bottom
+    assert body_in_view([10, 10, 50, 100], (100, 100), 0.5, complete=True)
 
 
 def test_an_oblique_ct_is_projected_like_the_same_anatomy_stored_straight():

@@ -5,8 +5,9 @@ Each SynthSpine case of a VerSe-layout folder gives ``per_case`` radiographs
 view: ``lumbar`` (L1–L5 with a margin, as a lateral lumbar radiograph), ``thoracolumbar`` (T10–L5)
 or the whole projection. Labels per radiograph:
 
-* the box of every complete vertebral body in view (from its six Genant keypoints), its name,
-  Genant grade and type, and its class: ``normal`` (grade 0), ``fresh`` or ``old`` (grade ≥ 1, by
+* the box of every vertebral body in view (from its six Genant keypoints; :func:`body_in_view`:
+  a vertebra whose processes the source CT cuts still shows its body whole), its name, Genant
+  grade and type, and its class: ``normal`` (grade 0), ``fresh`` or ``old`` (grade ≥ 1, by
   the fracture's age; SynthSpine's ``fracture_age``, fresh where the truth predates ages);
 * ``fresh_vcf``: a fresh fracture of grade ≥ 1 in view (seed 003's label for the whole image);
 * ``ignore``: the part in view of every other vertebral body the image shows (cut by the end of
@@ -72,7 +73,7 @@ def radiograph_samples(ct: Any, truth: Sequence[Mapping[str, Any]], rng: np.rand
         params = draw_params(rng)
         image, geo = lateral_radiograph(ct, params, rng)
         every = body_boxes(truth, geo, names=None)  # cut vertebrae too: their keypoints may leave the CT
-        boxes = {e["name"]: every[e["name"]] for e in complete}
+        boxes = {e["name"]: every[e["name"]] for e in complete}  # a field of view is framed on whole vertebrae
         field = str(rng.choice(FIELDS, p=np.asarray(FIELD_WEIGHTS) / sum(FIELD_WEIGHTS)))
         rows = field_rows(boxes, field, geo.pixel_mm, image.shape[0], rng)
         if rows is None:
@@ -86,10 +87,9 @@ def radiograph_samples(ct: Any, truth: Sequence[Mapping[str, Any]], rng: np.rand
                 continue
             x0, y0, x1, y1 = every[name]
             y0, y1 = y0 - r0, y1 - r0
-            if e in complete and y0 >= 0 and y1 <= image.shape[0] and x0 >= 0 and x1 <= image.shape[1]:
-                vertebrae.append({"name": name, "box_px": [round(v, 2) for v in (x0, y0, x1, y1)],
-                                  "grade": e.get("grade"), "type": e.get("type"), "age": e.get("fracture_age"),
-                                  "class": vertebra_class(e)})
+            if e.get("keypoints_lps_mm") and body_in_view((x0, y0, x1, y1), image.shape, geo.pixel_mm,
+                                                          bool(e.get("complete"))):
+                vertebrae.append(true_box(e, (x0, y0, x1, y1)))
                 continue
             seen = visible_part((x0, y0, x1, y1), image.shape, geo.pixel_mm)
             if seen is not None:  # cut by the end of the CT or by this field of view
@@ -98,6 +98,26 @@ def radiograph_samples(ct: Any, truth: Sequence[Mapping[str, Any]], rng: np.rand
                     "fresh_vcf": any(v["class"] == "fresh" for v in vertebrae), "vertebrae": vertebrae,
                     "ignore": ignore})
     return out
+
+
+#: A vertebra the source CT cuts (its processes, or the CT's end just beyond the body) still has a
+#: true box where its body's box lies this far inside the image: the CT holds the endplates' rims.
+BODY_MARGIN_MM = 2.0
+
+
+def body_in_view(box: Sequence[float], shape: tuple[int, int], pixel_mm: float, complete: bool) -> bool:
+    """Whether a body's box [x0, y0, x1, y1] lies within an image of ``shape`` (rows, cols): anywhere
+    inside for a vertebra the source CT holds whole, :data:`BODY_MARGIN_MM` from every edge for one
+    it cuts. A radiograph shows a vertebral body whole whatever the CT did to its processes."""
+    m = 0.0 if complete else BODY_MARGIN_MM / pixel_mm
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return x0 >= m and y0 >= m and x1 <= shape[1] - m and y1 <= shape[0] - m
+
+
+def true_box(entry: Mapping[str, Any], box: Sequence[float]) -> dict[str, Any]:
+    """A labelled vertebra of a radiograph from its truth ``entry`` and its body's ``box``."""
+    return {"name": entry.get("name"), "box_px": [round(float(v), 2) for v in box], "grade": entry.get("grade"),
+            "type": entry.get("type"), "age": entry.get("fracture_age"), "class": vertebra_class(entry)}
 
 
 #: The part of a body in view is an ignore region only from this size on (mm, each side): a sliver
@@ -147,6 +167,57 @@ def write_dataset(roots: Sequence[str | Path], output: str | Path, per_case: int
     return index
 
 
+def relabel_dataset(folder: str | Path, roots: Sequence[str | Path], output: str | Path) -> Path:
+    """A dataset written before :func:`body_in_view` labelled it again without drawing it again:
+    each ignore region that lies whole in its image (so it was never clipped) and whose vertebra's
+    body is in view becomes a true box with the vertebra's grade and class from its case's truth in
+    ``roots`` (the folders it was made from); ``fresh_vcf`` follows. The images are linked (copied
+    where links are refused) into ``output``, which must not hold a dataset yet."""
+    import shutil
+
+    from PIL import Image
+
+    from VertebralFractureLib.io.verse import list_cases
+
+    src, out = Path(folder), Path(output)
+    index = out / "radiographs.json"
+    if index.exists():
+        raise FileExistsError(f"{index} exists: choose another folder")
+    data = json.loads((src / "radiographs.json").read_text(encoding="utf-8"))
+    truths = {(Path(root).name, case.subject): case.genant for root in roots for case in list_cases(root)}
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for e in data["radiographs"]:
+        key = (e["source"], e["case"])
+        if key not in truths:
+            raise ValueError(f"{e['image']}: its case {e['case']} of {e['source']} is in none of the folders given")
+        truth = json.loads(truths[key].read_text(encoding="utf-8"))
+        with Image.open(src / e["image"]) as im:
+            shape = (im.size[1], im.size[0])
+        by_name = {t.get("name"): t for t in truth}
+        order = {t.get("name"): k for k, t in enumerate(truth)}
+        vertebrae, ignore = list(e["vertebrae"]), []
+        for region in e["ignore"]:
+            t = by_name.get(region["name"])
+            # an ignore region of a vertebra the CT holds whole was cut by the field of view: at the edge
+            if t is not None and t.get("keypoints_lps_mm") and body_in_view(region["box_px"], shape, e["pixel_mm"],
+                                                                              complete=False):
+                vertebrae.append(true_box(t, region["box_px"]))
+            else:
+                ignore.append(region)
+        vertebrae.sort(key=lambda v: order.get(v["name"], len(order)))
+        entries.append({**e, "fresh_vcf": any(v["class"] == "fresh" for v in vertebrae), "vertebrae": vertebrae,
+                        "ignore": ignore})
+        target = out / e["image"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.hardlink_to(src / e["image"])
+        except OSError:
+            shutil.copyfile(src / e["image"], target)
+    index.write_text(json.dumps({**data, "radiographs": entries}, indent=1) + "\n", encoding="utf-8")
+    return index
+
+
 def read_dataset(folder: str | Path) -> list[dict[str, Any]]:
     """The entries of a folder written by :func:`write_dataset`, each with its ``image`` loaded
     (float32, 0..1)."""
@@ -169,7 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--per-case", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--relabel", type=Path, metavar="DATASET",
+                   help="label this dataset (made from ROOTS) again instead of drawing new radiographs")
     args = p.parse_args(argv)
+    if args.relabel is not None:
+        print(f"wrote {relabel_dataset(args.relabel, args.roots, args.output)}")
+        return 0
     print(f"wrote {write_dataset(args.roots, args.output, args.per_case, args.seed, log=sys.stderr)}")
     return 0
 
