@@ -188,3 +188,32 @@ def test_levels_out_of_order_are_the_fewest_whose_removal_leaves_l1_above_l5():
     # two chains as long: the higher-scoring one is kept
     assert out_of_order([det("L1", 60, 0.9), det("L2", 50, 0.4)]) == {"L2"}
     assert out_of_order([det("L1", 60, 0.4), det("L2", 50, 0.9)]) == {"L1"}
+
+
+def test_radiographs_of_spines_with_a_t13_or_an_l6_are_drawn_as_often_as_asked(tmp_path, monkeypatch):
+    """``variant_weight`` draws the radiographs whose labels name a T13 or an L6 that many times as
+    often as the others; the report records it."""
+    from VertebralFractureLib.training import radiograph_detector as rd
+
+    rng = np.random.default_rng(1)
+    entries = []
+    for k in range(4):
+        img = rng.normal(0.3, 0.02, (96, 96)).astype(np.float32)
+        img[0, 0] = k  # which radiograph a batch holds
+        entries.append({"image": img, "pixel_mm": 2.0, "ignore": [{"name": "T13", "box_px": [0, 0, 10, 10]}] if k == 2 else [],
+                        "vertebrae": [{"name": "L6" if k == 3 else "L1", "box_px": [30.0, 30.0, 60.0, 60.0]}]})
+    assert [rd.numeric_variant(e) for e in entries] == [False, False, True, True]
+    drawn = []
+    augment = rd._augment
+
+    def record(img, *rest):
+        drawn.append(round(float(img[0, 0] * 2) / 2))  # the corner pixel survives the 2 mm grid as its value
+        return augment(img, *rest)
+
+    monkeypatch.setattr(rd, "_augment", record)
+    report = rd.train(entries, entries[:1], tmp_path / "run", iterations=20, batch=1, eval_every=20, variant_weight=1000.0)
+    assert report["variant_weight"] == 1000.0
+    assert set(drawn) <= {2, 3} and len(drawn) == 20
+    drawn.clear()
+    rd.train(entries, entries[:1], tmp_path / "run2", iterations=20, batch=1, eval_every=20)
+    assert {0, 1} & set(drawn)  # unweighted: the others too
