@@ -10,11 +10,14 @@ Decoding: each level is one vertebra and each vertebra has one level. Every leve
 its highest local maxima (:data:`CANDIDATES`, each with its peak as the detection score, 1 = the
 training target's peak; none below the threshold). Of all the choices of at most one candidate per
 level in which no two levels lie on the same body (boxes overlapping by :data:`SHARED_BODY_IOU` or
-more), the one with the largest summed score is kept. A level whose peak sits on a body that
-another level claims more strongly (the L5 map's faint maximum on L4 when L5 is out of view) thus
-gives way to its next peak, or is not reported. (Also demanding that the levels lie in order, L1
-above L5, scored no better on the validation radiographs; the simpler rule is kept, and a level out
-of order is left to :func:`out_of_order`.)
+more) and the named levels are evenly spaced (:func:`evenly_spaced`), the one with the largest
+summed score is kept. A level whose peak sits on a body that another level claims more strongly
+(the L5 map's faint maximum on L4 when L5 is out of view) thus gives way to its next peak, or is
+not reported; and a set of names that skips a body (L1 and L2 boxed one body too high, on a T13,
+while L3–L5 sit right, leaving two bodies' distance between "L2" and "L3") gives way to the evenly
+spaced one with the next largest score. (Demanding only that the levels lie in order, L1 above L5,
+scored no better on the validation radiographs; a level out of order in a set of two is left to
+:func:`out_of_order`.)
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ DEFAULT_THRESHOLD = 0.3
 CANDIDATES = 3
 #: Two levels' boxes overlapping this much (intersection over union) lie on the same body.
 SHARED_BODY_IOU = 0.3
+#: Named levels are evenly spaced when each gap between consecutive ones, per level step, lies
+#: within this factor of the gaps' median (three levels or more). A skipped body doubles a gap; on
+#: the 340 validation radiographs, 1.5 (halfway) scored mAP@0.5 0.894 against 0.879 without the
+#: rule (1.33: 0.892, 1.75: 0.888, 2.0: 0.885).
+SPACING_TOLERANCE = 1.5
 #: Levels above L1 placed from the detected L1 and L2 (:func:`extend_upwards`), nearest first.
 ABOVE: tuple[str, ...] = ("T12", "T11")
 #: Each level up, the body and the step to the next are this share of the one below (on 120
@@ -112,7 +120,8 @@ def decode(output: np.ndarray, scale: np.ndarray, shape: tuple[int, int],
     for choice in itertools.product(*options):
         chosen = [c for c in choice if c is not None]
         total = sum(c["detection_score"] for c in chosen)
-        if total > best_score and _one_level_per_body(chosen):
+        if total > best_score and _one_level_per_body(chosen) and evenly_spaced(
+                [(k, c["box_px"]) for k, c in enumerate(choice) if c is not None]):
             best, best_score = choice, total
     return [{"name": name, "box_px": c["box_px"], "detection_score": c["detection_score"]}
             for name, c in zip(LEVELS, best) if c is not None]
@@ -142,6 +151,17 @@ def _candidates(output: np.ndarray, k: int, scale: np.ndarray, shape: tuple[int,
 def _one_level_per_body(chosen: Sequence[Mapping[str, Any]]) -> bool:
     """No two of the candidates lie on the same body."""
     return all(iou(a["box_px"], b["box_px"]) < SHARED_BODY_IOU for a, b in itertools.combinations(chosen, 2))
+
+
+def evenly_spaced(named: Sequence[tuple[int, Sequence[float]]], tolerance: float = SPACING_TOLERANCE) -> bool:
+    """Whether boxes named by level index (``(k, [x0, y0, x1, y1])``, in level order) lie one below
+    the other with each gap between consecutive ones, per level step, within ``tolerance`` of the
+    gaps' median. Fewer than three levels are not judged."""
+    if len(named) < 3:
+        return True
+    gaps = [((b[1] + b[3]) - (a[1] + a[3])) / 2 / (j - i) for (i, a), (j, b) in zip(named, named[1:])]
+    median = float(np.median(gaps))
+    return median > 0 and all(g > 0 and median / tolerance <= g <= median * tolerance for g in gaps)
 
 
 def _parabola(trio: np.ndarray) -> float:
@@ -271,6 +291,6 @@ def mean_average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]],
 
 
 __all__ = ["ABOVE", "ABOVE_SHRINK", "CANDIDATES", "DEFAULT_THRESHOLD", "DET_MM", "LEVELS",
-           "MODEL_NAME", "SHARED_BODY_IOU", "average_precision", "build_network", "covered", "decode",
-           "detect", "extend_upwards", "iou", "mean_average_precision", "out_of_order", "targets",
+           "MODEL_NAME", "SHARED_BODY_IOU", "SPACING_TOLERANCE", "average_precision", "build_network", "covered",
+           "decode", "detect", "evenly_spaced", "extend_upwards", "iou", "mean_average_precision", "out_of_order", "targets",
            "to_detector_grid"]
