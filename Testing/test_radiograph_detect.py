@@ -246,3 +246,34 @@ def test_radiographs_of_spines_with_a_t13_or_an_l6_are_drawn_as_often_as_asked(t
     drawn.clear()
     rd.train(entries, entries[:1], tmp_path / "run2", iterations=20, batch=1, eval_every=20)
     assert {0, 1} & set(drawn)  # unweighted: the others too
+
+
+def test_the_detector_sees_the_image_and_its_mirror_and_averages_them():
+    """A network blind to its input (the same maps whatever it sees) has its peak averaged with the
+    mirrored peak: half the score, at either place. An equivariant one (here: the same maps built
+    for each input's bright block) keeps its full score where the body is."""
+    import torch
+
+    from VertebralFractureLib.radiograph_detect import detect
+
+    image = np.zeros((160, 128), np.float32)
+    grid, scale = to_detector_grid(image, 2.0)
+    box = [20.0, 40.0, 60.0, 80.0]  # left of the middle: its mirror lies elsewhere
+    heat, size = targets(grid.shape, {"L3": box}, scale)
+    logits = np.where(heat > 0, np.log(np.clip(heat, 1e-4, 1 - 1e-4) / (1 - np.clip(heat, 1e-4, 1 - 1e-4))), -20.0)
+    fixed = torch.from_numpy(np.concatenate([logits, size[:2]]).astype(np.float32))
+
+    class Blind(torch.nn.Module):
+        def forward(self, x):
+            return fixed.repeat(x.shape[0], 1, 1, 1)
+
+    class Follows(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([fixed.clone() if float(x[k, 0, 60, 20]) > 0.5 else torch.flip(fixed, dims=[2])
+                                for k in range(x.shape[0])])
+
+    (found,) = detect(Blind(), image, 2.0, threshold=0.2)
+    assert found["name"] == "L3" and found["detection_score"] == pytest.approx(0.5, abs=0.02)
+    image[60, 20] = 1.0  # the pixel Follows looks at (2 mm pixels: the detector's grid is the image)
+    (found,) = detect(Follows(), image, 2.0, threshold=0.2)
+    assert found["detection_score"] == pytest.approx(1.0, abs=0.02) and iou(found["box_px"], box) > 0.85
