@@ -277,3 +277,54 @@ def test_the_detector_sees_the_image_and_its_mirror_and_averages_them():
     image[60, 20] = 1.0  # the pixel Follows looks at (2 mm pixels: the detector's grid is the image)
     (found,) = detect(Follows(), image, 2.0, threshold=0.2)
     assert found["detection_score"] == pytest.approx(1.0, abs=0.02) and iou(found["box_px"], box) > 0.85
+
+
+def test_runs_combined_into_one_detector_average_their_outputs_and_install_with_their_card(tmp_path):
+    """``ensemble`` puts the best weights of several runs into one detector whose heatmap
+    probabilities and sizes are the members' means; it installs with ``architecture.members``, loads
+    back through the registry, and training can go on from it (its first member)."""
+    import json
+
+    import torch
+
+    from VertebralFractureLib import models
+    from VertebralFractureLib.radiograph_detect import MODEL_NAME, average_outputs, build_network
+    from VertebralFractureLib.training.radiograph_detector import ensemble, install, train
+
+    rng = np.random.default_rng(2)
+    entries = []
+    for _ in range(2):
+        img = rng.normal(0.3, 0.02, (128, 96)).astype(np.float32)
+        img[20:50, 30:60] = 0.8
+        entries.append({"image": img, "pixel_mm": 1.0, "vertebrae": [{"name": "L1", "box_px": [30.0, 20.0, 60.0, 50.0]}]})
+    runs = [tmp_path / f"run{k}" for k in range(2)]
+    for k, run in enumerate(runs):
+        train(entries, entries[:1], run, iterations=2, batch=1, eval_every=2, seed=k)
+    report = ensemble(runs, tmp_path / "both", entries[:1])
+    assert report["members"] == ["run0", "run1"] and 0.0 <= report["best_val_map"] <= 1.0
+    with pytest.raises(FileExistsError):
+        ensemble(runs, tmp_path / "both", entries[:1])
+    singles = []
+    for run in runs:
+        net = build_network()
+        net.load_state_dict(torch.load(run / "best.pt", weights_only=True))
+        singles.append(net.eval())
+    x = torch.from_numpy(np.ascontiguousarray(entries[0]["image"][None, None]))
+    with torch.inference_mode():
+        outs = [n(x) for n in singles]
+        mean = average_outputs(outs)
+    p = (torch.sigmoid(outs[0][:, :len(LEVELS)]) + torch.sigmoid(outs[1][:, :len(LEVELS)])) / 2
+    assert torch.allclose(torch.sigmoid(mean[:, :len(LEVELS)]), p.clamp(1e-6, 1 - 1e-6), atol=1e-5)
+    assert torch.allclose(mean[:, len(LEVELS):], (outs[0][:, len(LEVELS):] + outs[1][:, len(LEVELS):]) / 2)
+    install(tmp_path / "both", report, {"map": 0.5, "images": 1}, ["toy"], directory=tmp_path / "models")
+    card, loaded = models.load_network(MODEL_NAME, build_network, tmp_path / "models")
+    assert card.architecture["members"] == 2
+    entry = json.loads((tmp_path / "models" / "models.json").read_text())["models"][0]
+    assert entry["ledger"][-1]["members"] == ["run0", "run1"]
+    with torch.inference_mode():
+        assert torch.allclose(loaded.eval()(x), mean, atol=1e-5)
+    again = train(entries, entries[:1], tmp_path / "again", iterations=1, batch=1, eval_every=1,
+                  init=tmp_path / "models" / "radiograph-detector.pt")
+    assert again["iterations"] == 1
+    with pytest.raises(ValueError, match="at least one member"):
+        build_network({"members": 0})

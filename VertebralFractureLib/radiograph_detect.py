@@ -63,13 +63,46 @@ ABOVE_SHRINK = 0.95
 
 
 def build_network(architecture: Mapping[str, Any] | None = None) -> Any:
-    """The detector: MONAI's 2D U-Net, one channel in, a heatmap per level and two size maps out."""
+    """The detector: MONAI's 2D U-Net, one channel in, a heatmap per level and two size maps out; with
+    ``members`` > 1 in ``architecture``, that many such U-Nets whose outputs are averaged
+    (:func:`average_outputs`)."""
+    import torch
     from monai.networks.nets import UNet
 
     arch = dict(architecture or {})
     channels = tuple(arch.get("channels", CHANNELS))
-    return UNet(spatial_dims=2, in_channels=1, out_channels=len(LEVELS) + 2, channels=channels,
-                strides=(2,) * (len(channels) - 1), num_res_units=int(arch.get("num_res_units", 1)), norm="instance")
+
+    def unet() -> Any:
+        return UNet(spatial_dims=2, in_channels=1, out_channels=len(LEVELS) + 2, channels=channels,
+                    strides=(2,) * (len(channels) - 1), num_res_units=int(arch.get("num_res_units", 1)), norm="instance")
+
+    members = int(arch.get("members", 1))
+    if members < 1:
+        raise ValueError(f"a detector has at least one member, the card says {members}")
+    if members == 1:
+        return unet()
+
+    class Ensemble(torch.nn.Module):
+        """Detectors trained apart whose outputs are averaged (:func:`average_outputs`)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = torch.nn.ModuleList(unet() for _ in range(members))
+
+        def forward(self, x: Any) -> Any:
+            return average_outputs([m(x) for m in self.members])
+
+    return Ensemble()
+
+
+def average_outputs(outputs: Sequence[Any]) -> Any:
+    """Several detectors' outputs (batch, levels + 2, rows, cols) as one: the heatmaps' probabilities
+    averaged (returned as logits, as one network gives them), the sizes averaged."""
+    import torch
+
+    heat = torch.stack([torch.sigmoid(o[:, : len(LEVELS)]) for o in outputs]).mean(0).clamp(1e-6, 1 - 1e-6)
+    size = torch.stack([o[:, len(LEVELS):] for o in outputs]).mean(0)
+    return torch.cat([torch.logit(heat), size], 1)
 
 
 def to_detector_grid(image: np.ndarray, pixel_mm: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -296,6 +329,6 @@ def mean_average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]],
 
 
 __all__ = ["ABOVE", "ABOVE_SHRINK", "CANDIDATES", "DEFAULT_THRESHOLD", "DET_MM", "LEVELS",
-           "MODEL_NAME", "SHARED_BODY_IOU", "SPACING_TOLERANCE", "average_precision", "build_network", "covered",
+           "MODEL_NAME", "SHARED_BODY_IOU", "SPACING_TOLERANCE", "average_outputs", "average_precision", "build_network", "covered",
            "decode", "detect", "evenly_spaced", "extend_upwards", "iou", "mean_average_precision", "out_of_order", "targets",
            "to_detector_grid"]

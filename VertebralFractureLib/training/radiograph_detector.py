@@ -227,7 +227,10 @@ def train(train_entries: Sequence[dict[str, Any]], val_entries: Sequence[dict[st
     out.mkdir(parents=True, exist_ok=True)
     net = build_network()
     if init is not None:
-        net.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+        state = torch.load(init, map_location="cpu", weights_only=True)
+        if any(k.startswith("members.") for k in state):  # an installed ensemble: go on from its first member
+            state = {k[len("members.0."):]: v for k, v in state.items() if k.startswith("members.0.")}
+        net.load_state_dict(state)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     data = prepare(train_entries)
     draw = None
@@ -271,6 +274,35 @@ def train(train_entries: Sequence[dict[str, Any]], val_entries: Sequence[dict[st
     return report
 
 
+def ensemble(run_dirs: Sequence[str | Path], output: str | Path, val_entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The best weights of several runs as one detector whose outputs are averaged
+    (``architecture.members``): written to ``output``/``best.pt`` with a report (validation mAP as
+    :func:`train` reports it) that :func:`install` takes. Nothing is trained."""
+    import torch
+
+    start = time.time()
+    state = {}
+    for k, run in enumerate(run_dirs):
+        for key, value in torch.load(Path(run) / "best.pt", map_location="cpu", weights_only=True).items():
+            state[f"members.{k}.{key}"] = value
+    net = build_network({"members": len(run_dirs)})
+    net.load_state_dict(state)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "best.pt").exists():
+        raise FileExistsError(f"{out / 'best.pt'} exists: choose another folder")
+    torch.save(net.state_dict(), out / "best.pt")
+    m = evaluate(net, val_entries)
+    reports = [json.loads((Path(r) / "report.json").read_text(encoding="utf-8")) for r in run_dirs]
+    report = {"members": [Path(r).name for r in run_dirs], "iterations": 0, "best_iteration": 0,
+              "best_val_map": m.get("ignoring_cut_bodies", m)["map"], "best_val_map_strict": m["map"],
+              "seconds": round(time.time() - start, 1), "train_images": max(r["train_images"] for r in reports),
+              "val_images": len(val_entries), "log": [],
+              "from": "the best weights of " + ", ".join(Path(r).name for r in run_dirs) + ", outputs averaged"}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
 def install(run_dir: str | Path, report: dict[str, Any], heldout: dict[str, Any], train_roots: Sequence[str | Path],
             directory: str | Path | None = None, ledger: Sequence[dict[str, Any]] | None = None) -> Path:
     """Install a run's ``best.pt`` as the ``radiograph-detector`` model, with its card; the ledger
@@ -281,10 +313,11 @@ def install(run_dir: str | Path, report: dict[str, Any], heldout: dict[str, Any]
     from VertebralFractureLib.radiograph_detect import CHANNELS, DEFAULT_THRESHOLD
     from VertebralFractureLib.training.install import install_model, installed_ledger
 
+    members = report.get("members")
     card = {
         "version": datetime.date.today().strftime("%Y%m%d"),
         "architecture": {"type": "UNet2D-centre-heatmaps", "channels": list(CHANNELS), "num_res_units": 1,
-                         "levels": list(LEVELS), "pixel_mm": DET_MM},
+                         "levels": list(LEVELS), "pixel_mm": DET_MM, **({"members": len(members)} if members else {})},
         "classes": list(LEVELS),
         "training_data": (f"synthetic lateral radiographs reconstructed from SynthSpine CT "
                           f"({', '.join(Path(r).name for r in train_roots)}; {report['train_images']} images)"),
@@ -297,7 +330,7 @@ def install(run_dir: str | Path, report: dict[str, Any], heldout: dict[str, Any]
                      [] if report["from"] == "scratch" else installed_ledger(MODEL_NAME, directory)),
                    {"run": Path(run_dir).name, "from": report["from"], "iterations": report["iterations"],
                     "best_iteration": report["best_iteration"], "wall_time_min": round(report["seconds"] / 60, 1),
-                    "hardware": "2-core CPU"}],
+                    "hardware": "2-core CPU", **({"members": members} if members else {})}],
         "accuracy": (f"The L1-L5 detector is trained on synthetic radiographs only; on held-out synthetic "
                      f"radiographs its mAP@0.5 is {heldout['map']:.2f}"
                      + (f" ({heldout['ignoring_cut_bodies']['map']:.2f} where boxes on bodies shown only in part, "
@@ -313,26 +346,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m VertebralFractureLib.training.radiograph_detector",
                                 description="Train the L1-L5 detector on synthetic lateral radiographs.")
-    p.add_argument("--train", nargs="+", type=Path, required=True, help="folders written by radiograph_data")
+    p.add_argument("--train", nargs="+", type=Path, required=True,
+                   help="folders written by radiograph_data (with --ensemble: those the members were trained on)")
+    p.add_argument("--ensemble", nargs="+", type=Path, default=None, metavar="RUN",
+                   help="train nothing: the best weights of these runs as one detector, outputs averaged")
     p.add_argument("--val", nargs="+", type=Path, required=True)
     p.add_argument("--heldout", nargs="+", type=Path, required=True)
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     p.add_argument("--time-budget", type=float, default=None, help="seconds")
-    p.add_argument("--init", type=Path, default=None, help="weights to start from (resume)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="weights to start from (resume); of an ensemble, its first member")
     p.add_argument("--variant-weight", type=float, default=1.0,
                    help="draw radiographs of spines with a T13 or an L6 this many times as often")
     p.add_argument("--install", action="store_true", help="install the best weights with their card")
     p.add_argument("-o", "--output", type=Path, required=True)
     args = p.parse_args(argv)
-    tr = [e for f in args.train for e in read_dataset(f)]
     va = [e for f in args.val for e in read_dataset(f)]
-    report = train(tr, va, args.output, args.iterations, args.batch, lr=args.lr, time_budget_s=args.time_budget,
-                   init=args.init, log=sys.stderr, variant_weight=args.variant_weight)
+    if args.ensemble:
+        report = ensemble(args.ensemble, args.output, va)
+    else:
+        tr = [e for f in args.train for e in read_dataset(f)]
+        report = train(tr, va, args.output, args.iterations, args.batch, lr=args.lr, time_budget_s=args.time_budget,
+                       init=args.init, log=sys.stderr, variant_weight=args.variant_weight)
     import torch
 
-    net = build_network()
+    net = build_network({"members": len(args.ensemble)} if args.ensemble else None)
     net.load_state_dict(torch.load(Path(args.output) / "best.pt", map_location="cpu", weights_only=True))
     held = evaluate(net, [e for f in args.heldout for e in read_dataset(f)])
     report["heldout"] = held
