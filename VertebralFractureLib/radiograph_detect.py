@@ -3,8 +3,10 @@
 Seed 004 finds L1–L5 with YOLOv5, which needs torchvision (it does not install with this torch
 build). Here the detector is CenterNet-style on a MONAI 2D U-Net: for each of the five levels a
 heatmap whose peak is the vertebral body's centre, and two maps giving the box's width and height
-at that centre. The image is first resampled to :data:`DET_MM` a pixel from its pixel spacing, so a
-body has the same size in pixels whatever the detector.
+at that centre. The installed detector averages the outputs of several such networks trained apart
+(:func:`build_network`, ``members`` on its card), each seeing the image and its mirror
+(:func:`detect`). The image is first resampled to :data:`DET_MM` a pixel from its pixel spacing, so
+a body has the same size in pixels whatever the detector.
 
 Decoding: each level is one vertebra and each vertebra has one level. Every level's heatmap offers
 its highest local maxima (:data:`CANDIDATES`, each with its peak as the detection score, 1 = the
