@@ -358,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--time-budget", type=float, default=None, help="seconds")
     p.add_argument("--init", type=Path, default=None,
                    help="weights to start from (resume); of an ensemble, its first member")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the draws and augmentation")
     p.add_argument("--variant-weight", type=float, default=1.0,
                    help="draw radiographs of spines with a T13 or an L6 this many times as often")
     p.add_argument("--install", action="store_true", help="install the best weights with their card")
@@ -369,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         tr = [e for f in args.train for e in read_dataset(f)]
         report = train(tr, va, args.output, args.iterations, args.batch, lr=args.lr, time_budget_s=args.time_budget,
-                       init=args.init, log=sys.stderr, variant_weight=args.variant_weight)
+                       init=args.init, log=sys.stderr, variant_weight=args.variant_weight, seed=args.seed)
     import torch
 
     net = build_network({"members": len(args.ensemble)} if args.ensemble else None)
