@@ -330,7 +330,7 @@ def mean_average_precision(predictions: Sequence[Sequence[Mapping[str, Any]]],
     return {"map": float(np.mean(present)) if present else None, "per_level": per}
 
 
-__all__ = ["ABOVE", "ABOVE_SHRINK", "CANDIDATES", "DEFAULT_THRESHOLD", "DET_MM", "LEVELS",
-           "MODEL_NAME", "SHARED_BODY_IOU", "SPACING_TOLERANCE", "average_outputs", "average_precision", "build_network", "covered",
-           "decode", "detect", "evenly_spaced", "extend_upwards", "iou", "mean_average_precision", "out_of_order", "targets",
-           "to_detector_grid"]
+__all__ = ["ABOVE", "ABOVE_SHRINK", "CANDIDATES", "DEFAULT_THRESHOLD", "DET_MM", "LEVELS", "MODEL_NAME",
+           "SHARED_BODY_IOU", "SPACING_TOLERANCE", "average_outputs", "average_precision", "build_network",
+           "covered", "decode", "detect", "evenly_spaced", "extend_upwards", "iou", "mean_average_precision",
+           "out_of_order", "targets", "to_detector_grid"]
