@@ -503,3 +503,25 @@ def test_a_detection_above_the_levels_it_should_lie_below_is_not_assessable(tmp_
     assert by["L5"]["status"] == "not assessable" and by["L5"]["reason"] == OUT_OF_ORDER
     assert by["L5"]["class"] is None and not by["L5"]["ensemble"]
     assert all(by[n]["status"] == "assessed" and by[n]["class"] for n in ("L1", "L2", "L3"))
+
+
+def test_the_real_anatomy_check_counts_calls_by_name_and_by_place():
+    """``radiograph_real_check``'s summary: a fresh call on a grade-2 vertebra boxed under another
+    level's name counts where the box lies, not among the boxes named right; a chest case (no true
+    boxes) counts its fractured calls as false."""
+    from factories import load_utility
+
+    check = load_utility("radiograph_real_check")
+    verse = {"true_boxes": [{"grade": 2, "class": "fresh"}, {"grade": 0, "class": "normal"}],
+             "detections": [
+                 {"name": "L3", "class": "fresh", "named_right": False, "truth_here": ["L2"], "grade_here": [2]},
+                 {"name": "L1", "class": "normal", "named_right": True, "truth_here": ["L1"], "grade_here": [0]},
+                 {"name": "L4", "class": "old", "named_right": False, "truth_here": ["L3", "L4"], "grade_here": [0, 0]}]}
+    chest = {"true_boxes": [], "detections": [{"name": "L2", "class": "fresh", "named_right": False,
+                                                "truth_here": [], "grade_here": []}]}
+    s = check._summary([verse, chest])
+    assert s["detected_named_right"]["grade2plus"] == 0 and s["detected_named_right"]["grade0"] == 1
+    assert s["detected_any_name"] == {"grade2plus": 1, "grade2plus_called_fractured": 1, "grade0": 1,
+                                      "grade0_called_fractured": 0, "grade1": 0, "grade1_called_fractured": 0}
+    assert s["true_boxes"]["grade2plus_called_fractured"] == 1
+    assert s["detections"] == 4 and s["detections_named_right"] == 1 and s["chest_or_annotated_called_fractured"] == 1

@@ -169,10 +169,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _summary(results: list[dict]) -> dict:
-    """Grade ≥ 2 called fractured and grade 0 called fractured, on detected and on true boxes."""
+    """Grade ≥ 2 called fractured and grade 0 called fractured: on the detected boxes named right, on
+    the detected boxes whatever their name (the vertebra the box's centre lies on: a reader sees the
+    box on that vertebra), and on the true boxes."""
     out = {}
     for key, rows_of in (("detected_named_right", lambda r: [(d["grade_here"][d["truth_here"].index(d["name"])], d["class"])
                                                               for d in r["detections"] if d["named_right"]]),
+                         ("detected_any_name", lambda r: [(d["grade_here"][0], d["class"])
+                                                          for d in r["detections"] if len(d["truth_here"]) == 1]),
                          ("true_boxes", lambda r: [(t["grade"], t["class"]) for t in r["true_boxes"]])):
         pairs = [p for r in results for p in rows_of(r) if p[0] is not None and p[1] is not None]
         severe = [c for g, c in pairs if g >= 2]
