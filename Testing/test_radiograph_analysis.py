@@ -260,6 +260,8 @@ def test_evaluate_radiograph_reports_detection_classes_fresh_vcf_and_the_grad_ca
     assert result["images"] == 2 and set(result["detection"]["per_level"]) == {"L1", "L2", "L3", "L4", "L5"}
     # no body is shown in part here: ignoring such bodies changes nothing
     assert result["detection_ignoring_cut_bodies"] == result["detection"]
+    ci = result["detection"]["ci95"]
+    assert ci is None or ci[0] <= result["detection"]["map"] <= ci[1]  # none where no resample holds a level
     true = result["true_boxes"]
     assert true["counts"] == {"normal": 2, "old": 0, "fresh": 2}  # L1 fresh and L2 normal in each image
     assert set(true) >= {*ENSEMBLE, "ensemble"} and true["ensemble"]["n"] == 4

@@ -88,6 +88,24 @@ def test_names_that_skip_a_body_give_way_to_evenly_spaced_ones():
     assert not evenly_spaced([(0, bodies[2]), (1, bodies[1]), (2, bodies[3])])
 
 
+def test_map_has_a_bootstrap_interval_over_images():
+    """All right: the interval is [1, 1]; half the images wrong: it spans the mAP, narrower with
+    more images."""
+    from VertebralFractureLib.training.radiograph_detector import detection_map
+
+    box = [0.0, 0.0, 10.0, 10.0]
+    entries = [{"vertebrae": [{"name": "L1", "box_px": box}]} for _ in range(20)]
+    right = [[{"name": "L1", "box_px": box, "detection_score": 0.9}] for _ in entries]
+    assert detection_map(right, entries, ci=200)["ci95"] == [1.0, 1.0]
+    half = [p if k % 2 else [{"name": "L1", "box_px": [50.0, 50.0, 60.0, 60.0], "detection_score": 0.5}]
+            for k, p in enumerate(right)]
+    m = detection_map(half, entries, ci=200)
+    assert m["ci95"][0] < m["map"] < m["ci95"][1]
+    wide = detection_map(half[:4], entries[:4], ci=200)["ci95"]
+    assert wide[1] - wide[0] > m["ci95"][1] - m["ci95"][0]
+    assert "ci95" not in detection_map(half, entries)
+
+
 def test_iou_and_average_precision_known_answers():
     assert iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
     assert iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)

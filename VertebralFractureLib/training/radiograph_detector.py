@@ -201,15 +201,36 @@ def evaluate(net: Any, entries: Sequence[dict[str, Any]], threshold: float = 0.1
     return result
 
 
-def detection_map(predictions: Sequence[Sequence[dict[str, Any]]], entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def detection_map(predictions: Sequence[Sequence[dict[str, Any]]], entries: Sequence[dict[str, Any]],
+                  ci: int = 0) -> dict[str, Any]:
     """mAP@0.5 of each entry's predictions against its true boxes, and, where the data records
-    bodies shown only in part, again with those as ignore regions (``ignoring_cut_bodies``)."""
+    bodies shown only in part, again with those as ignore regions (``ignoring_cut_bodies``). With
+    ``ci`` > 0, each mAP gets a 95 % percentile interval (``ci95``) over that many bootstrap
+    resamples of the images."""
     truths = [true_boxes(e) for e in entries]
+    ignores = [ignore_boxes(e) for e in entries] if any("ignore" in e for e in entries) else None
     result = mean_average_precision(predictions, truths)
-    if any("ignore" in e for e in entries):
-        result["ignoring_cut_bodies"] = mean_average_precision(predictions, truths,
-                                                               ignores=[ignore_boxes(e) for e in entries])
+    if ci:
+        result["ci95"] = map_ci(predictions, truths, None, ci)
+    if ignores is not None:
+        result["ignoring_cut_bodies"] = mean_average_precision(predictions, truths, ignores=ignores)
+        if ci:
+            result["ignoring_cut_bodies"]["ci95"] = map_ci(predictions, truths, ignores, ci)
     return result
+
+
+def map_ci(predictions: Sequence[Sequence[dict[str, Any]]], truths: Sequence[dict[str, list[float]]],
+           ignores: Sequence[dict[str, list[float]]] | None, n: int = 1000, seed: int = 0) -> list[float] | None:
+    """95 % percentile interval of mAP@0.5 over ``n`` bootstrap resamples of the images."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(truths), len(truths))
+        m = mean_average_precision([predictions[i] for i in idx], [truths[i] for i in idx],
+                                   ignores=None if ignores is None else [ignores[i] for i in idx])["map"]
+        if m is not None:
+            values.append(m)
+    return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)] if values else None
 
 
 def train(train_entries: Sequence[dict[str, Any]], val_entries: Sequence[dict[str, Any]], output: str | Path,
