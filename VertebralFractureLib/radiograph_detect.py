@@ -45,7 +45,8 @@ DIVISOR = 16
 CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 128)
 #: Registry name of the detector's weights.
 MODEL_NAME = "radiograph-detector"
-#: Default detection threshold (heatmap peak).
+#: Detection threshold (heatmap peak) of a card that names none, and of a newly installed detector
+#: until its threshold is chosen on validation (the installed card's is; docs/radiographs.md).
 DEFAULT_THRESHOLD = 0.3
 #: Local maxima of each level's heatmap considered by the decoding.
 CANDIDATES = 3

@@ -342,7 +342,8 @@ def install(run_dir: str | Path, report: dict[str, Any], heldout: dict[str, Any]
         "classes": list(LEVELS),
         "training_data": (f"synthetic lateral radiographs reconstructed from SynthSpine CT "
                           f"({', '.join(Path(r).name for r in train_roots)}; {report['train_images']} images)"),
-        "postprocess": {"threshold": DEFAULT_THRESHOLD, "why": "heatmap peak; a level below it is not reported"},
+        "postprocess": {"threshold": DEFAULT_THRESHOLD, "why": "heatmap peak; a level below it is not reported "
+                                                                "(the default: choose it on validation)"},
         "metrics": {"heldout_synthetic": heldout,
                     "validation_map50": report.get("best_val_map_strict", report["best_val_map"]),
                     "validation_map50_ignoring_cut_bodies": (report["best_val_map"]
