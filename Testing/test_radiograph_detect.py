@@ -60,6 +60,21 @@ def test_a_level_whose_peak_lies_on_a_body_another_level_claims_gives_way():
     assert "L4" not in found and iou(found["L5"]["box_px"], l4) > 0.85
 
 
+def test_a_box_reaching_beyond_the_image_scores_the_share_of_it_in_view():
+    """A body whose box runs past the image's last row: the box is clipped and its score is the
+    peak times the share of the box left in view (a whole body in view is what a true box is)."""
+    image = np.zeros((340, 300), np.float32)  # 0.5 mm pixels
+    grid, scale = to_detector_grid(image, 0.5)
+    inside, beyond = [60.0, 150.0, 170.0, 230.0], [60.0, 280.0, 170.0, 360.0]  # the second: 60 of its 80 rows in view
+    heat, size = targets(grid.shape, {"L4": inside, "L5": beyond}, scale)
+    found = {d["name"]: d for d in decode(np.concatenate([heat, size[:2]]), scale, image.shape, threshold=0.2)}
+    assert found["L4"]["detection_score"] > 0.95
+    assert found["L5"]["box_px"][3] == 340.0 and iou(found["L5"]["box_px"], [60.0, 280.0, 170.0, 340.0]) > 0.85
+    assert found["L5"]["detection_score"] == pytest.approx(0.75, abs=0.05)
+    # below the threshold once scaled: not reported
+    assert "L5" not in {d["name"] for d in decode(np.concatenate([heat, size[:2]]), scale, image.shape, threshold=0.8)}
+
+
 def test_names_that_skip_a_body_give_way_to_evenly_spaced_ones():
     """Six bodies (a T13 above L1–L5): the L1 and L2 maps peak strongest one body too high, the L3–L5
     maps on their own bodies, so the strongest names leave two bodies between "L2" and "L3". The
