@@ -186,12 +186,15 @@ def relabel_dataset(folder: str | Path, roots: Sequence[str | Path], output: str
     data = json.loads((src / "radiographs.json").read_text(encoding="utf-8"))
     truths = {(Path(root).name, case.subject): case.genant for root in roots for case in list_cases(root)}
     (out / "images").mkdir(parents=True, exist_ok=True)
-    entries = []
+    entries: list[dict[str, Any]] = []
+    read: dict[tuple[str, str], list[dict[str, Any]]] = {}  # each case's truth, read once for its radiographs
     for e in data["radiographs"]:
         key = (e["source"], e["case"])
         if key not in truths:
             raise ValueError(f"{e['image']}: its case {e['case']} of {e['source']} is in none of the folders given")
-        truth = json.loads(truths[key].read_text(encoding="utf-8"))
+        if key not in read:
+            read[key] = json.loads(truths[key].read_text(encoding="utf-8"))
+        truth = read[key]
         with Image.open(src / e["image"]) as im:
             shape = (im.size[1], im.size[0])
         by_name = {t.get("name"): t for t in truth}

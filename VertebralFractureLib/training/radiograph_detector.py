@@ -221,16 +221,16 @@ def detection_map(predictions: Sequence[Sequence[dict[str, Any]]], entries: Sequ
 
 def map_ci(predictions: Sequence[Sequence[dict[str, Any]]], truths: Sequence[dict[str, list[float]]],
            ignores: Sequence[dict[str, list[float]]] | None, n: int = 1000, seed: int = 0) -> list[float] | None:
-    """95 % percentile interval of mAP@0.5 over ``n`` bootstrap resamples of the images."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n):
-        idx = rng.integers(0, len(truths), len(truths))
-        m = mean_average_precision([predictions[i] for i in idx], [truths[i] for i in idx],
-                                   ignores=None if ignores is None else [ignores[i] for i in idx])["map"]
-        if m is not None:
-            values.append(m)
-    return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)] if values else None
+    """95 % percentile interval of mAP@0.5 over ``n`` bootstrap resamples of the images
+    (:func:`~.radiograph_classifier.bootstrap_ci`, resampling image indices)."""
+    from VertebralFractureLib.training.radiograph_classifier import bootstrap_ci
+
+    def resampled(idx: np.ndarray, _: np.ndarray) -> float | None:
+        return mean_average_precision([predictions[i] for i in idx], [truths[i] for i in idx],
+                                      ignores=None if ignores is None else [ignores[i] for i in idx])["map"]
+
+    images = np.arange(len(truths))
+    return bootstrap_ci(images, images, resampled, n, seed)
 
 
 def train(train_entries: Sequence[dict[str, Any]], val_entries: Sequence[dict[str, Any]], output: str | Path,

@@ -62,6 +62,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         raise ValueError("no radiographs in the given folders")
     cards, nets, detector, fresh_net = load_models(device)
     shown = detection_threshold(cards)  # a detection the product would report
+    placed = placed_levels(cards)
     preds, fresh_scores, vertebra_fresh = [], [], []
     true_crops, true_y, det_crops, det_y = [], [], [], []
     for k, e in enumerate(entries):
@@ -78,7 +79,7 @@ def evaluate_radiographs(folders: Sequence[str | Path], output: str | Path | Non
         fresh_scores.append(fresh_probability(fresh_net, e["image"], device))
         # the image's score from its vertebrae, as the product reports it (vertebrae_fresh_score)
         reported = reported_boxes([d for d in found if d["detection_score"] >= shown], e["image"].shape,
-                                  (e["pixel_mm"], e["pixel_mm"]), placed_levels(cards))
+                                  (e["pixel_mm"], e["pixel_mm"]), placed)
         assessed = [crop_vertebra(e["image"], d["box_px"], pixel_mm=e["pixel_mm"])[0]
                     for d, status, _, _ in reported if status == "assessed"]
         vertebra_fresh.append(float(ensemble(probabilities(nets, np.stack(assessed)))[:, CLASSES.index("fresh")].max())
