@@ -13,6 +13,7 @@ from VertebralFractureLib.synth.radiograph import (
     expose,
     lateral_radiograph,
     line_integrals,
+    thicker_slices,
 )
 from VertebralFractureLib.volume import Volume
 
@@ -73,6 +74,62 @@ def test_random_acquisitions_differ_and_stay_in_range():
     assert a != b and 0.3 <= a.pixel_mm <= 0.5 and 0.6 <= a.compression <= 0.9
     img, geo = lateral_radiograph(ct, a, np.random.default_rng(0))
     assert img.shape == geo.shape and np.isfinite(img).all()
+
+
+def test_thicker_slices_average_runs_of_slices_and_keep_every_position():
+    ct = _phantom()  # 2 mm slices; the bead fills slices 38-42 (LPS z 76-84 mm)
+    thick = thicker_slices(ct, 6.0)  # runs of 3 slices: 6 mm
+    assert thick.spacing == (2.0, 2.0, 6.0) and thick.array.shape == (33, 100, 100)
+    # the first thick slice is the mean of slices 0-2, centred on slice 1 (z 2 mm)
+    assert thick.index_to_lps([0, 0, 0])[2] == pytest.approx(2.0)
+    # slices 36-38, 39-41 and 42-44: the bead's 5 slices spread over three thick ones
+    centre = thick.array[:, 30, 50]
+    assert centre[13] == pytest.approx(1000.0) and centre[12] == pytest.approx(1000 / 3)
+    assert centre[14] == pytest.approx(1000 / 3)
+    # the mean HU along the slices, and where the bead is, stay as they were
+    z_thin = ct.index_to_lps([50, 30, 40])[2]
+    z_thick = thick.index_to_lps([50, 30, 13])[2]
+    assert z_thick == pytest.approx(z_thin)
+    assert thick.array[:, 30, 50].mean() == pytest.approx(ct.array[:99, 30, 50].astype(float).mean(), rel=1e-4)
+    assert thicker_slices(ct, 2.5) is ct  # already that thick
+    with pytest.raises(ValueError):
+        thicker_slices(ct, 0.0)
+
+
+def test_a_thick_slice_source_blurs_the_radiograph_from_top_to_bottom_only():
+    ct = _phantom()
+    plain = dict(pixel_mm=0.5, compression=0.0, scatter_fraction=0.0, photons=1e7, blur_mm=0.0,
+                 window_percentiles=(0.5, 100.0))
+    thin, geo = lateral_radiograph(ct, RadiographParams(**plain), np.random.default_rng(0))
+    thick, geo2 = lateral_radiograph(ct, RadiographParams(**plain, source_slice_mm=6.0), np.random.default_rng(0))
+    col, row = np.round(geo.to_pixels(np.array([100.0, 60.0, 80.0]))).astype(int)
+    col2, row2 = np.round(geo2.to_pixels(np.array([100.0, 60.0, 80.0]))).astype(int)
+    # the bead's shadow is centred where each image's geometry puts it (the images start at the
+    # outer edge of their first and last slices, which differ)
+    for img, r, c in ((thin, row, col), (thick, row2, col2)):
+        line = img[:, c].astype(float)
+        top = np.flatnonzero(line > (line.max() + np.median(line)) / 2)
+        assert abs((top.min() + top.max()) / 2 - r) <= 2
+
+    def steepest(img, r, c, axis):  # the bead's steepest edge along a column (0) or a row (1)
+        line = (img[:, c] if axis == 0 else img[r, :]).astype(float)
+        return float(np.abs(np.diff(line)).max())
+
+    assert steepest(thick, row2, col2, 0) < 0.5 * steepest(thin, row, col, 0)  # soft from top to bottom
+    assert steepest(thick, row2, col2, 1) > 0.8 * steepest(thin, row, col, 1)  # as sharp from front to back
+
+
+def test_the_drawn_share_of_thick_slice_sources():
+    draws = [draw_params(np.random.default_rng(k)) for k in range(200)]
+    thick = [d.source_slice_mm for d in draws if d.source_slice_mm > 0]
+    assert 0.2 < len(thick) / len(draws) < 0.5 and all(3.0 <= t <= 7.0 for t in thick)
+    assert all(draw_params(np.random.default_rng(k), 0.0).source_slice_mm == 0.0 for k in range(20))
+    assert all(draw_params(np.random.default_rng(k), 1.0).source_slice_mm > 0.0 for k in range(20))
+    # the acquisition drawn before the slice thickness is the same whatever the share
+    a, b = draw_params(np.random.default_rng(5), 0.0), draw_params(np.random.default_rng(5), 1.0)
+    assert a.pixel_mm == b.pixel_mm and a.window_percentiles == b.window_percentiles
+    with pytest.raises(ValueError):
+        draw_params(np.random.default_rng(0), 1.5)
 
 
 def test_body_boxes_enclose_the_six_keypoints_of_each_named_vertebra():
@@ -136,8 +193,12 @@ def test_a_dataset_is_written_with_boxes_inside_its_images_and_read_back(tmp_pat
         assert {v["name"]: v["class"] for v in e["vertebrae"]} == {"T12": "normal", "L1": "fresh", "L2": "normal"}
         assert e["fresh_vcf"] is True
         assert e["ignore"] == []  # every body is whole
+        assert e["source_slice_mm"] == 0.0 or 3.0 <= e["source_slice_mm"] <= 7.0
     with pytest.raises(FileExistsError):
         write_dataset([root], tmp_path / "rad")
+    thick = read_dataset(write_dataset([root], tmp_path / "thick", per_case=1, seed=1, thick_share=1.0).parent)
+    assert all(3.0 <= e["source_slice_mm"] <= 7.0 for e in thick)
+    assert [[v["name"] for v in e["vertebrae"]] for e in thick] == [["T12", "L1", "L2"]] * 2
 
 
 def test_a_body_shown_only_in_part_is_an_ignore_region_not_a_true_box(tmp_path):

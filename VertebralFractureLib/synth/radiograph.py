@@ -19,6 +19,12 @@ radiograph, about 1 m, magnifies the spine by a few per cent and changes little 
    radiography workstations do, so that the lumbar spine behind a thick abdomen shows), collimation (outside the collimated rectangle nothing is exposed: white), the
    anti-scatter grid's faint lines, and a display window from the image's own percentiles.
 
+The source CT's slice thickness shows in its radiograph: a CT of 5 mm slices gives endplates and
+fracture lines 5 mm soft from top to bottom, unlike any radiograph. Training radiographs are drawn
+from thin-slice SynthSpine CT and, for a share of them, from the same CT with its slices averaged
+to 3–7 mm (:func:`thicker_slices`, ``source_slice_mm``), so that the models have seen what a
+thick-slice CT (the usual abdominal CT) makes of a spine.
+
 Orientation, as a lateral radiograph is hung: rows cranial → caudal, columns anterior →
 posterior (the patient faces left); ``geometry`` maps pixels back to LPS (y, z).
 
@@ -71,10 +77,22 @@ class RadiographParams:
     compression_sigma_mm: float = 25.0
     #: Display window: the percentiles of the patient's pixels mapped to 0 and 1.
     window_percentiles: tuple[float, float] = (1.0, 99.5)
+    #: The source CT's slices averaged to this thickness first (mm; :func:`thicker_slices`), as a
+    #: CT reconstructed with thicker slices; 0 keeps the CT as it is.
+    source_slice_mm: float = 0.0
 
 
-def draw_params(rng: np.random.Generator) -> RadiographParams:
-    """A random acquisition within the range of lateral spine radiographs."""
+#: Share of drawn radiographs made from the source CT with thicker slices (:func:`draw_params`).
+THICK_SHARE = 0.35
+#: Range of those slice thicknesses (mm): abdominal and chest CTs are often read at 3–5 mm.
+THICK_RANGE_MM = (3.0, 7.0)
+
+
+def draw_params(rng: np.random.Generator, thick_share: float = THICK_SHARE) -> RadiographParams:
+    """A random acquisition within the range of lateral spine radiographs; for ``thick_share`` of
+    them the source CT's slices are first thickened (``source_slice_mm``)."""
+    if not 0.0 <= thick_share <= 1.0:
+        raise ValueError(f"thick_share must lie in [0, 1], got {thick_share}")
     margins = tuple(float(m) for m in rng.uniform(0.0, 0.08, 4) * (rng.random(4) < 0.5))
     grid = rng.random() < 0.6
     return RadiographParams(
@@ -90,6 +108,8 @@ def draw_params(rng: np.random.Generator) -> RadiographParams:
         compression=float(rng.uniform(0.6, 0.9)),
         compression_sigma_mm=float(rng.uniform(15.0, 40.0)),
         window_percentiles=(float(rng.uniform(0.2, 3.0)), float(rng.uniform(98.5, 99.9))),
+        # drawn last, so the draws above stay those of datasets written before it existed
+        source_slice_mm=float(rng.uniform(*THICK_RANGE_MM)) if rng.random() < thick_share else 0.0,
     )
 
 
@@ -201,8 +221,36 @@ def lateral_radiograph(ct: Volume, params: RadiographParams | None = None,
     """A lateral radiograph (0..1, bone bright) of a CT in HU and its geometry."""
     params = params or RadiographParams()
     rng = rng or np.random.default_rng(0)
+    if params.source_slice_mm > 0:
+        ct = thicker_slices(ct, params.source_slice_mm)
     integrals, geometry = line_integrals(ct, params.pixel_mm, bone_gain=params.bone_gain)
     return expose(integrals, params, rng), geometry
+
+
+def thicker_slices(ct: Volume, slice_mm: float) -> Volume:
+    """``ct`` as a CT of about ``slice_mm`` slices: along the index axis closest to superior (the
+    slices), each run of n = round(``slice_mm`` / spacing) slices is averaged into one slice of n
+    times the spacing, centred on the run (a thick reconstruction's partial-volume averaging). A CT
+    whose slices are already that thick or thicker is returned as it is."""
+    if not slice_mm > 0:
+        raise ValueError(f"slice thickness must be positive, got {slice_mm}")
+    axis = int(np.argmax(np.abs(ct.direction[2, :])))  # index axis (x, y, z) of the slices
+    n = int(round(slice_mm / ct.spacing[axis]))
+    arr = np.asarray(ct.array)
+    along = 2 - axis  # the array is (z, y, x)
+    m = arr.shape[along] // n
+    if n <= 1 or m < 1:
+        return ct
+    kept = np.take(arr, np.arange(m * n), axis=along).astype(np.float32)
+    shape = list(kept.shape)
+    shape[along:along + 1] = [m, n]
+    thick = kept.reshape(shape).mean(axis=along + 1)
+    spacing = list(ct.spacing)
+    spacing[axis] *= n
+    first = np.zeros(3)
+    first[axis] = (n - 1) / 2.0  # the first thick slice's centre, in the thin slices' index
+    origin = ct.index_to_lps(first)
+    return Volume(thick, tuple(spacing), tuple(float(v) for v in np.ravel(origin)), ct.direction.copy())
 
 
 def label_shadows(labelmap: Volume, pixel_mm: float, shape: tuple[int, int]) -> dict[int, np.ndarray]:
@@ -235,4 +283,4 @@ def body_boxes(vertebrae: Sequence[Mapping[str, Any]], geometry: RadiographGeome
 
 
 __all__ = ["AIR_HU", "BODY_INTEGRAL", "MU_WATER", "RadiographGeometry", "RadiographParams", "body_boxes", "draw_params",
-           "expose", "label_shadows", "lateral_radiograph", "line_integrals"]
+           "expose", "label_shadows", "lateral_radiograph", "line_integrals", "thicker_slices"]

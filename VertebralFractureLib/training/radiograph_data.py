@@ -62,15 +62,17 @@ def field_rows(boxes: Mapping[str, Sequence[float]], field: str, pixel_mm: float
 
 
 def radiograph_samples(ct: Any, truth: Sequence[Mapping[str, Any]], rng: np.random.Generator,
-                       per_case: int = 2) -> list[dict[str, Any]]:
+                       per_case: int = 2, thick_share: float | None = None) -> list[dict[str, Any]]:
     """``per_case`` labelled radiographs of one CT (module docstring); each sample is
-    ``{"image": float32 0..1, "pixel_mm", "field", "fresh_vcf", "vertebrae": [...]}``."""
-    from VertebralFractureLib.synth.radiograph import body_boxes, draw_params, lateral_radiograph
+    ``{"image": float32 0..1, "pixel_mm", "source_slice_mm", "field", "fresh_vcf", "vertebrae": [...]}``.
+    ``thick_share``: the share drawn from the CT with thicker slices (default
+    :data:`~VertebralFractureLib.synth.radiograph.THICK_SHARE`)."""
+    from VertebralFractureLib.synth.radiograph import THICK_SHARE, body_boxes, draw_params, lateral_radiograph
 
     complete = [e for e in truth if e.get("complete") and e.get("keypoints_lps_mm")]
     out = []
     for _ in range(per_case):
-        params = draw_params(rng)
+        params = draw_params(rng, THICK_SHARE if thick_share is None else thick_share)
         image, geo = lateral_radiograph(ct, params, rng)
         every = body_boxes(truth, geo, names=None)  # cut vertebrae too: their keypoints may leave the CT
         boxes = {e["name"]: every[e["name"]] for e in complete}  # a field of view is framed on whole vertebrae
@@ -94,7 +96,7 @@ def radiograph_samples(ct: Any, truth: Sequence[Mapping[str, Any]], rng: np.rand
             seen = visible_part((x0, y0, x1, y1), image.shape, geo.pixel_mm)
             if seen is not None:  # cut by the end of the CT or by this field of view
                 ignore.append({"name": name, "box_px": seen})
-        out.append({"image": image, "pixel_mm": geo.pixel_mm, "field": field,
+        out.append({"image": image, "pixel_mm": geo.pixel_mm, "source_slice_mm": params.source_slice_mm, "field": field,
                     "fresh_vcf": any(v["class"] == "fresh" for v in vertebrae), "vertebrae": vertebrae,
                     "ignore": ignore})
     return out
@@ -137,9 +139,10 @@ def visible_part(box: Sequence[float], shape: tuple[int, int], pixel_mm: float) 
 
 
 def write_dataset(roots: Sequence[str | Path], output: str | Path, per_case: int = 2, seed: int = 0,
-                  log: Any = None) -> Path:
+                  log: Any = None, thick_share: float | None = None) -> Path:
     """Radiographs of every case of ``roots`` into ``output`` (``images/*.png``, 16-bit, and
-    ``radiographs.json``); refuses a folder that already holds a dataset."""
+    ``radiographs.json``); refuses a folder that already holds a dataset. ``thick_share`` as in
+    :func:`radiograph_samples`."""
     from PIL import Image
 
     from VertebralFractureLib.io.readers import read_image
@@ -157,7 +160,7 @@ def write_dataset(roots: Sequence[str | Path], output: str | Path, per_case: int
         for k, case in enumerate(cases):
             truth = json.loads(case.genant.read_text(encoding="utf-8"))
             ct = read_image(case.ct).volume
-            for j, sample in enumerate(radiograph_samples(ct, truth, rng, per_case)):
+            for j, sample in enumerate(radiograph_samples(ct, truth, rng, per_case, thick_share)):
                 name = f"{Path(root).name}_{case.subject}_{j}.png"
                 Image.fromarray(np.round(sample.pop("image") * 65535).astype(np.uint16)).save(out / "images" / name)
                 entries.append({"image": f"images/{name}", "case": case.subject, "source": Path(root).name, **sample})
@@ -243,13 +246,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--per-case", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--thick-share", type=float, default=None, metavar="F",
+                   help="share of radiographs drawn from the CT with its slices thickened to 3-7 mm "
+                        "(default: synth.radiograph.THICK_SHARE)")
     p.add_argument("--relabel", type=Path, metavar="DATASET",
                    help="label this dataset (made from ROOTS) again instead of drawing new radiographs")
     args = p.parse_args(argv)
     if args.relabel is not None:
         print(f"wrote {relabel_dataset(args.relabel, args.roots, args.output)}")
         return 0
-    print(f"wrote {write_dataset(args.roots, args.output, args.per_case, args.seed, log=sys.stderr)}")
+    if args.thick_share is not None and not 0.0 <= args.thick_share <= 1.0:
+        p.error(f"--thick-share must lie in [0, 1], got {args.thick_share}")
+    print(f"wrote {write_dataset(args.roots, args.output, args.per_case, args.seed, log=sys.stderr, thick_share=args.thick_share)}")
     return 0
 
 
