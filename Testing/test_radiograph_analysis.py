@@ -157,8 +157,10 @@ def test_radiograph_command_writes_the_contract_and_slicer_reads_its_files(radio
     names = [v["name"] for v in data["vertebrae"]]  # threshold 0: every level whose box keeps the spacing
     assert len(names) >= 3 and names == sorted(names) and set(names) <= {"L1", "L2", "L3", "L4", "L5"}
     assert any("synthetic radiographs only" in w for w in data["warnings"])
+    assert any("not anchored to the sacrum" in w for w in data["warnings"])  # names read from the stack only
     for v in data["vertebrae"]:
         assert set(v) >= {"name", "box_px", "box_mm", "detection_score", "probabilities", "ensemble", "class", "status"}
+        assert v["naming"] == {"anchor": None, "basis": "detector"}
         assert v["box_mm"] == pytest.approx([c * 0.5 for c in v["box_px"]], abs=0.01)
         if v["status"] == "assessed":
             assert set(v["probabilities"]) == set(ENSEMBLE)

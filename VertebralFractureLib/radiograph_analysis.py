@@ -71,6 +71,7 @@ class RadiographVertebra:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "box_px": self.box_px, "box_mm": self.box_mm,
                                "detection_score": self.detection_score, "located": self.located,
+                               "naming": dict(RADIOGRAPH_NAMING),
                                "probabilities": self.probabilities,
                                "ensemble": self.ensemble, "class": self.cls, "status": self.status}
         if self.reason:
@@ -107,6 +108,15 @@ class RadiographAnalysis:
                 "classes": list(CLASSES), "ensemble_members": list(ENSEMBLE), "models": self.models,
                 "warnings": list(self.warnings), "timings_s": self.timings_s,
                 "disclaimer": "Research software, not for diagnosis."}
+
+
+#: How a radiograph's vertebrae are named: by the detector's reading of the lumbar stack, with no
+#: anchor (the sacrum, the last rib) found and checked as the CT analysis does (``naming`` there).
+RADIOGRAPH_NAMING: dict[str, Any] = {"anchor": None, "basis": "detector"}
+#: Said with every radiograph that has a named vertebra.
+NAMING_WARNING = ("level names are the detector's reading of the lumbar stack, not anchored to the sacrum or the "
+                  "last rib: on radiographs reconstructed from real CT most boxes were named a level off "
+                  "(docs/radiographs.md); count the levels from the sacrum before reporting one")
 
 
 def accuracy_warning(cards: dict[str, Any]) -> str:
@@ -279,6 +289,8 @@ def analyze_radiograph(radiograph: Radiograph, device: str = "auto", grad_cam: b
     if radiograph.spacing_source == "ImagerPixelSpacing":
         warnings.append("pixel spacing from Imager Pixel Spacing (at the detector): millimetres include the beam's "
                         "magnification, about 10-20 % at the spine")
+    if vertebrae:
+        warnings.append(NAMING_WARNING)
     missing = [n for n in LEVELS if n not in {v.name for v in vertebrae}]
     if missing:
         warnings.append(f"not found: {', '.join(missing)}")
@@ -339,6 +351,7 @@ def fresh_kind(card: Any) -> str:
     return str((card.architecture or {}).get("type", "resnet101-thin"))
 
 
-__all__ = ["OUT_OF_ORDER", "PLACED", "PLACED_REASON", "PLACED_STATUS", "RadiographAnalysis", "RadiographVertebra",
+__all__ = ["NAMING_WARNING", "OUT_OF_ORDER", "PLACED", "PLACED_REASON", "PLACED_STATUS", "RADIOGRAPH_NAMING",
+           "RadiographAnalysis", "RadiographVertebra",
            "accuracy_warning", "analyze_radiograph", "detection_threshold", "fracture_threshold", "fresh_kind",
            "load_models", "placed_levels", "reported_boxes"]
