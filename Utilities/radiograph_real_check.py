@@ -18,6 +18,10 @@ For each real CT a lateral radiograph is reconstructed with the default acquisit
 
 Old against fresh cannot be checked here: no real fracture has a known age.
 
+``--slice-mm T`` reconstructs each radiograph from its CT with the slices first averaged to about T
+mm (:func:`~VertebralFractureLib.synth.radiograph.thicker_slices`; the masks follow by nearest
+neighbour): what the same anatomy gives from a thick-slice CT, as an abdominal CT is often read.
+
 Writes ``real_check.json`` and ``real_check.png`` (each radiograph with its boxes and classes).
 """
 
@@ -53,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("output", type=Path)
     ap.add_argument("items", nargs="+", help="CT:MASK:GRADES or CT:ANNOTATION")
+    ap.add_argument("--slice-mm", type=float, default=None, metavar="T",
+                    help="average each CT's slices to about T mm first (a thick-slice reconstruction)")
     args = ap.parse_args(argv)
+    if args.slice_mm is not None and not args.slice_mm > 0:
+        ap.error(f"--slice-mm must be positive, got {args.slice_mm}")
 
     import matplotlib
 
@@ -73,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         probabilities,
     )
     from VertebralFractureLib.radiograph_detect import LEVELS
-    from VertebralFractureLib.synth.radiograph import RadiographParams, label_shadows, lateral_radiograph
+    from VertebralFractureLib.synth.radiograph import (
+        RadiographParams,
+        label_shadows,
+        lateral_radiograph,
+        thicker_slices,
+    )
     from VertebralFractureLib.training.real import read_annotation
 
     cards, nets, _, _ = load_models("cpu")
@@ -83,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.items:
         ct_path, _, rest = item.partition(":")
         truth_path, _, grades_path = rest.partition(":")
-        ct = read_image(ct_path).volume
+        thin = read_image(ct_path).volume
+        ct = thin if args.slice_mm is None else thicker_slices(thin, args.slice_mm)
         image, geo = lateral_radiograph(ct, params, np.random.default_rng(0))
         name = Path(ct_path).name.split(".")[0]
         subject = name.replace("_ct", "")
@@ -98,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 centres[vertebra(lab).name] = geo.to_pixels(np.asarray(t.centroid))
                 grades[vertebra(lab).name] = 0  # annotated: no fracture seen
         else:
-            mask = read_labelmap(truth_path, ct)
+            mask = read_labelmap(truth_path, thin)
+            if ct is not thin:
+                mask = mask.resample_like(ct, "nearest", 0)
             shadows = label_shadows(mask, geo.pixel_mm, image.shape)
             masks = {vertebra(lab).name: m for lab, m in shadows.items()}
             table = json.loads(Path(grades_path).read_text())["grades"].get(subject, {}) if grades_path else {}
@@ -126,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"name": v.name, "box_px": v.box_px, "detection_score": v.detection_score, "class": v.cls,
                          "status": v.status, "ensemble": v.ensemble, "named_right": v.name in here,
                          "truth_here": here, "grade_here": [grades.get(n) for n in here]})
-        results.append({"case": name, "pixel_mm": geo.pixel_mm, "true_lumbar": {n: grades.get(n) for n in
+        results.append({"case": name, "pixel_mm": geo.pixel_mm, "ct_slice_mm": round(ct.slice_mm, 2), "true_lumbar": {n: grades.get(n) for n in
                                                                                 sorted(set(masks or centres) & set(LEVELS))},
                         "detections": rows, "true_boxes": true_rows,
                         "fresh_vcf_probability": analysis.fresh_vcf_probability,
@@ -139,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  encoding="utf-8")
     fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 12))
     axes = np.asarray(axes).reshape(2, -1)
+    slices = [r["ct_slice_mm"] for r in results]
     for j, (name, image, rows, true_rows, masks, centres) in enumerate(panels):
         for i, (title, boxes) in enumerate((("detected (product)", rows), ("true body boxes (classifiers)", true_rows))):
             ax = axes[i, j]
@@ -158,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     label += " (misnamed)"
                 ax.text(x0 - 4, (y0 + y1) / 2, label, color=colour, fontsize=6, ha="right", va="center",
                         bbox={"fc": "black", "alpha": 0.5, "lw": 0, "pad": 0.5})
-            ax.set_title(f"{name}: {title}", fontsize=8)
+            ax.set_title(f"{name} ({slices[j]:g} mm slices): {title}", fontsize=8)
             ax.axis("off")
     fig.suptitle("Radiographs reconstructed from real CT (VerSe, LIDC-IDRI, CRLM): white normal, ochre old, red fresh",
                  fontsize=9)
