@@ -529,3 +529,19 @@ def test_the_real_anatomy_check_counts_calls_by_name_and_by_place():
                                       "grade0_called_fractured": 0, "grade1": 0, "grade1_called_fractured": 0}
     assert s["true_boxes"]["grade2plus_called_fractured"] == 1
     assert s["detections"] == 4 and s["detections_named_right"] == 1 and s["chest_or_annotated_called_fractured"] == 1
+
+
+def test_the_accuracy_warning_gives_both_fresh_scores_from_the_same_held_out_radiographs():
+    from VertebralFractureLib.models import ModelCard
+    from VertebralFractureLib.radiograph_analysis import accuracy_warning
+
+    def card(metrics):
+        return ModelCard(name="radiograph-fresh-vcf", file="f.pt", sha256="0", metrics=metrics)
+
+    first = {"heldout_synthetic_auc": {"value": 0.48}}
+    regenerated = {**first, "heldout_synthetic_regenerated": {"this_network": {"value": 0.53},
+                                                              "vertebrae_largest_ensemble_fresh": {"value": 0.81}}}
+    text = accuracy_warning({"fresh": card(regenerated)})
+    assert "ROC-AUC 0.53 for the whole-image network, 0.81 from the vertebrae" in text and "0.48" not in text
+    assert "ROC-AUC 0.48 for the whole-image network" in accuracy_warning({"fresh": card(first)})
+    assert "from the vertebrae" not in accuracy_warning({"fresh": card(first)})

@@ -134,11 +134,13 @@ def accuracy_warning(cards: dict[str, Any]) -> str:
             parts.append(f"three-class accuracy {ens['accuracy']:.2f}")
     fresh = cards.get("fresh")
     if fresh is not None:
-        auc = (fresh.metrics or {}).get("heldout_synthetic_auc", {}).get("value")
+        # both numbers from the same held-out radiographs: the regenerated set where the card has it
+        regenerated = (fresh.metrics or {}).get("heldout_synthetic_regenerated", {})
+        auc = (regenerated.get("this_network", {}).get("value") if regenerated else
+               (fresh.metrics or {}).get("heldout_synthetic_auc", {}).get("value"))
         if auc is not None:
             parts.append(f"fresh-VCF ROC-AUC {auc:.2f} for the whole-image network")
-        by_vertebrae = ((fresh.metrics or {}).get("heldout_synthetic_regenerated", {})
-                        .get("vertebrae_largest_ensemble_fresh", {}).get("value"))
+        by_vertebrae = regenerated.get("vertebrae_largest_ensemble_fresh", {}).get("value")
         if by_vertebrae is not None:
             parts.append(f"{by_vertebrae:.2f} from the vertebrae")
     held = f" (held-out synthetic: {', '.join(parts)})" if parts else ""
