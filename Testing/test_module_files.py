@@ -436,6 +436,9 @@ def test_module_constants_match_the_library(module):
     assert module.INPUT_REFERENCE_ROLE == slicer_scene.INPUT_REFERENCE_ROLE
     assert module.ACCURACY_ATTRIBUTE == slicer_scene.ACCURACY_ATTRIBUTE
     assert module.NAMING_ATTRIBUTE == slicer_scene.NAMING_ATTRIBUTE
+    from VertebralFractureLib import radiograph_scene
+
+    assert module.RADIOGRAPH_WARNINGS_ATTRIBUTE == radiograph_scene.WARNINGS_ATTRIBUTE
     # the progress bar knows every stage a run goes through, named as the pipeline names them
     pipeline_stages = {s.name for s in default_stages()} | {GivenCentroids.name, GivenSegmentation.name}
     for order in [*module.STAGE_ORDER.values(), module.STAGE_ORDER_CENTROIDS]:

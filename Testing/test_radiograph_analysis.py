@@ -242,6 +242,9 @@ def test_radiograph_scene_shows_image_boxes_table_and_grad_cam_and_updates_in_pl
     table = mrml.scene.GetNodeByID(nodes.table)
     assert table.GetNumberOfRows() == len(data["vertebrae"])
     assert table.GetCellText(0, 0) == "L1"
+    from VertebralFractureLib.slicer_scene import NAMING_ATTRIBUTE
+
+    assert "not anchored to the sacrum" in table.GetAttribute(NAMING_ATTRIBUTE)  # shown above the module's table
     cam = mrml.scene.GetNodeByID(nodes.grad_cam)
     assert cam.GetDisplayNode().GetColorNodeID()  # a colour table for the overlay
     count = mrml.scene.GetNumberOfNodes()

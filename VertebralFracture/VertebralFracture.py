@@ -67,6 +67,8 @@ SOURCE_ATTRIBUTE = "VertebralFracture.Source"
 INPUT_REFERENCE_ROLE = "VertebralFractureInputVolume"
 ACCURACY_ATTRIBUTE = "VertebralFracture.Accuracy"
 NAMING_ATTRIBUTE = "VertebralFracture.Naming"
+#: Set on a radiograph analysis' table only (``radiograph_scene``).
+RADIOGRAPH_WARNINGS_ATTRIBUTE = "VertebralFracture.Radiograph.Warnings"
 
 #: Runs in progress (keeps each run and its polling timer alive when the caller drops it).
 _ACTIVE_RUNS: set = set()
@@ -391,8 +393,10 @@ class VertebralFractureWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         naming = tableNode.GetAttribute(NAMING_ATTRIBUTE) if tableNode is not None else None
         self.ui.accuracyLabel.text = _("Accuracy: {note}").format(note=accuracy) if accuracy else ""
         self.ui.accuracyLabel.visible = bool(accuracy)
-        self.ui.namingLabel.text = (naming + " " + _("Check the levels; if they are off, shift the names and "
-                                                     "re-run from the centroids.")) if naming else ""
+        radiograph = tableNode is not None and tableNode.GetAttribute(RADIOGRAPH_WARNINGS_ATTRIBUTE) is not None
+        advice = (_("Count the levels from the sacrum.") if radiograph else
+                  _("Check the levels; if they are off, shift the names and re-run from the centroids."))
+        self.ui.namingLabel.text = (naming + " " + advice) if naming else ""
         self.ui.namingLabel.visible = bool(naming)
 
     def onResultsTableClicked(self, index) -> None:

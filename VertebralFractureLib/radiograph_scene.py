@@ -16,6 +16,8 @@ import numpy as np
 
 ROLE_ATTRIBUTE = "VertebralFracture.Radiograph.Role"
 KEY_ATTRIBUTE = "VertebralFracture.Radiograph.Key"
+#: The table's attribute holding the analysis' warnings (set on a radiograph's table only).
+WARNINGS_ATTRIBUTE = "VertebralFracture.Radiograph.Warnings"
 #: Colour table of the Grad-CAM overlays.
 CAM_COLOR_NODE = "vtkMRMLColorTableNodeRainbow"
 #: Table columns: name, kind.
@@ -75,7 +77,12 @@ def add_radiograph_to_scene(scene: Any, folder: str | Path, name_prefix: str | N
         box_corners_lps,
         vertebra_label,
     )
-    from VertebralFractureLib.slicer_scene import ACCURACY_ATTRIBUTE, remove_node, set_volume_data
+    from VertebralFractureLib.slicer_scene import (
+        ACCURACY_ATTRIBUTE,
+        NAMING_ATTRIBUTE,
+        remove_node,
+        set_volume_data,
+    )
     from VertebralFractureLib.volume import lps_to_ras
 
     folder = Path(folder)
@@ -141,9 +148,11 @@ def add_radiograph_to_scene(scene: Any, folder: str | Path, name_prefix: str | N
     table.SetAttribute("VertebralFracture.Radiograph.FreshVCF", f"{data['fresh_vcf_probability']:.4f}")
     fresh_v = data.get("fresh_vcf_probability_vertebrae")
     table.SetAttribute("VertebralFracture.Radiograph.FreshVCFVertebrae", "" if fresh_v is None else f"{fresh_v:.4f}")
-    table.SetAttribute("VertebralFracture.Radiograph.Warnings", " | ".join(data.get("warnings", [])))
+    table.SetAttribute(WARNINGS_ATTRIBUTE, " | ".join(data.get("warnings", [])))
     accuracy = [w for w in data.get("warnings", []) if "synthetic radiographs" in w]
     table.SetAttribute(ACCURACY_ATTRIBUTE, accuracy[0] if accuracy else "")  # shown above the module's table
+    naming = [w for w in data.get("warnings", []) if "not anchored" in w]
+    table.SetAttribute(NAMING_ATTRIBUTE, naming[0] if naming else "")  # so is the names' caveat
     out.table = table.GetID()
     return out
 
@@ -175,5 +184,5 @@ def fill_radiograph_table(table: Any, data: dict[str, Any]) -> None:
     table.EndModify(was)
 
 
-__all__ = ["CAM_COLOR_NODE", "KEY_ATTRIBUTE", "ROLE_ATTRIBUTE", "TABLE_COLUMNS", "RadiographNodes",
+__all__ = ["CAM_COLOR_NODE", "KEY_ATTRIBUTE", "ROLE_ATTRIBUTE", "TABLE_COLUMNS", "WARNINGS_ATTRIBUTE", "RadiographNodes",
            "add_radiograph_to_scene", "fill_radiograph_table"]
