@@ -20,10 +20,11 @@ radiograph, about 1 m, magnifies the spine by a few per cent and changes little 
    anti-scatter grid's faint lines, and a display window from the image's own percentiles.
 
 The source CT's slice thickness shows in its radiograph: a CT of 5 mm slices gives endplates and
-fracture lines 5 mm soft from top to bottom, unlike any radiograph. Training radiographs are drawn
-from thin-slice SynthSpine CT and, for a share of them, from the same CT with its slices averaged
-to 3–7 mm (:func:`thicker_slices`, ``source_slice_mm``), so that the models have seen what a
-thick-slice CT (the usual abdominal CT) makes of a spine.
+fracture lines 5 mm soft from top to bottom, unlike any radiograph. :func:`draw_params` draws a
+share of radiographs (:data:`THICK_SHARE`) from the CT with its slices averaged to 3–7 mm
+(:func:`thicker_slices`, ``source_slice_mm``), so that training data can show what a thick-slice CT
+(the usual abdominal CT) makes of a spine; docs/radiographs.md measures the models on such
+radiographs.
 
 Orientation, as a lateral radiograph is hung: rows cranial → caudal, columns anterior →
 posterior (the patient faces left); ``geometry`` maps pixels back to LPS (y, z).
