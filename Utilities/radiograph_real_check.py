@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                         "detections": rows, "true_boxes": true_rows,
                         "fresh_vcf_probability": analysis.fresh_vcf_probability,
                         "fresh_vcf_probability_vertebrae": analysis.fresh_vcf_probability_vertebrae})
-        panels.append((name, image, rows, true_rows, masks, centres))
+        panels.append((f"{name} ({round(ct.slice_mm, 2):g} mm slices)", image, rows, true_rows, masks, centres))
 
     summary = _summary(results)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
                                                  encoding="utf-8")
     fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 12))
     axes = np.asarray(axes).reshape(2, -1)
-    slices = [r["ct_slice_mm"] for r in results]
     for j, (name, image, rows, true_rows, masks, centres) in enumerate(panels):
         for i, (title, boxes) in enumerate((("detected (product)", rows), ("true body boxes (classifiers)", true_rows))):
             ax = axes[i, j]
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     label += " (misnamed)"
                 ax.text(x0 - 4, (y0 + y1) / 2, label, color=colour, fontsize=6, ha="right", va="center",
                         bbox={"fc": "black", "alpha": 0.5, "lw": 0, "pad": 0.5})
-            ax.set_title(f"{name} ({slices[j]:g} mm slices): {title}", fontsize=8)
+            ax.set_title(f"{name}: {title}", fontsize=8)
             ax.axis("off")
     fig.suptitle("Radiographs reconstructed from real CT (VerSe, LIDC-IDRI, CRLM): white normal, ochre old, red fresh",
                  fontsize=9)

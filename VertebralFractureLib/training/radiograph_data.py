@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from VertebralFractureLib.radiograph_classify import CLASSES  # normal, old, fresh: seed 004's classes
+from VertebralFractureLib.synth.radiograph import THICK_SHARE
 
 #: Fields of view drawn, with their weights.
 FIELDS: tuple[str, ...] = ("lumbar", "thoracolumbar", "whole")
@@ -62,17 +63,16 @@ def field_rows(boxes: Mapping[str, Sequence[float]], field: str, pixel_mm: float
 
 
 def radiograph_samples(ct: Any, truth: Sequence[Mapping[str, Any]], rng: np.random.Generator,
-                       per_case: int = 2, thick_share: float | None = None) -> list[dict[str, Any]]:
+                       per_case: int = 2, thick_share: float = THICK_SHARE) -> list[dict[str, Any]]:
     """``per_case`` labelled radiographs of one CT (module docstring); each sample is
     ``{"image": float32 0..1, "pixel_mm", "source_slice_mm", "field", "fresh_vcf", "vertebrae": [...]}``.
-    ``thick_share``: the share drawn from the CT with thicker slices (default
-    :data:`~VertebralFractureLib.synth.radiograph.THICK_SHARE`)."""
-    from VertebralFractureLib.synth.radiograph import THICK_SHARE, body_boxes, draw_params, lateral_radiograph
+    ``thick_share``: the share drawn from the CT with thicker slices."""
+    from VertebralFractureLib.synth.radiograph import body_boxes, draw_params, lateral_radiograph
 
     complete = [e for e in truth if e.get("complete") and e.get("keypoints_lps_mm")]
     out = []
     for _ in range(per_case):
-        params = draw_params(rng, THICK_SHARE if thick_share is None else thick_share)
+        params = draw_params(rng, thick_share)
         image, geo = lateral_radiograph(ct, params, rng)
         every = body_boxes(truth, geo, names=None)  # cut vertebrae too: their keypoints may leave the CT
         boxes = {e["name"]: every[e["name"]] for e in complete}  # a field of view is framed on whole vertebrae
@@ -97,8 +97,7 @@ def radiograph_samples(ct: Any, truth: Sequence[Mapping[str, Any]], rng: np.rand
             if seen is not None:  # cut by the end of the CT or by this field of view
                 ignore.append({"name": name, "box_px": seen})
         out.append({"image": image, "pixel_mm": geo.pixel_mm, "source_slice_mm": params.source_slice_mm, "field": field,
-                    "fresh_vcf": any(v["class"] == "fresh" for v in vertebrae), "vertebrae": vertebrae,
-                    "ignore": ignore})
+                    "fresh_vcf": fresh_in_view(vertebrae), "vertebrae": vertebrae, "ignore": ignore})
     return out
 
 
@@ -114,6 +113,11 @@ def body_in_view(box: Sequence[float], shape: tuple[int, int], pixel_mm: float, 
     m = 0.0 if complete else BODY_MARGIN_MM / pixel_mm
     x0, y0, x1, y1 = (float(v) for v in box)
     return x0 >= m and y0 >= m and x1 <= shape[1] - m and y1 <= shape[0] - m
+
+
+def fresh_in_view(vertebrae: Sequence[Mapping[str, Any]]) -> bool:
+    """Seed 003's label of a radiograph: a fresh fracture among its labelled vertebrae."""
+    return any(v["class"] == "fresh" for v in vertebrae)
 
 
 def true_box(entry: Mapping[str, Any], box: Sequence[float]) -> dict[str, Any]:
@@ -139,7 +143,7 @@ def visible_part(box: Sequence[float], shape: tuple[int, int], pixel_mm: float) 
 
 
 def write_dataset(roots: Sequence[str | Path], output: str | Path, per_case: int = 2, seed: int = 0,
-                  log: Any = None, thick_share: float | None = None) -> Path:
+                  log: Any = None, thick_share: float = THICK_SHARE) -> Path:
     """Radiographs of every case of ``roots`` into ``output`` (``images/*.png``, 16-bit, and
     ``radiographs.json``); refuses a folder that already holds a dataset. ``thick_share`` as in
     :func:`radiograph_samples`."""
@@ -212,8 +216,7 @@ def relabel_dataset(folder: str | Path, roots: Sequence[str | Path], output: str
             else:
                 ignore.append(region)
         vertebrae.sort(key=lambda v: order.get(v["name"], len(order)))
-        entries.append({**e, "fresh_vcf": any(v["class"] == "fresh" for v in vertebrae), "vertebrae": vertebrae,
-                        "ignore": ignore})
+        entries.append({**e, "fresh_vcf": fresh_in_view(vertebrae), "vertebrae": vertebrae, "ignore": ignore})
         target = out / e["image"]
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -246,16 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--per-case", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--thick-share", type=float, default=None, metavar="F",
+    p.add_argument("--thick-share", type=float, default=THICK_SHARE, metavar="F",
                    help="share of radiographs drawn from the CT with its slices thickened to 3-7 mm "
-                        "(default: synth.radiograph.THICK_SHARE)")
+                        f"(default {THICK_SHARE})")
     p.add_argument("--relabel", type=Path, metavar="DATASET",
                    help="label this dataset (made from ROOTS) again instead of drawing new radiographs")
     args = p.parse_args(argv)
     if args.relabel is not None:
         print(f"wrote {relabel_dataset(args.relabel, args.roots, args.output)}")
         return 0
-    if args.thick_share is not None and not 0.0 <= args.thick_share <= 1.0:
+    if not 0.0 <= args.thick_share <= 1.0:
         p.error(f"--thick-share must lie in [0, 1], got {args.thick_share}")
     print(f"wrote {write_dataset(args.roots, args.output, args.per_case, args.seed, log=sys.stderr, thick_share=args.thick_share)}")
     return 0

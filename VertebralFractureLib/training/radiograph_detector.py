@@ -301,6 +301,9 @@ def ensemble(run_dirs: Sequence[str | Path], output: str | Path, val_entries: Se
     :func:`train` reports it) that :func:`install` takes. Nothing is trained."""
     import torch
 
+    out = Path(output)
+    if (out / "best.pt").exists():
+        raise FileExistsError(f"{out / 'best.pt'} exists: choose another folder")
     start = time.time()
     state = {}
     for k, run in enumerate(run_dirs):
@@ -308,10 +311,7 @@ def ensemble(run_dirs: Sequence[str | Path], output: str | Path, val_entries: Se
             state[f"members.{k}.{key}"] = value
     net = build_network({"members": len(run_dirs)})
     net.load_state_dict(state)
-    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "best.pt").exists():
-        raise FileExistsError(f"{out / 'best.pt'} exists: choose another folder")
     torch.save(net.state_dict(), out / "best.pt")
     m = evaluate(net, val_entries)
     reports = [json.loads((Path(r) / "report.json").read_text(encoding="utf-8")) for r in run_dirs]
