@@ -57,6 +57,31 @@ def test_mask_errors_change_the_boundary_only():
     assert abs(noisy.sum() - stack.sum()) < 0.3 * stack.sum()
 
 
+def test_outline_defects_open_the_posterior_wall_and_leave_the_corners_and_endplates():
+    from VertebralFractureLib.training.keypoints import outline_defects
+
+    # a body 24 rows (superior up = small row) by 32 columns (anterior left), 0.5 mm pixels, 3 planes
+    stack = np.zeros((3, 64, 64), np.float32)
+    stack[:, 20:44, 16:48] = 1.0
+    kp = np.array([[20, 16], [43, 16], [20, 32], [43, 32], [20, 47], [43, 47]], np.float32)  # A, M, P: sup, inf
+    rng = np.random.default_rng(0)
+    carved_mid, carved_side = 0, 0
+    for _ in range(20):
+        out = outline_defects(stack, kp, 0.5, rng)
+        assert set(np.unique(out)) <= {0.0, 1.0} and not np.any(out > stack)  # only removes
+        gone = (stack > 0) & (out == 0)
+        for r, c in kp.astype(int):  # the keypoints' corners and endplates stay
+            assert out[:, r, c].all()
+        assert out[:, 20, 17:46].all() and out[:, 43, 17:46].all()
+        # the pocket lies at the posterior wall between the corners, deepest on the middle plane
+        wall = gone[:, 22:42, 44:48]
+        assert wall[1].any()
+        carved_mid += int(gone[1].sum())
+        carved_side += int(gone[0].sum() + gone[2].sum()) // 2
+        assert not gone[:, :, 16:20].any() or gone[:, 22:42, 16:20].any()  # holes only inside the body
+    assert carved_mid > carved_side
+
+
 def test_network_shape_and_card_arguments():
     pytest.importorskip("torch")
     import torch

@@ -41,6 +41,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="iterations between validations (default: the stage's, 250 / 500 / 500)")
     p.add_argument("--deformed-share", type=float, default=None,
                    help="keypoints: share of each batch drawn from deformed (fracture-shaped) vertebrae")
+    p.add_argument("--defect-share", type=float, default=None,
+                   help="keypoints: share of samples whose outline gets gaps (a posterior-wall pocket, small holes) "
+                        "with the keypoints unchanged")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--install", action="store_true", help="install the best weights into Resources/Models")
 
@@ -70,6 +73,12 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
         if args.stage != "keypoints":
             raise SystemExit("--deformed-share applies to 'train keypoints' only")
         overrides["deformed_share"] = args.deformed_share
+    if args.defect_share is not None:
+        if args.stage != "keypoints":
+            raise SystemExit("--defect-share applies to 'train keypoints' only")
+        if not 0.0 <= args.defect_share <= 1.0:
+            raise SystemExit("--defect-share is a share between 0 and 1")
+        overrides["defect_share"] = args.defect_share
     if args.fov_crop is not None:
         if args.stage != "localize":
             raise SystemExit("--fov-crop applies to 'train localize' only")

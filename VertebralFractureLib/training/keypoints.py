@@ -62,6 +62,7 @@ class KeypointTraining:
     scale_range: tuple[float, float] = (0.92, 1.08)
     translate_mm: float = 3.0
     mask_error_share: float = 0.5
+    defect_share: float = 0.0
     deformed_share: float = 0.0
     deformed_below: float = 0.8
     seed: int = 0
@@ -224,8 +225,50 @@ def mask_errors(stack: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def outline_defects(stack: np.ndarray, kp: np.ndarray, pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaps of the kind stage 2 leaves in a real body's outline while its corners and endplates stay
+    (the keypoints do not move): a pocket in the posterior wall between the posterior corners, where
+    the basivertebral veins enter the body (dark on CT, deepest on the mid-sagittal plane), and a few
+    small holes inside the body. ``kp`` are the six keypoints (pixels, rows and columns of the
+    stack, in the order A_sup, A_inf, M_sup, M_inf, P_sup, P_inf)."""
+    out = stack.copy()
+    rows, cols = np.mgrid[0:stack.shape[1], 0:stack.shape[2]].astype(np.float32)
+    p_sup, p_inf = kp[4], kp[5]
+    middle = (kp[2] + kp[3]) / 2.0
+    wall = p_inf + rng.uniform(0.3, 0.7) * (p_sup - p_inf)  # a point of the posterior wall
+    along = (p_sup - p_inf) / max(float(np.linalg.norm(p_sup - p_inf)), 1e-6)
+    inward = np.array([along[1], -along[0]])  # perpendicular to the wall, turned towards the body
+    if np.dot(middle - wall, inward) < 0:
+        inward = -inward
+    # the pocket stays 2 mm clear of both posterior corners
+    room = min(float(np.linalg.norm(wall - p_sup)), float(np.linalg.norm(wall - p_inf))) - 2.0 / pixel_mm
+    half_height = min(rng.uniform(2.0, 6.0) / pixel_mm, room)
+    depth = rng.uniform(1.5, 5.0) / pixel_mm if half_height >= 1.0 / pixel_mm else 0.0
+    d = np.stack([rows - wall[0], cols - wall[1]])
+    u = d[0] * along[0] + d[1] * along[1]
+    v = d[0] * inward[0] + d[1] * inward[1]
+    mid = stack.shape[0] // 2
+    for c in range(stack.shape[0]):
+        scale = 1.0 if c == mid else rng.uniform(0.0, 1.0)  # the veins enter at the midline
+        if scale * depth < 1.0:
+            continue
+        pocket = (u / half_height) ** 2 + (v / (scale * depth)) ** 2 <= 1.0
+        out[c][pocket] = 0.0
+    lo = kp.min(axis=0) + 3.0 / pixel_mm
+    hi = kp.max(axis=0) - 3.0 / pixel_mm
+    for _ in range(int(rng.integers(0, 4))):
+        if np.any(hi <= lo):
+            break
+        centre = rng.uniform(lo, hi)
+        radius = rng.uniform(1.0, 2.5) / pixel_mm
+        hole = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2
+        out[:, hole] = 0.0
+    return out
+
+
 def augment(stack: np.ndarray, kp: np.ndarray, cfg: KeypointTraining, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random in-plane rotation, scale and translation of a stack and its keypoints; mask errors."""
+    """Random in-plane rotation, scale and translation of a stack and its keypoints; mask errors;
+    gaps in the outline (:func:`outline_defects`, a ``defect_share`` of the samples)."""
     from scipy import ndimage
 
     a = np.deg2rad(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg))
@@ -239,6 +282,8 @@ def augment(stack: np.ndarray, kp: np.ndarray, cfg: KeypointTraining, rng: np.ra
     kp_out = (np.linalg.inv(m) @ (kp - offset).T).T
     if rng.random() < cfg.mask_error_share:
         out = mask_errors(out, rng)
+    if cfg.defect_share > 0 and rng.random() < cfg.defect_share:
+        out = outline_defects(out, kp_out, cfg.pixel_mm, rng)
     return out, kp_out.astype(np.float32)
 
 
