@@ -120,7 +120,7 @@ def test_metrics_with_known_answers():
 
 
 def test_handcrafted_features_are_finite_and_tell_a_band_apart():
-    from VertebralFractureLib.training.slice_classifier import handcrafted_features
+    from VertebralFractureLib.training.slice_features import handcrafted_features
 
     rng = np.random.default_rng(0)
     flat = rng.random((32, 32)).astype(np.float32) * 0.2

@@ -29,6 +29,7 @@ import numpy as np
 from VertebralFractureLib import genant
 from VertebralFractureLib.analysis import KEYPOINT_NAMES
 from VertebralFractureLib.anatomy import cranio_caudal, name_of
+from VertebralFractureLib.slices import mask_centres
 from VertebralFractureLib.synth import appearance as ap
 from VertebralFractureLib.synth import body as bd
 from VertebralFractureLib.synth import organs, skeleton
@@ -370,21 +371,8 @@ def reorient(vol: Volume, codes: str) -> Volume:
 
 # ============================================================================ truth
 def label_centroids(labelmap: Volume) -> dict[int, np.ndarray]:
-    """Centre of mass (LPS mm) of every non-zero label of a labelmap."""
-    arr = labelmap.array
-    flat = arr.reshape(-1)
-    nz = np.flatnonzero(flat)
-    if nz.size == 0:
-        return {}
-    labels = flat[nz].astype(np.int64)
-    k, j, i = np.unravel_index(nz, arr.shape)
-    count = np.bincount(labels)
-    out = {}
-    sums = [np.bincount(labels, weights=c.astype(np.float64)) for c in (i, j, k)]
-    for lab in np.flatnonzero(count):
-        ijk = np.array([s[lab] / count[lab] for s in sums])
-        out[int(lab)] = labelmap.index_to_lps(ijk)
-    return out
+    """Centre of mass (LPS mm) of every non-zero label of a labelmap (:func:`..slices.mask_centres`)."""
+    return mask_centres(labelmap)
 
 
 def _touching_border(arr: np.ndarray) -> set[int]:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from VertebralFractureLib.anatomy import is_vertebra_label, name_of
+from VertebralFractureLib.slices import mask_centres
 from VertebralFractureLib.vertebra_parts import STEP_MM, local_vertebra
 
 #: Masks with a coarser voxel than this along any axis are not used.
@@ -159,7 +160,6 @@ def mask_files(paths: tuple[str, ...]) -> list[Path]:
 def load_bank(paths: tuple[str, ...]) -> dict[str, tuple[Template, ...]]:
     """Templates per level from the masks among ``paths`` (cached per process)."""
     from VertebralFractureLib.io.readers import read_image
-    from VertebralFractureLib.synth.generator import label_centroids
 
     bank: dict[str, list[Template]] = {}
     for f in mask_files(paths):
@@ -171,7 +171,7 @@ def load_bank(paths: tuple[str, ...]) -> dict[str, tuple[Template, ...]]:
         if not np.issubdtype(arr.dtype, np.integer) or len(values) > MAX_LABELS:
             raise ValueError(f"{f.name} is not a vertebra label map ({len(values)} distinct values)")
         labels = [int(k) for k in values if k and is_vertebra_label(int(k))]
-        centroids = label_centroids(vol)
+        centroids = mask_centres(vol)
         for k in labels:
             if _cut_share(arr, k) > MAX_CUT_SHARE:
                 continue

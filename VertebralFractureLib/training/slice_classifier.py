@@ -41,6 +41,7 @@ import numpy as np
 from VertebralFractureLib.slices import build_network, slice_probabilities
 from VertebralFractureLib.training.common import save_npz
 from VertebralFractureLib.training.radiomics_classifier import youden_threshold
+from VertebralFractureLib.training.slice_features import feature_matrix
 
 #: The classifiers compared, in the order of the seed's table.
 MODELS: tuple[str, ...] = ("densenet-gan", "densenet", "densenet-thin", "cnn", "rf")
@@ -119,33 +120,6 @@ def per_vertebra(p_slices: np.ndarray, vertebra: np.ndarray, n: int) -> np.ndarr
     total = np.bincount(vertebra, weights=p_slices, minlength=n)
     count = np.bincount(vertebra, minlength=n)
     return total / np.maximum(count, 1)
-
-
-# ---------------------------------------------------------------------------------------- features
-def handcrafted_features(img: np.ndarray) -> np.ndarray:
-    """The seed's random-forest inputs for one slice (0..1): an intensity histogram and its moments,
-    a texture summary (local standard deviation, Laplacian), and edges (Sobel magnitude statistics
-    and an orientation histogram weighted by magnitude)."""
-    from scipy import ndimage
-
-    a = np.asarray(img, np.float32)
-    hist = np.histogram(a, bins=16, range=(0.0, 1.0))[0] / a.size
-    pct = np.percentile(a, [5, 25, 50, 75, 95])
-    local_sd = np.sqrt(np.maximum(ndimage.uniform_filter(a * a, 5) - ndimage.uniform_filter(a, 5) ** 2, 0))
-    lap = ndimage.laplace(a)
-    gy, gx = ndimage.sobel(a, 0), ndimage.sobel(a, 1)
-    mag = np.hypot(gx, gy)
-    ang = np.mod(np.arctan2(gy, gx), np.pi)
-    orient = np.histogram(ang, bins=8, range=(0, np.pi), weights=mag)[0] / max(float(mag.sum()), 1e-6)
-    bone = a > (400.0 - (-250.0)) / 1500.0  # above 400 HU in the slice window
-    rows, cols = bone.any(axis=1), bone.any(axis=0)
-    return np.concatenate([hist, pct, [a.mean(), a.std(), local_sd.mean(), local_sd.std(), np.abs(lap).mean(),
-                                       lap.std(), mag.mean(), mag.std(), np.percentile(mag, 90), bone.mean(),
-                                       rows.mean(), cols.mean()], orient]).astype(np.float32)
-
-
-def feature_matrix(x: np.ndarray) -> np.ndarray:
-    return np.stack([handcrafted_features(img) for img in x])
 
 
 # ---------------------------------------------------------------------------------------- networks

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from VertebralFractureLib.training.slice_features import feature_matrix
+
 #: Side of a generated slice (pixels).
 GAN_PX = 64
 #: Latent vector length (before the class one-hot).
@@ -116,7 +118,6 @@ def realism_auc(real: np.ndarray, generated: np.ndarray, seed: int = 0) -> float
     from sklearn.model_selection import cross_val_predict
 
     from VertebralFractureLib.training.metrics import roc_auc
-    from VertebralFractureLib.training.slice_classifier import feature_matrix
 
     n = min(len(real), len(generated))
     rng = np.random.default_rng(seed)
