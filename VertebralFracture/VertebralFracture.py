@@ -394,9 +394,9 @@ class VertebralFractureWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.accuracyLabel.text = _("Accuracy: {note}").format(note=accuracy) if accuracy else ""
         self.ui.accuracyLabel.visible = bool(accuracy)
         radiograph = tableNode is not None and tableNode.GetAttribute(RADIOGRAPH_WARNINGS_ATTRIBUTE) is not None
-        advice = (_("Count the levels from the sacrum.") if radiograph else
-                  _("Check the levels; if they are off, shift the names and re-run from the centroids."))
-        self.ui.namingLabel.text = (naming + " " + advice) if naming else ""
+        # a radiograph's caveat ends with its own advice (count from the sacrum); a CT can be re-run
+        advice = "" if radiograph else _("Check the levels; if they are off, shift the names and re-run from the centroids.")
+        self.ui.namingLabel.text = " ".join(part for part in (naming, advice) if part) if naming else ""
         self.ui.namingLabel.visible = bool(naming)
 
     def onResultsTableClicked(self, index) -> None:
