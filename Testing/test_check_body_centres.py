@@ -82,3 +82,26 @@ def test_the_revised_annotation_keeps_the_placed_points_and_never_overwrites_its
     assert revised["how"].startswith("Placed by eye.") and "re-measured" in revised["how"]
     assert read_annotation(out)["vertebrae"][20].centroid == (entry["X"], entry["Y"], 0.0)  # still a valid annotation
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["lidc-idri-0002_spinefov", "crlm-ct-1004_bodyfov"])
+def test_the_shipped_body_centres_sit_where_the_cortex_puts_them(shared_data, name):
+    """The annotated centres were re-measured with this check; measuring them again moves none."""
+    from pathlib import Path
+
+    from factories import load_utility
+
+    from VertebralFractureLib.io.readers import read_image
+
+    tool = load_utility("check_body_centres")
+    annotations = Path(__file__).resolve().parents[1] / "Resources" / "Annotations"
+    doc = json.loads((annotations / f"{name}_bodies.json").read_text(encoding="utf-8"))
+    ct_path = shared_data / "real-ct" / f"{name}.nii.gz"
+    if not ct_path.exists():
+        pytest.skip(f"{ct_path.name} is not in the shared data")
+    ct = read_image(ct_path).volume
+    for e in doc["vertebrae"]:
+        r = tool.measure(ct, np.array([e["X"], e["Y"], e["Z"]], dtype=float))
+        assert r["usable"], e["name"]
+        assert np.hypot(r["centre"][0] - e["X"], r["centre"][1] - e["Y"]) < 1.0, e["name"]
+        assert "annotated_xyz" in e  # the point placed by eye is kept
