@@ -135,3 +135,18 @@ def test_console_script_exit_code(no_models, ct_file, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == cli.EXIT_MODEL
     assert r.stderr.strip().startswith("vertebral-fracture: error: model not available")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["localize", "--defect-share", "0.2"], "--defect-share applies to 'train keypoints' only"),
+    (["keypoints", "--defect-share", "1.5"], "--defect-share is a share between 0 and 1"),
+    (["segment", "--deformed-share", "0.3"], "--deformed-share applies to 'train keypoints' only"),
+    (["keypoints", "--fov-crop", "0.3"], "--fov-crop applies to 'train localize' only"),
+    (["localize", "--fov-crop", "-0.1"], "--fov-crop is a share between 0 and 1"),
+])
+def test_train_refuses_a_sampling_share_for_another_stage_or_outside_0_to_1(tmp_path, args, message):
+    from VertebralFractureLib.cli import main
+
+    with pytest.raises(SystemExit, match=message):
+        main(["train", args[0], "--data", str(tmp_path), "-o", str(tmp_path / "run"), *args[1:]])
+    assert not (tmp_path / "run").exists()  # refused before anything was written

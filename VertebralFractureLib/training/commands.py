@@ -69,22 +69,18 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> int:
     if args.stage != "localize" and (args.variant or args.no_attention or args.no_residual
                                      or args.no_multiple_filtering):
         raise SystemExit("--variant and --no-* apply to 'train localize' only")
-    if args.deformed_share is not None:
-        if args.stage != "keypoints":
-            raise SystemExit("--deformed-share applies to 'train keypoints' only")
-        overrides["deformed_share"] = args.deformed_share
-    if args.defect_share is not None:
-        if args.stage != "keypoints":
-            raise SystemExit("--defect-share applies to 'train keypoints' only")
-        if not 0.0 <= args.defect_share <= 1.0:
-            raise SystemExit("--defect-share is a share between 0 and 1")
-        overrides["defect_share"] = args.defect_share
-    if args.fov_crop is not None:
-        if args.stage != "localize":
-            raise SystemExit("--fov-crop applies to 'train localize' only")
-        if not 0.0 <= args.fov_crop <= 1.0:
-            raise SystemExit("--fov-crop is a share between 0 and 1")
-        overrides["fov_crop"] = args.fov_crop
+    # shares of the training samples that one stage's trainer draws in a special way
+    for flag, field, stage in (("--deformed-share", "deformed_share", "keypoints"),
+                               ("--defect-share", "defect_share", "keypoints"),
+                               ("--fov-crop", "fov_crop", "localize")):
+        value = getattr(args, field)
+        if value is None:
+            continue
+        if args.stage != stage:
+            raise SystemExit(f"{flag} applies to 'train {stage}' only")
+        if not 0.0 <= value <= 1.0:
+            raise SystemExit(f"{flag} is a share between 0 and 1")
+        overrides[field] = value
     if args.stage == "keypoints":
         from VertebralFractureLib.analysis import KEYPOINT_NAMES
         from VertebralFractureLib.training.keypoints import KeypointTraining, train_keypoints
