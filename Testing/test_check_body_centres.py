@@ -52,9 +52,9 @@ def test_a_point_outside_any_body_is_not_used_and_keeps_its_place():
     tool = load_utility("check_body_centres")
     r = tool.measure(body_ct(), np.array([40.0, 100.0, 0.0]))  # in fat, far from the body
     assert not r["usable"]
-    doc = {"image": "ct.nii.gz", "how": "by eye.", "vertebrae": [{"label": 20, "name": "L1", "X": 40.0, "Y": 100.0,
-                                                                   "Z": 0.0}]}
-    assert tool.revise(doc, {"L1": r})["vertebrae"][0] == doc["vertebrae"][0]
+    doc = {"image": "ct.nii.gz", "how": "by eye.", "vertebrae": [{"label": 20, "X": 40.0, "Y": 100.0, "Z": 0.0}]}
+    revised = tool.revise(doc, [r])
+    assert revised["vertebrae"][0] == doc["vertebrae"][0] and "for no body" in revised["how"]
 
 
 def test_the_revised_annotation_keeps_the_placed_points_and_never_overwrites_its_input(tmp_path):

@@ -96,17 +96,24 @@ def measure(ct: Any, point: np.ndarray) -> dict[str, Any]:
     return {"centre": p, "width_mm": width, "depth_mm": depth, "usable": bool(ok)}
 
 
-def revise(doc: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The annotation with the usable measured X and Y, the old point kept in ``annotated_xyz``."""
+def body_name(entry: dict[str, Any]) -> str:
+    """An annotated body's name (``name``, or the one of its VerSe ``label``)."""
+    from VertebralFractureLib.anatomy import name_of
+
+    return str(entry.get("name") or name_of(int(entry["label"])))
+
+
+def revise(doc: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The annotation with the usable measured X and Y (``results`` in the order of its bodies), the
+    old point kept in ``annotated_xyz``."""
     out = json.loads(json.dumps(doc))
     moved = []
-    for e in out["vertebrae"]:
-        r = results[e["name"]]
+    for e, r in zip(out["vertebrae"], results):
         if not r["usable"]:
             continue
         e["annotated_xyz"] = [e["X"], e["Y"], e["Z"]]
         e["X"], e["Y"] = round(float(r["centre"][0]), 1), round(float(r["centre"][1]), 1)
-        moved.append(e["name"])
+        moved.append(body_name(e))
     out["how"] = (doc["how"] + f" X and Y re-measured on the CT (Utilities/check_body_centres.py) for "
                   f"{', '.join(moved) or 'no body'}: the midpoints of the body's outer edges on nine axial profiles "
                   f"each way (below {SOFT_HU:g} HU for {RUN_MM:g} mm ends the bone), the median; Z as placed. "
@@ -114,7 +121,7 @@ def revise(doc: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str,
     return out
 
 
-def figure(ct: Any, doc: dict[str, Any], results: dict[str, dict[str, Any]], path: Path) -> None:
+def figure(ct: Any, doc: dict[str, Any], results: list[dict[str, Any]], path: Path) -> None:
     """An axial slice through each body with the annotated (green) and measured (orange) centre."""
     import matplotlib
 
@@ -128,8 +135,7 @@ def figure(ct: Any, doc: dict[str, Any], results: dict[str, dict[str, Any]], pat
     fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat[len(bodies):]:
         ax.axis("off")
-    for ax, e in zip(axes.flat, bodies):
-        r = results[e["name"]]
+    for ax, e, r in zip(axes.flat, bodies, results):
         c = r["centre"]
         xs = np.arange(c[0] - 35, c[0] + 35.01, 0.5)
         ys = np.arange(c[1] - 35, c[1] + 35.01, 0.5)
@@ -142,7 +148,7 @@ def figure(ct: Any, doc: dict[str, Any], results: dict[str, dict[str, Any]], pat
         ax.plot(e["X"], e["Y"], "+", color="#2ca02c", ms=14, mew=2, label="placed by eye")
         ax.plot(c[0], c[1], "x", color="#ff7f0e", ms=10, mew=2, label="measured")
         shift = np.hypot(c[0] - e["X"], c[1] - e["Y"])
-        ax.set_title(f"{e['name']}  z {e['Z']:g} mm\nshift {shift:.1f} mm" + ("" if r["usable"] else " (not used)"),
+        ax.set_title(f"{body_name(e)}  z {e['Z']:g} mm\nshift {shift:.1f} mm" + ("" if r["usable"] else " (not used)"),
                      fontsize=9)
         ax.tick_params(labelsize=6)
     for ax in axes[-1]:
@@ -168,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is not None and args.output.resolve() == args.annotation.resolve():
         ap.error("the revised annotation must go to a new file, not over the input")
     ct = read_image(args.ct).volume
-    results = {}
+    results = []
     print(f"{'body':5} {'placed (X, Y)':>16} {'measured (X, Y)':>16} {'shift':>6} {'width':>6} {'depth':>6}")
     for e in doc["vertebrae"]:
         r = measure(ct, np.array([e["X"], e["Y"], e["Z"]], dtype=float))
-        results[e["name"]] = r
+        results.append(r)
         c = r["centre"]
-        print(f"{e['name']:5} {e['X']:7.1f} {e['Y']:7.1f}  {c[0]:7.1f} {c[1]:7.1f}  "
+        print(f"{body_name(e):5} {e['X']:7.1f} {e['Y']:7.1f}  {c[0]:7.1f} {c[1]:7.1f}  "
               f"{np.hypot(c[0] - e['X'], c[1] - e['Y']):5.1f} {r['width_mm']:6.1f} {r['depth_mm']:6.1f}"
               + ("" if r["usable"] else "  not used: not a body's size"))
     if args.output is not None:

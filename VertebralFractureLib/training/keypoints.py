@@ -10,7 +10,8 @@ cached per folder.
 
 Each training sample is then rotated, scaled and moved in plane, and half of them get mask
 errors of the kind stage 2 makes: the boundary wobbles by a pixel or two (a smooth random field
-added before thresholding) and the whole mask may be eroded or dilated by a pixel. Targets are
+added before thresholding) and the whole mask may be eroded or dilated by a pixel; with
+``defect_share`` some also get gaps in the outline (:func:`outline_defects`). Targets are
 Gaussian heatmaps (σ = ``sigma_mm``); the loss is the L2 distance of the heatmaps (as in the SCN)
 with L2 weight decay and gradient clipping. The validation score is the mean keypoint error (mm)
 on the exact frames of the validation cases.
