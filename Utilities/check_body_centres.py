@@ -62,8 +62,9 @@ def edges(profile: np.ndarray, start: int) -> tuple[int, int]:
 
 
 def measure(ct: Any, point: np.ndarray) -> dict[str, Any]:
-    """The body's centre around ``point`` (LPS mm) on axial profiles of ``ct`` (a :class:`Volume`),
-    its width and depth (mm), and whether the measurement is usable."""
+    """The body's centre around ``point`` (LPS mm) on axial profiles of ``ct`` (a :class:`Volume`;
+    a float32 array is sampled as it is, any other is converted on each call), its width and depth
+    (mm), and whether the measurement is usable."""
     from scipy import ndimage
 
     array = ct.array.astype(np.float32, copy=False)
@@ -142,7 +143,7 @@ def figure(ct: Any, doc: dict[str, Any], results: list[dict[str, Any]], path: Pa
         gx, gy = np.meshgrid(xs, ys)
         pts = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, e["Z"])], axis=1)
         zyx = ct.lps_to_index(pts)[:, ::-1].T
-        img = ndimage.map_coordinates(ct.array.astype(np.float32), zyx, order=1, cval=-1000.0).reshape(gx.shape)
+        img = ndimage.map_coordinates(ct.array, zyx, order=1, cval=-1000.0).reshape(gx.shape)
         # radiological view: the patient's right (−x in LPS) on the left, anterior up
         ax.imshow(img, cmap="gray", vmin=-150, vmax=700, extent=[xs[0], xs[-1], ys[-1], ys[0]])
         ax.plot(e["X"], e["Y"], "+", color="#2ca02c", ms=14, mew=2, label="placed by eye")
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is not None and args.output.resolve() == args.annotation.resolve():
         ap.error("the revised annotation must go to a new file, not over the input")
     ct = read_image(args.ct).volume
+    ct = ct.with_array(np.asarray(ct.array, dtype=np.float32))  # once, not for every body and panel
     results = []
     print(f"{'body':5} {'placed (X, Y)':>16} {'measured (X, Y)':>16} {'shift':>6} {'width':>6} {'depth':>6}")
     for e in doc["vertebrae"]:
