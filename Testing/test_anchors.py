@@ -219,8 +219,8 @@ def test_stage_1_names_from_the_last_rib_when_the_network_is_two_levels_off(thor
     wrong = {localize.CHANNEL_LABELS[localize.CHANNEL_LABELS.index(lab) - 2]: p for lab, p in zip(labels, c)}
     heat = gaussian_targets(grid.array.shape, {k: grid.lps_to_index(p)[::-1] for k, p in wrong.items()}, 1.5)
 
-    def fake_localize(volume, device="cpu", threshold=None, model=None, anchors=None):
-        return localize.detect_and_name(heat, grid, 0.3, anchors=anchors)
+    def fake_localize(volume, device="cpu", threshold=None, model=None, anchors=None, outlines=None):
+        return localize.detect_and_name(heat, grid, 0.3, anchors=anchors, outlines=outlines)
 
     monkeypatch.setattr(localize, "localize", fake_localize)
     ctx = Context(image=case.ct, config=AnalysisConfig(device="cpu"))
@@ -245,8 +245,8 @@ def test_stage_1_says_when_names_are_not_anchored(monkeypatch):
     grid = aligned_grid(case.ct, 4.0)
     heat = gaussian_targets(grid.array.shape, {k: grid.lps_to_index(p)[::-1] for k, p in zip(labels, c)}, 1.5)
     monkeypatch.setattr(localize, "localize",
-                        lambda volume, device="cpu", threshold=None, model=None, anchors=None:
-                        localize.detect_and_name(heat, grid, 0.3, anchors=anchors))
+                        lambda volume, device="cpu", threshold=None, model=None, anchors=None, outlines=None:
+                        localize.detect_and_name(heat, grid, 0.3, anchors=anchors, outlines=outlines))
     ctx = Context(image=case.ct, config=AnalysisConfig(device="cpu"))
     localize.run_stage(ctx)
     assert cranio_caudal(ctx.vertebrae) == labels  # the network's names, unchanged

@@ -158,6 +158,12 @@ def test_dice_same_label_best_label_and_body():
     # prediction less the true posterior elements: x 1, 2, 5 (12 voxels); body x 0–2 (12); shared x 1, 2 (8)
     assert d[1]["body_dice"] == pytest.approx(16 / 24)
     assert d[2]["body_dice"] is None  # label 2 has no body voxels
+    # paired by position, the body is the paired prediction's, whatever its name
+    body[:, :, 6:8] = True  # label 2's body: x 6–7
+    named = dice_by_label(pred, true, [1, 2], body, paired={1: 1, 2: 3})
+    assert named[2]["body_dice"] == pytest.approx(1.0) and dice_by_label(pred, true, [2], body)[2]["body_dice"] == 0.0
+    assert dice_by_label(pred, true, [2], body, paired={2: None})[2]["body_dice"] == 0.0  # nothing paired
+    body[:, :, 6:8] = False
     rows = [{"complete": True, "graded": False, **d[1]}, {"complete": True, "graded": False, **d[2]}]
     s = summarize(rows, {})
     assert s["body_dice_mean"] == pytest.approx(16 / 24) and s["dice_mean"] == pytest.approx(0.4)

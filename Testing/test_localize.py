@@ -447,3 +447,68 @@ def test_a_second_look_adds_what_the_first_missed_and_moves_nothing():
     with pytest.raises(ValueError, match="second look"):
         detect_and_name(first, grid, second=second[:, :10])
 
+
+
+def test_merge_same_outlines_keeps_one_detection_per_outlined_vertebra():
+    from VertebralFractureLib.localize import merge_same_outlines
+    from VertebralFractureLib.segment import ChainOutlines
+
+    pos = np.array([[0.0, 0.0, -30.0 * k] for k in range(5)])
+    centres = pos.copy()
+    centres[2] = pos[1] + [0.0, 0.0, -1.0]  # detection 2 lies 29 mm from the outline its crop drew
+    centres[3] = [np.nan] * 3  # detection 3's crop outlined nothing
+    # 1, 2 and 3 outline one vertebra: the one nearest to its outline's centre stays
+    assert merge_same_outlines(pos, ChainOutlines(np.array([0.0, 0.6, 0.5, 0.0]), centres)) == [0, 1, 4]
+    # a share below the limit keeps both (two vertebrae that touch at a facet)
+    assert merge_same_outlines(pos, ChainOutlines(np.array([0.0, 0.39, 0.0, 0.1]), centres)) == [0, 1, 2, 3, 4]
+    assert merge_same_outlines(pos[:1], ChainOutlines(np.zeros(0), centres[:1])) == [0]
+    # a member placed between its neighbours (not detected) gives way to a detected one
+    placed = np.array([True, False, True, True, True])
+    assert merge_same_outlines(pos, ChainOutlines(np.array([0.6, 0.0, 0.0, 0.0]), pos), detected=~placed) == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="shares"):
+        merge_same_outlines(pos, ChainOutlines(np.zeros(3), centres))
+
+
+def test_a_vertebra_found_twice_is_named_once_when_stage_2_outlines_it_once():
+    from VertebralFractureLib.segment import ChainOutlines
+
+    grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    labels = [20, 21, 22, 23, 24]
+    truth = _spine(grid, labels)
+    canal = truth[22] + [0.0, 18.0, -16.0]  # a second peak in the canal behind L3, as on real CT
+    heat = _heatmaps(grid, truth, sigma_vox=1.2) + _heatmaps(grid, {23: canal}, sigma_vox=1.2, peak=0.7)
+    true_pos = np.array([truth[k] for k in labels])
+
+    def outlines(positions: np.ndarray) -> ChainOutlines:  # each crop outlines the true vertebra nearest to it
+        nearest = [int(np.argmin(np.linalg.norm(true_pos - p, axis=1))) for p in positions]
+        shared = np.array([float(a == b) for a, b in zip(nearest[:-1], nearest[1:])])
+        return ChainOutlines(shared, true_pos[nearest])
+
+    plain = detect_and_name(heat, grid, threshold=0.3)
+    assert len(plain) == 6  # the canal peak joins the chain and pushes the names down
+    found = detect_and_name(heat, grid, threshold=0.3, outlines=outlines)
+    assert [c.label for c in found] == labels
+    assert np.linalg.norm(found[2].position_lps - truth[22]) < 2.0  # the detection in the body stays
+
+
+def test_a_vertebra_placed_where_the_view_cuts_it_is_not_merged_by_its_outline():
+    from VertebralFractureLib.segment import ChainOutlines
+
+    arr = np.full((36, 20, 20), -100.0, np.float32)  # the view ends at 175 mm: the vertebra at 155 mm is cut
+    centres = [5.0 + 30.0 * k for k in range(6)]
+    for z in centres:
+        k = int(round(z / 5.0))
+        arr[max(0, k - 2): k + 3, 6:14, 6:14] = 400.0
+    grid = Volume(arr, (5.0, 5.0, 5.0))
+    heat = _heatmaps(grid, {lab: np.array([47.5, 47.5, z]) for lab, z in zip((20, 21, 22, 23, 24), centres[4::-1])})
+    seen = []
+
+    def outlines(positions: np.ndarray) -> ChainOutlines:  # every crop outlines the same vertebra
+        seen.append(np.array(positions))
+        return ChainOutlines(np.ones(len(positions) - 1), np.array(positions))
+
+    found = detect_and_name(heat, grid, threshold=0.3)
+    assert found[0].extrapolated and len(found) == 6
+    merged = detect_and_name(heat, grid, threshold=0.3, outlines=outlines)
+    assert len(seen) == 1 and len(seen[0]) == 5  # the placed top vertebra is not offered
+    assert [c.extrapolated for c in merged] == [True, False]  # it stays; the five detections became one

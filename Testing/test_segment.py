@@ -451,3 +451,22 @@ def test_a_vertebra_without_an_outline_is_not_assessable(monkeypatch):
     missing = context.vertebrae[21]
     assert missing.status == "not assessable" and missing.genant is None
     assert "no outline" in missing.status_reason and missing.fracture_probability is None
+
+
+def test_chain_outlines_tell_one_vertebra_found_twice_from_two():
+    from VertebralFractureLib.segment import chain_outlines
+
+    vol, cents = _two_vertebra_phantom(np.eye(3))
+    card = ModelCard(name="segmentation", file="x.pt", sha256="0" * 64, spacing_mm=(2.0, 2.0, 2.0), patch_size=(24, 32, 32))
+    upper, lower = cents[20], cents[21]
+    # L1, L1 again 8 mm behind its centre (a peak in the canal), L2
+    chain = np.array([upper, upper + [0.0, 8.0, 0.0], lower])
+    out = chain_outlines(vol, chain, model=(card, _BoneNet()))
+    assert out.shared.shape == (2,) and out.centres.shape == (3, 3)
+    assert out.shared[0] > 0.9  # both crops outline the same block
+    assert out.shared[1] == 0.0  # two blocks 12 mm apart share nothing
+    assert np.linalg.norm(out.centres[1] - upper) < 2.0  # the second crop's outline is L1's
+    assert np.linalg.norm(out.centres[2] - lower) < 2.0
+    # a crop with nothing in it outlines nothing: no centre, nothing shared
+    empty = chain_outlines(vol, np.array([upper, [500.0, 500.0, 500.0]]), model=(card, _BoneNet()))
+    assert empty.shared.tolist() == [0.0] and np.isnan(empty.centres[1]).all()

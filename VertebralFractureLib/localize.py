@@ -12,7 +12,10 @@
    weak is still found and named, duplicates cannot occur, and a missed vertebra leaves a gap in
    the names. ``localization_score`` is the named label's heatmap value (1.0 = the training
    target's peak).
-   In the pipeline the chain is named from anchors, as a reader names a spine (:mod:`.anchors`:
+   In the pipeline, stage 2's network then outlines each member of the chain: consecutive members
+   whose outlines are one vertebra (several peaks on a vertebra cut by the end of the scan, or a
+   vertebra placed where one was found, as on real CT) count once (:func:`merge_same_outlines`).
+   The chain is then named from anchors, as a reader names a spine (:mod:`.anchors`:
    the first and last rib-bearing vertebrae, the vertebra above the sacrum, C2 below the skull
    base, measured in the CT): names that contradict an anchor cost its confidence, with 11 or 13
    rib pairs, 4 or 6 lumbar vertebrae as cheaper variants, and the network's evidence decides what
@@ -81,6 +84,11 @@ MAX_FILLED = 2
 #: detections of one vertebra (the network split its peak, e.g. on thick slices): they are merged
 #: (:func:`merge_duplicates`). A crushed vertebra shortens its steps to ~0.8 of its neighbours'.
 DUPLICATE_RATIO = 0.55
+#: Two consecutive members of the chain whose stage-2 outlines share at least this much of the smaller
+#: one are one vertebra (:func:`merge_same_outlines`). Two distinct vertebrae shared at most 0.39
+#: (99th percentile 0.07–0.12) over 537 consecutive pairs of 52 SynthSpine validation cases (seeds 202
+#: and 141); see docs/localization.md.
+SAME_OUTLINE_SHARE = 0.4
 #: A vertebra cut by the cranial end of the field of view is placed one step above the chain
 #: (:func:`extend_cranially`) when bone fills at least this share of a ball of :data:`BONE_BALL_MM`
 #: there, relative to the median of the chain's detections …
@@ -190,7 +198,7 @@ def _peaks(total: np.ndarray, threshold: float, spacing: np.ndarray, kept: list[
 
 def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAULT_THRESHOLD,
                     labels: tuple[int, ...] = CHANNEL_LABELS, anchors: Any = None, fill: bool = True,
-                    second: np.ndarray | None = None) -> list[Candidate]:
+                    second: np.ndarray | None = None, outlines: Any = None) -> list[Candidate]:
     """Vertebrae found in the heatmaps (C, z, y, x), named as one consistent chain.
 
     1. Detection is label-free: local maxima of the sum of all channels (a vertebra whose own
@@ -221,6 +229,12 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
     back: :func:`heatmaps`). Its peaks that lie farther than :data:`MIN_SEPARATION_MM` from every peak
     of the first look join the detections, each with its own look's position and evidence; a
     vertebra the first look found is never moved.
+
+    ``outlines``: a callable that takes the chain's centroids and returns stage 2's outlines of them
+    (:func:`.segment.chain_outlines`). Consecutive members that outline the same vertebra are one
+    (:func:`merge_same_outlines`): after gaps are filled, so that a vertebra placed where one was
+    already found goes too; before the chain is named. A vertebra placed above the chain, where the
+    view cuts it, is left out of it (a crop of a cut vertebra may outline its neighbour).
 
     ``score`` of each result is its label's heatmap value at the detection (1.0 = the training
     target's peak).
@@ -281,6 +295,11 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
         cpos, vox, above = extend_cranially(cpos, [v for v, _ in cvox], grid, len(labels))
         cvox = list(zip(vox, [0] * int(above.sum()) + seen_by))
         placed = np.concatenate([[False] * int(above.sum()), placed])
+    below = int(np.asarray(above, bool).sum())  # placed above, where the view cuts them: their crops may outline a neighbour
+    if outlines is not None and len(cpos) - below >= 2:  # one vertebra outlined twice: found twice, or placed beside itself
+        keep = merge_same_outlines(cpos[below:], outlines(cpos[below:]), detected=~np.asarray(placed, bool)[below:])
+        keep = list(range(below)) + [below + k for k in keep]
+        cpos, cvox, placed, above = cpos[keep], [cvox[k] for k in keep], placed[keep], above[keep]
     found, anchor_list = None, None
     if anchors is not None:
         found = anchors(cpos) if callable(anchors) else anchors
@@ -340,6 +359,44 @@ def merge_duplicates(positions: np.ndarray, voxels: list, peaks: np.ndarray) -> 
         pos, peak = np.delete(pos, k + 1, axis=0), np.delete(peak, k + 1)
         del vox[k + 1]
     return pos, vox
+
+
+def merge_same_outlines(positions: np.ndarray, outlines: Any, min_shared: float = SAME_OUTLINE_SHARE,
+                        detected: np.ndarray | None = None) -> list[int]:
+    """The chain indices to keep when consecutive members outline the same vertebra.
+
+    On real CT the network sometimes finds one vertebra two or three times — several peaks on a
+    vertebra cut by the end of the scan — at steps too long for :func:`merge_duplicates`; their
+    short steps can then make a normal step look like a missed vertebra, and one is placed in the
+    disc (:func:`fill_gaps`). Stage 2 settles it: consecutive members whose outlines
+    (:class:`.segment.ChainOutlines`) share at least ``min_shared`` of the smaller one form a group.
+    Of each group a detected member is kept rather than a placed one, and of those the one nearest
+    to its own outline's centre.
+
+    Args:
+        positions: (n, 3) LPS mm, cranial → caudal.
+        outlines: the chain's :class:`.segment.ChainOutlines`.
+        min_shared: see :data:`SAME_OUTLINE_SHARE`.
+        detected: (n,) bool, False for members placed rather than detected (default: all detected).
+
+    Returns:
+        The indices kept, in chain order.
+    """
+    pos = np.asarray(positions, float).reshape(-1, 3)
+    shared = np.asarray(outlines.shared, float)
+    if len(shared) != max(0, len(pos) - 1):
+        raise ValueError(f"{len(shared)} shares for a chain of {len(pos)} members")
+    found = np.ones(len(pos), bool) if detected is None else np.asarray(detected, bool)
+    off = np.linalg.norm(np.asarray(outlines.centres, float) - pos, axis=1)
+    off = np.where(np.isfinite(off), off, np.inf)
+    keep, group = [], [0]
+    for k in range(1, len(pos) + 1):
+        if k < len(pos) and shared[k - 1] >= min_shared:
+            group.append(k)
+            continue
+        keep.append(min(group, key=lambda i: (not found[i], off[i])))
+        group = [k]
+    return keep
 
 
 def bone_share(grid: Volume, position_lps: np.ndarray, radius_mm: float = BONE_BALL_MM) -> float | None:
@@ -620,7 +677,8 @@ def card_threshold(card: Any) -> float:
 
 
 def localize(volume: Volume, device: str = "cpu", threshold: float | None = None,
-             model: tuple[Any, Any] | None = None, anchors: Any = None, second_look: bool = True) -> list[Candidate]:
+             model: tuple[Any, Any] | None = None, anchors: Any = None, second_look: bool = True,
+             outlines: Any = None) -> list[Candidate]:
     """Centroids and names of the vertebrae in a CT (cranial → caudal).
 
     The network looks twice: at the CT and at its left–right mirror image (:func:`two_looks`); a
@@ -635,13 +693,14 @@ def localize(volume: Volume, device: str = "cpu", threshold: float | None = None
         model: ``(card, network)`` to use instead of the installed ``localization`` model.
         anchors: naming anchors or a callable computing them from the chain (see :func:`detect_and_name`).
         second_look: look at the mirror image too (False: the CT only, half the time).
+        outlines: stage 2's outlines of the chain, to merge one vertebra found twice (see :func:`detect_and_name`).
     """
     from VertebralFractureLib import models
 
     card, net = model if model is not None else models.load_network("localization", build_network, cached=True)
     heat, mirrored, grid = two_looks(volume, card, net, device, second=second_look)
     return detect_and_name(heat, grid, card_threshold(card) if threshold is None else threshold, anchors=anchors,
-                           second=mirrored)
+                           second=mirrored, outlines=outlines)
 
 
 #: The warning when no anchor fixes the names.
@@ -652,10 +711,13 @@ UNANCHORED_WARNING = ("vertebra names are not anchored: no first or last rib, sa
 
 def run_stage(context: Any) -> None:
     """Pipeline stage 1: fill ``context.vertebrae`` with centroids, names, scores, completeness and
-    ``naming`` (the anchor each name was counted from, :mod:`.anchors`)."""
+    ``naming`` (the anchor each name was counted from, :mod:`.anchors`). Where stage 2's model is
+    installed, its outlines merge one vertebra found twice (:func:`.segment.chain_outlines`)."""
+    from VertebralFractureLib import models
     from VertebralFractureLib.analysis import VertebraResult
     from VertebralFractureLib.anchors import find_anchors
     from VertebralFractureLib.models import select_device
+    from VertebralFractureLib.segment import chain_outlines
 
     context.report("localize", 0.05, "heatmaps")
     reports = []
@@ -665,7 +727,14 @@ def run_stage(context: Any) -> None:
         reports.append(find_anchors(context.image, positions))
         return reports[-1]
 
-    found = localize(context.image, device=select_device(context.config.device), anchors=anchors_of)
+    device = select_device(context.config.device)
+    outlines = None
+    if models.model_status("segmentation") == "ok":  # stage 2's outlines tell one vertebra found twice
+        def outlines(positions: np.ndarray) -> Any:
+            context.report("localize", 0.7, "outlines of the detections")
+            return chain_outlines(context.image, positions, device=device)
+
+    found = localize(context.image, device=device, anchors=anchors_of, outlines=outlines)
     context.centroids_from_stage1 = True
     for c in found:
         complete = is_complete(c.position_lps, context.image) and not c.extrapolated

@@ -287,6 +287,60 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
     return volume.with_array(labels), probs, spread
 
 
+@dataclass(frozen=True)
+class ChainOutlines:
+    """Stage 2's first impression of a stage-1 chain: one crop per detection, no test-time variants.
+
+    ``shared``: for each pair of consecutive detections, the share of the smaller of their two
+    outlines (each crop's central component) that the other covers — near 0 for two vertebrae,
+    about 0.5 or more when both crops outline the same one. ``centres``: each outline's centre of
+    mass (LPS mm; NaN where the crop outlined nothing).
+    """
+
+    shared: np.ndarray
+    centres: np.ndarray
+
+
+def chain_outlines(volume: Volume, positions_lps: np.ndarray, device: str = "cpu",
+                   model: tuple[Any, Any] | None = None) -> ChainOutlines:
+    """Outline a crop around each of ``positions_lps`` (n, 3; a chain, cranial → caudal) and measure
+    how much consecutive outlines share (:class:`ChainOutlines`); stage 1 uses it to recognise one
+    vertebra found twice (:func:`.localize.merge_same_outlines`)."""
+    from VertebralFractureLib import models, preprocess
+    from VertebralFractureLib.networks.unet import build_unet
+
+    card, net = model if model is not None else models.load_network("segmentation", build_unet, cached=True)
+    net.eval().to(device)
+    grid = preprocess.to_model_grid(volume, float(card.spacing_mm[0]))
+    image = preprocess.normalize(grid.array)
+    positions = np.asarray(positions_lps, dtype=float).reshape(-1, 3)
+    segs = segment_crops(net, grid, image, {k: p for k, p in enumerate(positions)}, tuple(card.patch_size),
+                         device, tta=False)
+    outlines = []
+    centres = np.full((len(segs), 3), np.nan)
+    for k, seg in enumerate(segs):
+        keep = central_component(seg.foreground >= FOREGROUND)
+        start = np.round(grid.lps_to_index(seg.origin_lps)[::-1]).astype(int)
+        outlines.append((start, keep))
+        if keep.any():
+            centres[k] = grid.zyx_to_lps(start + np.argwhere(keep).mean(axis=0))
+    shared = np.array([_shared(outlines[k], outlines[k + 1]) for k in range(len(outlines) - 1)])
+    return ChainOutlines(shared, centres)
+
+
+def _shared(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
+    """The share of the smaller of two crop masks (start index, mask on one grid) that both cover."""
+    (start_a, mask_a), (start_b, mask_b) = a, b
+    smaller = min(int(mask_a.sum()), int(mask_b.sum()))
+    lo = np.maximum(start_a, start_b)
+    hi = np.minimum(start_a + np.array(mask_a.shape), start_b + np.array(mask_b.shape))
+    if smaller == 0 or np.any(hi <= lo):
+        return 0.0
+    part_a = mask_a[tuple(slice(lo_k - s, hi_k - s) for lo_k, hi_k, s in zip(lo, hi, start_a))]
+    part_b = mask_b[tuple(slice(lo_k - s, hi_k - s) for lo_k, hi_k, s in zip(lo, hi, start_b))]
+    return float((part_a & part_b).sum()) / smaller
+
+
 def grow_outlines(labels: np.ndarray, volume: Volume, card: Any,
                   centroids_lps: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """:func:`.bone_growth.grow_into_bone` with the settings of the card's ``postprocess.bone_growth``

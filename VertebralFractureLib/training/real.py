@@ -227,8 +227,9 @@ def dice_by_label(predicted: np.ndarray, true: np.ndarray, labels: Sequence[int]
     predicted label overlapping it most (``dice_best_label``) and, with ``paired`` (true label →
     the label of the prediction paired with it by position, or None), that prediction's mask
     (``dice_paired``; 0 when it has no voxels); with a boolean ``body`` mask (the
-    true vertebral bodies), ``body_dice`` compares the true label's body with the prediction less
-    the true vertebra's posterior elements (a prediction is not penalised for covering them)."""
+    true vertebral bodies), ``body_dice`` compares the true label's body with the prediction — the
+    paired one where ``paired`` is given, else the same label — less the true vertebra's posterior
+    elements (a prediction is not penalised for covering them)."""
     predicted = np.asarray(predicted)
     true = np.asarray(true)
     if predicted.shape != true.shape:
@@ -245,7 +246,10 @@ def dice_by_label(predicted: np.ndarray, true: np.ndarray, labels: Sequence[int]
             best = _dice(predicted == values[int(np.argmax(counts))], t)
         row: dict[str, float | None] = {"dice": _dice(p, t), "dice_best_label": best if best is not None else 0.0}
         if paired is not None and paired.get(label) is not None:
-            row["dice_paired"] = _dice(predicted == paired[label], t) or 0.0
+            p = predicted == paired[label]
+            row["dice_paired"] = _dice(p, t) or 0.0
+        elif paired is not None:  # nothing paired with it: no body outlined
+            p = np.zeros_like(t)
         if body is not None:
             b = t & body
             row["body_dice"] = _dice(p & ~(t & ~b), b) if b.any() else None
@@ -697,7 +701,8 @@ def format_table(result: Mapping[str, Any]) -> str:
     text = "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
     extra = [f"identification: right name within {result['match_mm']:g} mm of the true centre; detection: any "
              "prediction paired within that distance; Dice: same-label masks; Dice paired: the true mask against "
-             "the mask of the prediction paired with it ('-': no true mask)"]
+             "the mask of the prediction paired with it ('-': no true mask); body Dice: the true body against that "
+             "prediction's, less the true posterior elements"]
     extra += [f"{name}: centroids {s['centroids']}" + (f"; body: {s['body_truth']}" if s.get("body_truth") else "")
               + (f"; body centres within {BODY_CENTRE_MM:g} mm of the true ones: {frac(s['body_centre_within_5mm'])}, "
                  f"median {s['body_centre_distance_median_mm']:.1f} mm"
