@@ -162,6 +162,21 @@ def test_detect_and_name_names_t13_only_where_its_channel_wins():
     assert [c.label for c in detect_and_name(_heatmaps(grid, variant, 1.2), grid, 0.3)] == [18, 19, 28, 20, 21]
 
 
+def test_without_an_anchor_in_view_no_vertebra_is_named_t13_or_l6():
+    from VertebralFractureLib.anchors import AnchorReport, VertebraEvidence
+
+    grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
+    variant = _spine(grid, [18, 19, 28, 20, 21])  # the network says T11, T12, T13, L1, L2
+    heat = _heatmaps(grid, variant, 1.2)
+    none_in_view = AnchorReport([VertebraEvidence() for _ in range(5)], [])
+    found = detect_and_name(heat, grid, 0.3, anchors=none_in_view)
+    assert [c.label for c in found] == [18, 19, 20, 21, 22]  # the usual anatomy: T11, T12, L1, L2, L3
+    assert all(c.naming["anchor"] is None for c in found)
+    lumbar = _spine(grid, [21, 22, 23, 24, 25])  # L2 … L6
+    assert [c.label for c in detect_and_name(_heatmaps(grid, lumbar, 1.2), grid, 0.3, anchors=none_in_view)] == \
+        [20, 21, 22, 23, 24]
+
+
 def test_is_complete_uses_the_cranio_caudal_axis():
     vol = Volume(np.zeros((50, 20, 20), np.uint8), (1.0, 1.0, 2.0))  # 100 mm along z
     assert is_complete(np.array([10.0, 10.0, 50.0]), vol)
@@ -264,14 +279,15 @@ def _rib_anchor(kind: str, index: int, confidence: float) -> list:
     return [a, rib_free_neighbour(a, index + 1, (19,)) if kind == "last rib" else rib_free_neighbour(a, index - 1, (8,))]
 
 
-def test_without_anchors_naming_is_unchanged():
+def test_without_anchors_the_network_names_and_none_in_view_names_no_variant():
     grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
     truth = _spine(grid, [16, 17, 18, 19, 20, 21, 22])
     heat = _shifted_heatmaps(grid, truth, -2)  # the network says T7 … L1 for T9 … L3
     plain = detect_and_name(heat, grid, threshold=0.3)
     assert len(plain) == 7 and plain[0].label == 14 and all(c.naming is None for c in plain)
+    assert 28 in [c.label for c in plain]  # the network alone names a T13 where its channel wins
     empty = detect_and_name(heat, grid, threshold=0.3, anchors=[])  # looked for, none in view
-    assert [c.label for c in empty] == [c.label for c in plain]
+    assert [c.label for c in empty] == [14, 15, 16, 17, 18, 19, 20]  # the usual anatomy: no T13 without ribs
     assert all(c.naming == {"anchor": None, "confidence": UNANCHORED_CONFIDENCE} for c in empty)
 
 

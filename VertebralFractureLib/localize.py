@@ -524,7 +524,9 @@ def name_chain(evidence: np.ndarray, positions: np.ndarray, labels: tuple[int, .
     costing :data:`VARIANT_COST`), and the network's evidence
     scaled so that the whole chain's counts as :data:`NETWORK_SHARE` of one confident anchor (it
     decides only what the anchors leave open). An empty list of anchors (none in view) names as
-    without anchors and marks every name unanchored.
+    without anchors, except that no vertebra is named T13 or L6 (a reader shows those variants by
+    counting ribs or from the sacrum; without either the usual anatomy is assumed), and marks every
+    name unanchored.
 
     Returns:
         The channel index of each vertebra; with anchors, per vertebra ``{"anchor": kind or None,
@@ -545,6 +547,8 @@ def name_chain(evidence: np.ndarray, positions: np.ndarray, labels: tuple[int, .
             unary[a.index] -= a.confidence * np.array([a.cost(lab) for lab in labels])
     else:
         unary = evidence.astype(float)
+        if looked:  # none in view: a T13 or an L6 shows only when ribs or the sacrum are counted
+            unary[:, [lab in VARIANT_LABELS for lab in labels]] = -np.inf
     dists = [float(np.linalg.norm(positions[k - 1] - positions[k])) for k in range(1, n)]
     if anchored:
         best = max((_decode(unary, dists, labels, True, f) for f in SIZE_FACTORS),
