@@ -464,7 +464,6 @@ def test_a_second_look_adds_what_the_first_missed_and_moves_nothing():
         detect_and_name(first, grid, second=second[:, :10])
 
 
-
 def test_merge_same_outlines_keeps_one_detection_per_outlined_vertebra():
     from VertebralFractureLib.localize import merge_same_outlines
     from VertebralFractureLib.segment import ChainOutlines
@@ -491,7 +490,7 @@ def test_a_vertebra_found_twice_is_named_once_when_stage_2_outlines_it_once():
     grid = Volume(np.zeros((64, 30, 30), np.uint8), (5.0, 5.0, 5.0))
     labels = [20, 21, 22, 23, 24]
     truth = _spine(grid, labels)
-    canal = truth[22] + [0.0, 18.0, -16.0]  # a second peak in the canal behind L3, as on real CT
+    canal = truth[22] + [0.0, 18.0, -16.0]  # a second peak, behind L3
     heat = _heatmaps(grid, truth, sigma_vox=1.2) + _heatmaps(grid, {23: canal}, sigma_vox=1.2, peak=0.7)
     true_pos = np.array([truth[k] for k in labels])
 
@@ -501,7 +500,7 @@ def test_a_vertebra_found_twice_is_named_once_when_stage_2_outlines_it_once():
         return ChainOutlines(shared, true_pos[nearest])
 
     plain = detect_and_name(heat, grid, threshold=0.3)
-    assert len(plain) == 6  # the canal peak joins the chain and pushes the names down
+    assert len(plain) == 6  # the second peak joins the chain and pushes the names down
     found = detect_and_name(heat, grid, threshold=0.3, outlines=outlines)
     assert [c.label for c in found] == labels
     assert np.linalg.norm(found[2].position_lps - truth[22]) < 2.0  # the detection in the body stays

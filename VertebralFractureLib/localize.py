@@ -295,7 +295,7 @@ def detect_and_name(heatmaps: np.ndarray, grid: Volume, threshold: float = DEFAU
         cpos, vox, above = extend_cranially(cpos, [v for v, _ in cvox], grid, len(labels))
         cvox = list(zip(vox, [0] * int(above.sum()) + seen_by))
         placed = np.concatenate([[False] * int(above.sum()), placed])
-    below = int(np.asarray(above, bool).sum())  # placed above, where the view cuts them: their crops may outline a neighbour
+    below = int(np.asarray(above, bool).sum())  # placed above, where the view cuts it: its crop may outline a neighbour
     if outlines is not None and len(cpos) - below >= 2:  # one vertebra outlined twice: found twice, or placed beside itself
         keep = merge_same_outlines(cpos[below:], outlines(cpos[below:]), detected=~np.asarray(placed, bool)[below:])
         keep = list(range(below)) + [below + k for k in keep]
@@ -697,7 +697,8 @@ def localize(volume: Volume, device: str = "cpu", threshold: float | None = None
         model: ``(card, network)`` to use instead of the installed ``localization`` model.
         anchors: naming anchors or a callable computing them from the chain (see :func:`detect_and_name`).
         second_look: look at the mirror image too (False: the CT only, half the time).
-        outlines: stage 2's outlines of the chain, to merge one vertebra found twice (see :func:`detect_and_name`).
+        outlines: a callable giving stage 2's outlines of the chain, to count a vertebra outlined twice
+            once (see :func:`detect_and_name`).
     """
     from VertebralFractureLib import models
 
@@ -716,7 +717,7 @@ UNANCHORED_WARNING = ("vertebra names are not anchored: no first or last rib, sa
 def run_stage(context: Any) -> None:
     """Pipeline stage 1: fill ``context.vertebrae`` with centroids, names, scores, completeness and
     ``naming`` (the anchor each name was counted from, :mod:`.anchors`). Where stage 2's model is
-    installed, its outlines merge one vertebra found twice (:func:`.segment.chain_outlines`)."""
+    installed, its outlines count a vertebra outlined twice once (:func:`.segment.chain_outlines`)."""
     from VertebralFractureLib import models
     from VertebralFractureLib.analysis import VertebraResult
     from VertebralFractureLib.anchors import find_anchors
@@ -733,7 +734,7 @@ def run_stage(context: Any) -> None:
 
     device = select_device(context.config.device)
     outlines = None
-    if models.model_status("segmentation") == "ok":  # stage 2's outlines tell one vertebra found twice
+    if models.model_status("segmentation") == "ok":  # stage 2's outlines tell a vertebra outlined twice
         def outlines(positions: np.ndarray) -> Any:
             context.report("localize", 0.7, "outlines of the detections")
             return chain_outlines(context.image, positions, device=device)

@@ -289,9 +289,9 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
 
 @dataclass(frozen=True)
 class ChainOutlines:
-    """Stage 2's first impression of a stage-1 chain: one crop per detection, no test-time variants.
+    """Stage 2's first impression of a stage-1 chain: one crop per member, no test-time variants.
 
-    ``shared``: for each pair of consecutive detections, the share of the smaller of their two
+    ``shared``: for each pair of consecutive members, the share of the smaller of their two
     outlines (each crop's central component) that the other covers — near 0 for two vertebrae,
     about 0.5 or more when both crops outline the same one. ``centres``: each outline's centre of
     mass (LPS mm; NaN where the crop outlined nothing).
@@ -304,8 +304,8 @@ class ChainOutlines:
 def chain_outlines(volume: Volume, positions_lps: np.ndarray, device: str = "cpu",
                    model: tuple[Any, Any] | None = None) -> ChainOutlines:
     """Outline a crop around each of ``positions_lps`` (n, 3; a chain, cranial → caudal) and measure
-    how much consecutive outlines share (:class:`ChainOutlines`); stage 1 uses it to recognise one
-    vertebra found twice (:func:`.localize.merge_same_outlines`)."""
+    how much consecutive outlines share (:class:`ChainOutlines`); stage 1 uses it to count a vertebra
+    outlined twice once (:func:`.localize.merge_same_outlines`)."""
     from VertebralFractureLib import models, preprocess
     from VertebralFractureLib.networks.unet import build_unet
 
