@@ -527,3 +527,31 @@ def test_a_vertebra_placed_where_the_view_cuts_it_is_not_merged_by_its_outline()
     merged = detect_and_name(heat, grid, threshold=0.3, outlines=outlines)
     assert len(seen) == 1 and len(seen[0]) == 5  # the placed top vertebra is not offered
     assert [c.extrapolated for c in merged] == [True, False]  # it stays; the five detections became one
+
+
+def test_stage_1_warns_when_stage_2_counted_a_vertebra_once(monkeypatch):
+    from VertebralFractureLib import localize, models, segment
+    from VertebralFractureLib.pipeline import AnalysisConfig, Context
+    from VertebralFractureLib.segment import ChainOutlines
+
+    grid = Volume(np.zeros((64, 30, 30), np.int16), (5.0, 5.0, 5.0))
+    labels = [20, 21, 22, 23, 24]
+    truth = _spine(grid, labels)
+    true_pos = np.array([truth[k] for k in labels])
+    second = _heatmaps(grid, {23: truth[22] + [0.0, 18.0, -16.0]}, sigma_vox=1.2, peak=0.7)
+
+    def fake_outlines(image, positions, device="cpu"):  # each crop outlines the true vertebra nearest to it
+        nearest = [int(np.argmin(np.linalg.norm(true_pos - p, axis=1))) for p in positions]
+        return ChainOutlines(np.array([float(a == b) for a, b in zip(nearest[:-1], nearest[1:])]), true_pos[nearest])
+
+    monkeypatch.setattr(models, "model_status", lambda name, directory=None: "ok")
+    monkeypatch.setattr(segment, "chain_outlines", fake_outlines)
+    for extra, warned in ((0.0, False), (1.0, True)):
+        heat = _heatmaps(grid, truth, sigma_vox=1.2) + extra * second
+        monkeypatch.setattr(localize, "localize", lambda volume, device="cpu", threshold=None, model=None, anchors=None,
+                            outlines=None, heat=heat: localize.detect_and_name(heat, grid, 0.3, outlines=outlines))
+        ctx = Context(image=grid, config=AnalysisConfig(device="cpu"))
+        localize.run_stage(ctx)
+        assert sorted(ctx.vertebrae) == labels
+        merged = [w for w in ctx.warnings if w.startswith("stage 1 counted")]
+        assert merged == ([localize.MERGED_WARNING.format(what="one vertebra")] if warned else []), ctx.warnings

@@ -714,6 +714,12 @@ UNANCHORED_WARNING = ("vertebra names are not anchored: no first or last rib, sa
                       "be off by one or more levels")
 
 
+#: The warning when stage 2's outlines showed members of stage 1's chain to be one vertebra.
+MERGED_WARNING = ("stage 1 counted {what} too many (peaks on one vertebra, or one placed where one was found); "
+                  "stage 2's outlines showed it, and each vertebra is counted once: check the count, above all "
+                  "where the scan cuts a vertebra")
+
+
 def run_stage(context: Any) -> None:
     """Pipeline stage 1: fill ``context.vertebrae`` with centroids, names, scores, completeness and
     ``naming`` (the anchor each name was counted from, :mod:`.anchors`). Where stage 2's model is
@@ -733,13 +739,17 @@ def run_stage(context: Any) -> None:
         return reports[-1]
 
     device = select_device(context.config.device)
-    outlines = None
+    outlines, drawn = None, []
     if models.model_status("segmentation") == "ok":  # stage 2's outlines tell a vertebra outlined twice
         def outlines(positions: np.ndarray) -> Any:
             context.report("localize", 0.7, "outlines of the detections")
-            return chain_outlines(context.image, positions, device=device)
+            drawn.append(chain_outlines(context.image, positions, device=device))
+            return drawn[-1]
 
     found = localize(context.image, device=device, anchors=anchors_of, outlines=outlines)
+    merged = sum(int(np.sum(np.asarray(o.shared) >= SAME_OUTLINE_SHARE)) for o in drawn)
+    if merged:
+        context.warnings.append(MERGED_WARNING.format(what="one vertebra" if merged == 1 else f"{merged} vertebrae"))
     context.centroids_from_stage1 = True
     for c in found:
         complete = is_complete(c.position_lps, context.image) and not c.extrapolated
