@@ -11,7 +11,13 @@ For each CT, with its ``*_bodies.json`` annotation (LPS mm) or its VerSe vertebr
   slices are thinner;
 * ``-noise40``: Gaussian noise of 40 HU added (a lower dose);
 * ``-flipped-storage``: the same voxels stored with the first two index axes reversed (as an
-  LPS-ordered file is stored RAS-ordered); every voxel keeps its place in the patient.
+  LPS-ordered file is stored RAS-ordered); every voxel keeps its place in the patient;
+* ``-sharp``: a sharp (bone or lung) reconstruction kernel, emulated by unsharp masking: the CT
+  plus :data:`SHARP_GAIN` times its difference from a Gaussian blur of :data:`SHARP_SIGMA_MM` (edges
+  overshoot, noise and trabeculae stand out);
+* ``-tilt10``: the patient turned by :data:`TILT_DEG` degrees about the left–right axis through the
+  image centre (a gantry tilt, a patient lying obliquely), on the same grid; what turns out of the
+  field of view is lost, the mask and the annotated points turn alike.
 
 Each variant gets a copy of the annotation naming its image, or its own mask (resampled by nearest
 neighbour, flipped alike) as subject ``<subject>-<variant>`` with that subject's grades in
@@ -32,12 +38,20 @@ import numpy as np
 THICK_MM = (2.5, 5.0)
 #: Standard deviation (HU) of the added noise.
 NOISE_HU = 40.0
+#: Unsharp masking of the sharp-kernel variant: Gaussian σ (mm) and gain.
+SHARP_SIGMA_MM = 1.0
+SHARP_GAIN = 1.0
+#: Rotation (degrees) of the tilted variant, about the patient's left–right axis.
+TILT_DEG = 10.0
 #: Air, for resampling outside the image.
 AIR_HU = -1024
 
 
 def variants(image, mask=None) -> dict[str, tuple[object, object]]:
-    """The variants of one SimpleITK image (module docstring), each with its mask (None without one)."""
+    """The variants of one SimpleITK image (module docstring), each with its mask (None without one).
+
+    The anatomy keeps its place in the patient in every variant but the tilted one; where a point of
+    the original lies in that one, :func:`moved_point` says."""
     import SimpleITK as sitk
 
     out = {}
@@ -63,7 +77,31 @@ def variants(image, mask=None) -> dict[str, tuple[object, object]]:
     out["noise40"] = (noisy, mask)
     flip = [True, True, False]  # origin and direction follow: the same anatomy
     out["flipped-storage"] = (sitk.Flip(image, flip), None if mask is None else sitk.Flip(mask, flip))
+    blurred = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32),
+                                                                     SHARP_SIGMA_MM)).astype(np.float32)
+    sharp = sitk.GetImageFromArray(np.clip(arr + SHARP_GAIN * (arr - blurred), -32768, 32767).astype(np.int16))
+    sharp.CopyInformation(image)
+    out["sharp"] = (sharp, mask)
+    tilt = tilt_transform(image)
+    out[f"tilt{TILT_DEG:g}"] = (sitk.Resample(image, image, tilt, sitk.sitkLinear, AIR_HU),
+                                None if mask is None else sitk.Resample(mask, mask, tilt, sitk.sitkNearestNeighbor, 0))
     return out
+
+
+def tilt_transform(image):
+    """The tilted variant's resampling transform: output point → the original's point (LPS mm)."""
+    import SimpleITK as sitk
+
+    size = np.asarray(image.GetSize())
+    centre = image.TransformContinuousIndexToPhysicalPoint([float(v) for v in (size - 1) / 2.0])
+    return sitk.Euler3DTransform(centre, float(np.radians(TILT_DEG)), 0.0, 0.0)  # about LPS x (left-right)
+
+
+def moved_point(image, variant: str, point: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Where a point of ``image`` (LPS mm) lies in its variant ``variant``."""
+    if variant != f"tilt{TILT_DEG:g}":
+        return tuple(float(v) for v in point)
+    return tuple(float(v) for v in tilt_transform(image).GetInverse().TransformPoint([float(v) for v in point]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("output", type=Path)
     ap.add_argument("items", nargs="+", help="CT:ANNOTATION or CT:MASK:GRADES")
+    ap.add_argument("--only", nargs="+", metavar="VARIANT",
+                    help="write only these variants (e.g. sharp tilt10; default: all)")
     args = ap.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     inputs = {Path(p).resolve() for item in args.items for p in item.split(":")}
@@ -87,9 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         subject = stem[: -len("_ct")] if stem.endswith("_ct") else stem
         source = json.loads(Path(parts[-1]).read_text(encoding="utf-8"))  # the annotation, or the grade table
         for name, (variant, labels) in variants(image, mask).items():
+            if args.only and name not in args.only:
+                continue
             if mask is None:
                 target = args.output / f"{stem}-{name}.nii.gz"
-                doc = {**source, "image": target.name}
+                doc = {**source, "image": target.name,
+                       "vertebrae": [{**v, **dict(zip("XYZ", moved_point(image, name, (v["X"], v["Y"], v["Z"]))))}
+                                     for v in source["vertebrae"]]}
                 written = [(target, variant), (args.output / f"{stem}-{name}_bodies.json", doc)]
             else:
                 target = args.output / f"{subject}-{name}_ct.nii.gz"
