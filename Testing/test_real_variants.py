@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 
 def test_variants_keep_the_anatomy_in_place_and_copy_the_annotation(tmp_path):
@@ -19,7 +20,8 @@ def test_variants_keep_the_anatomy_in_place_and_copy_the_annotation(tmp_path):
     ct = tmp_path / "case.nii.gz"
     sitk.WriteImage(image, str(ct))
     ann = tmp_path / "case_bodies.json"
-    ann.write_text(json.dumps({"image": "case.nii.gz", "vertebrae": [{"label": 20, "X": 0.0, "Y": 0.0, "Z": -25.0}]}))
+    ann.write_text(json.dumps({"image": "case.nii.gz", "vertebrae": [{"label": 20, "X": 0.0, "Y": 0.0, "Z": -25.0,
+                                                                   "annotated_xyz": [1.0, 2.0, -45.0]}]}))
     before = ct.read_bytes()
     out = tmp_path / "variants"
     assert load_utility("real_variants").main([str(out), f"{ct}:{ann}"]) == 0
@@ -47,6 +49,7 @@ def test_variants_keep_the_anatomy_in_place_and_copy_the_annotation(tmp_path):
     point = json.loads((out / "case-tilt10_bodies.json").read_text())["vertebrae"][0]
     utility = load_utility("real_variants")
     assert (point["X"], point["Y"], point["Z"]) == utility.moved_point(image, "tilt10", (0.0, 0.0, -25.0))
+    assert tuple(point["annotated_xyz"]) == utility.moved_point(image, "tilt10", (1.0, 2.0, -45.0)) != (1.0, 2.0, -45.0)
     far = np.array(utility.moved_point(image, "tilt10", (-0.5, -0.5, 14.4)))  # 40 mm above the image centre
     assert abs(far[0] + 0.5) < 1e-6 and abs(np.degrees(np.arctan2(abs(far[1] + 0.5), far[2] + 25.6)) - 10.0) < 0.1
     for p in [(0.0, -3.0, -26.0), (4.0, 2.0, -25.5)]:  # inside the slab: bright in both at the matching places
@@ -56,6 +59,9 @@ def test_variants_keep_the_anatomy_in_place_and_copy_the_annotation(tmp_path):
     only = tmp_path / "only"
     assert utility.main([str(only), f"{ct}:{ann}", "--only", "sharp"]) == 0
     assert sorted(p.name for p in only.glob("*.nii.gz")) == ["case-sharp.nii.gz"]
+    with pytest.raises(SystemExit):  # a misspelt variant is an error, not an empty folder
+        utility.main([str(tmp_path / "typo"), f"{ct}:{ann}", "--only", "sharpen"])
+    assert not (tmp_path / "typo").exists()
     # the slab keeps its place along z in the thick slices (its centre at voxel 20 → z = -50 + 20 × 1.25 - 0.6)
     profile = sitk.GetArrayFromImage(thick)[:, 15, 10]
     z_peak = thick.TransformIndexToPhysicalPoint((10, 15, int(np.argmax(profile))))[2]

@@ -1,7 +1,7 @@
 """Variants of an annotated real CT, to check that the analysis holds when the scan is taken differently.
 
 Usage:
-    python Utilities/real_variants.py OUT_DIR CT:ANNOTATION|CT:MASK:GRADES [...]
+    python Utilities/real_variants.py OUT_DIR CT:ANNOTATION|CT:MASK:GRADES [...] [--only VARIANT ...]
 
 For each CT, with its ``*_bodies.json`` annotation (LPS mm) or its VerSe vertebra mask and
 ``genant_grades.json``, it writes into ``OUT_DIR``:
@@ -43,6 +43,8 @@ SHARP_SIGMA_MM = 1.0
 SHARP_GAIN = 1.0
 #: Rotation (degrees) of the tilted variant, about the patient's left–right axis.
 TILT_DEG = 10.0
+#: The variants' names (the thick-slice ones only where the CT's slices are thinner).
+NAMES = tuple(f"slices{t:g}" for t in THICK_MM) + ("noise40", "flipped-storage", "sharp", f"tilt{TILT_DEG:g}")
 #: Air, for resampling outside the image.
 AIR_HU = -1024
 
@@ -104,6 +106,15 @@ def moved_point(image, variant: str, point: tuple[float, float, float]) -> tuple
     return tuple(float(v) for v in tilt_transform(image).GetInverse().TransformPoint([float(v) for v in point]))
 
 
+def moved_entry(image, variant: str, entry: dict) -> dict:
+    """An annotation entry with its centre (and the point placed by eye, ``annotated_xyz``) where the
+    variant shows it."""
+    out = {**entry, **dict(zip("XYZ", moved_point(image, variant, (entry["X"], entry["Y"], entry["Z"]))))}
+    if "annotated_xyz" in entry:
+        out["annotated_xyz"] = list(moved_point(image, variant, tuple(entry["annotated_xyz"])))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import SimpleITK as sitk
 
@@ -113,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="VARIANT",
                     help="write only these variants (e.g. sharp tilt10; default: all)")
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.only or ()) - set(NAMES))
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; the variants are {', '.join(NAMES)}")
     args.output.mkdir(parents=True, exist_ok=True)
     inputs = {Path(p).resolve() for item in args.items for p in item.split(":")}
     grades_out = args.output / "genant_grades.json"
@@ -131,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if mask is None:
                 target = args.output / f"{stem}-{name}.nii.gz"
-                doc = {**source, "image": target.name,
-                       "vertebrae": [{**v, **dict(zip("XYZ", moved_point(image, name, (v["X"], v["Y"], v["Z"]))))}
-                                     for v in source["vertebrae"]]}
+                doc = {**source, "image": target.name, "vertebrae": [moved_entry(image, name, v) for v in source["vertebrae"]]}
                 written = [(target, variant), (args.output / f"{stem}-{name}_bodies.json", doc)]
             else:
                 target = args.output / f"{subject}-{name}_ct.nii.gz"
