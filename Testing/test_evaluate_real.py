@@ -75,7 +75,18 @@ def test_metrics_of_a_small_case_with_known_answers():
     assert by["L4"]["genant_exact"] is None and by["L4"]["false_call"] is None  # cut: no grade known
 
     counts = prediction_counts(truth, preds)
-    assert counts == {"predicted": 7, "paired": 5, "false_detections": 1, "outside_truth": 1}
+    assert counts == {"predicted": 7, "paired": 5, "false_detections": 1, "outside_truth": 1, "unpaired_calls": 0}
+    # a fracture call on a false detection or beyond the annotated span counts there, not in the false calls
+    called = [*preds[:5], Prediction(21, (40.0, 0.0, -90.0), "fractured", 1), Prediction(17, (0.0, 0.0, 60.0), "normal", 2)]
+    assert prediction_counts(truth, called)["unpaired_calls"] == 2
+    summary = summarize(vertebra_rows(truth, called), prediction_counts(truth, called))
+    assert summary["fracture_calls_unpaired"] == 2
+    from VertebralFractureLib.training.real import format_table
+
+    case = {**summary, "truth": "masks", "centroids": "stage 1"}
+    text = format_table({"cases": {"c1": case, "c2": {**case, "fracture_calls_unpaired": 0}}, "overall": summary,
+                         "notes": [], "sources": [], "match_mm": 20.0})
+    assert "fracture calls on predictions paired with no true vertebra (not in 'false calls g0'): 2; c1 2" in text.splitlines()
     s = summarize(rows, counts)
     assert (s["identification"]["k"], s["identification"]["n"]) == (3, 6)
     assert (s["detection_recall"]["k"], s["detection_recall"]["n"]) == (5, 6)

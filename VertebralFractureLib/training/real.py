@@ -205,19 +205,23 @@ def prediction_counts(truth: Mapping[int, TrueVertebra], predictions: Sequence[P
                       radius_mm: float = MATCH_MM) -> dict[str, int]:
     """Predictions paired with a true vertebra, unpaired ones inside the annotated span (false
     detections) and unpaired ones beyond it (``outside``: cranial or caudal of the first or last
-    true vertebra by more than ``radius_mm`` along the superior axis, where nothing was annotated)."""
+    true vertebra by more than ``radius_mm`` along the superior axis, where nothing was annotated),
+    and how many unpaired ones call a fracture (``unpaired_calls``: the per-vertebra false calls
+    cover paired vertebrae only, so a call on a false detection would not show there)."""
     pairs = pair_by_distance({k: t.centroid for k, t in truth.items()}, [p.centroid for p in predictions], radius_mm)
     paired = set(pairs.values())
     zs = [t.centroid[2] for t in truth.values()]
-    false = outside = 0
+    false = outside = calls = 0
     for k, p in enumerate(predictions):
         if k in paired:
             continue
+        calls += int(p.calls_fracture)
         if zs and min(zs) - radius_mm <= p.centroid[2] <= max(zs) + radius_mm:
             false += 1
         else:
             outside += 1
-    return {"predicted": len(predictions), "paired": len(paired), "false_detections": false, "outside_truth": outside}
+    return {"predicted": len(predictions), "paired": len(paired), "false_detections": false, "outside_truth": outside,
+            "unpaired_calls": calls}
 
 
 def dice_by_label(predicted: np.ndarray, true: np.ndarray, labels: Sequence[int],
@@ -284,6 +288,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], counts: Mapping[str, int]) -> d
         "detection_precision": part(paired, paired + counts.get("false_detections", 0)),
         "false_detections": counts.get("false_detections", 0),
         "predictions_outside_truth": counts.get("outside_truth", 0),
+        "fracture_calls_unpaired": counts.get("unpaired_calls", 0),
         "dice_mean": float(np.mean(dice)) if dice else None,
         "dice_median": float(np.median(dice)) if dice else None,
         "dice_vertebrae": len(dice),
@@ -708,6 +713,10 @@ def format_table(result: Mapping[str, Any]) -> str:
                  f"median {s['body_centre_distance_median_mm']:.1f} mm"
                  if s.get("body_centre_distance_median_mm") is not None else "")
               for name, s in result["cases"].items()]
+    unpaired = {name: s.get("fracture_calls_unpaired", 0) for name, s in result["cases"].items()}
+    extra.append("fracture calls on predictions paired with no true vertebra (not in 'false calls g0'): "
+                 + str(sum(unpaired.values()))
+                 + "".join(f"; {name} {n}" for name, n in unpaired.items() if n))
     extra += [f"note: {n}" for n in result["notes"]]
     if result["sources"]:
         extra.append("data: " + "; ".join(result["sources"]))
