@@ -43,25 +43,31 @@ SHARP_SIGMA_MM = 1.0
 SHARP_GAIN = 1.0
 #: Rotation (degrees) of the tilted variant, about the patient's left–right axis.
 TILT_DEG = 10.0
+#: The tilted variant's name.
+TILT_NAME = f"tilt{TILT_DEG:g}"
 #: The variants' names (the thick-slice ones only where the CT's slices are thinner).
-NAMES = tuple(f"slices{t:g}" for t in THICK_MM) + ("noise40", "flipped-storage", "sharp", f"tilt{TILT_DEG:g}")
+NAMES = tuple(f"slices{t:g}" for t in THICK_MM) + ("noise40", "flipped-storage", "sharp", TILT_NAME)
 #: Air, for resampling outside the image.
 AIR_HU = -1024
 
 
-def variants(image, mask=None) -> dict[str, tuple[object, object]]:
-    """The variants of one SimpleITK image (module docstring), each with its mask (None without one).
+def variants(image, mask=None, only=None) -> dict[str, tuple[object, object]]:
+    """The variants of one SimpleITK image (module docstring), each with its mask (None without one);
+    ``only``: the names of the variants to make (default: all).
 
     The anatomy keeps its place in the patient in every variant but the tilted one; where a point of
-    the original lies in that one, :func:`moved_point` says."""
+    the original lies in that one, :func:`point_map` says."""
     import SimpleITK as sitk
+
+    def wanted(name: str) -> bool:
+        return not only or name in only
 
     out = {}
     sp = list(image.GetSpacing())
     # the slices are across the index axis that runs closest to the patient's head-foot axis
     axis = int(np.argmax(np.abs(np.asarray(image.GetDirection()).reshape(3, 3)[2])))
     for thick in THICK_MM:
-        if sp[axis] >= thick:
+        if sp[axis] >= thick or not wanted(f"slices{thick:g}"):
             continue
         size, spacing, sigma = list(image.GetSize()), list(sp), [0.01] * 3
         size[axis], spacing[axis], sigma[axis] = int(size[axis] * sp[axis] / thick), thick, thick / 2.355
@@ -73,20 +79,25 @@ def variants(image, mask=None) -> dict[str, tuple[object, object]]:
                                                          mask.GetPixelID())
         out[f"slices{thick:g}"] = (new, labels)
     arr = sitk.GetArrayFromImage(image).astype(np.float32)
-    noisy = sitk.GetImageFromArray(np.clip(arr + np.random.default_rng(0).normal(0, NOISE_HU, arr.shape),
-                                           -32768, 32767).astype(np.int16))
-    noisy.CopyInformation(image)
-    out["noise40"] = (noisy, mask)
-    flip = [True, True, False]  # origin and direction follow: the same anatomy
-    out["flipped-storage"] = (sitk.Flip(image, flip), None if mask is None else sitk.Flip(mask, flip))
-    blurred = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32),
-                                                                     SHARP_SIGMA_MM)).astype(np.float32)
-    sharp = sitk.GetImageFromArray(np.clip(arr + SHARP_GAIN * (arr - blurred), -32768, 32767).astype(np.int16))
-    sharp.CopyInformation(image)
-    out["sharp"] = (sharp, mask)
-    tilt = tilt_transform(image)
-    out[f"tilt{TILT_DEG:g}"] = (sitk.Resample(image, image, tilt, sitk.sitkLinear, AIR_HU),
-                                None if mask is None else sitk.Resample(mask, mask, tilt, sitk.sitkNearestNeighbor, 0))
+
+    def as_image(values: np.ndarray):
+        new = sitk.GetImageFromArray(np.clip(values, -32768, 32767).astype(np.int16))
+        new.CopyInformation(image)
+        return new
+
+    if wanted("noise40"):
+        out["noise40"] = (as_image(arr + np.random.default_rng(0).normal(0, NOISE_HU, arr.shape)), mask)
+    if wanted("flipped-storage"):
+        flip = [True, True, False]  # origin and direction follow: the same anatomy
+        out["flipped-storage"] = (sitk.Flip(image, flip), None if mask is None else sitk.Flip(mask, flip))
+    if wanted("sharp"):
+        blurred = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32),
+                                                                         SHARP_SIGMA_MM))
+        out["sharp"] = (as_image(arr + SHARP_GAIN * (arr - blurred)), mask)
+    if wanted(TILT_NAME):
+        tilt = tilt_transform(image)
+        out[TILT_NAME] = (sitk.Resample(image, image, tilt, sitk.sitkLinear, AIR_HU),
+                          None if mask is None else sitk.Resample(mask, mask, tilt, sitk.sitkNearestNeighbor, 0))
     return out
 
 
@@ -99,19 +110,28 @@ def tilt_transform(image):
     return sitk.Euler3DTransform(centre, float(np.radians(TILT_DEG)), 0.0, 0.0)  # about LPS x (left-right)
 
 
+def point_map(image, variant: str):
+    """A function taking a point of ``image`` (LPS mm) to where its variant ``variant`` shows it."""
+    inverse = tilt_transform(image).GetInverse() if variant == TILT_NAME else None
+
+    def moved(point) -> tuple[float, float, float]:
+        p = [float(v) for v in point]
+        return tuple(float(v) for v in (inverse.TransformPoint(p) if inverse is not None else p))
+
+    return moved
+
+
 def moved_point(image, variant: str, point: tuple[float, float, float]) -> tuple[float, float, float]:
     """Where a point of ``image`` (LPS mm) lies in its variant ``variant``."""
-    if variant != f"tilt{TILT_DEG:g}":
-        return tuple(float(v) for v in point)
-    return tuple(float(v) for v in tilt_transform(image).GetInverse().TransformPoint([float(v) for v in point]))
+    return point_map(image, variant)(point)
 
 
-def moved_entry(image, variant: str, entry: dict) -> dict:
-    """An annotation entry with its centre (and the point placed by eye, ``annotated_xyz``) where the
-    variant shows it."""
-    out = {**entry, **dict(zip("XYZ", moved_point(image, variant, (entry["X"], entry["Y"], entry["Z"]))))}
+def moved_entry(moved, entry: dict) -> dict:
+    """An annotation entry with its centre (and the point placed by eye, ``annotated_xyz``) taken
+    through ``moved`` (:func:`point_map`)."""
+    out = {**entry, **dict(zip("XYZ", moved((entry["X"], entry["Y"], entry["Z"]))))}
     if "annotated_xyz" in entry:
-        out["annotated_xyz"] = list(moved_point(image, variant, tuple(entry["annotated_xyz"])))
+        out["annotated_xyz"] = list(moved(entry["annotated_xyz"]))
     return out
 
 
@@ -140,12 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         stem = Path(parts[0]).name.split(".")[0]
         subject = stem[: -len("_ct")] if stem.endswith("_ct") else stem
         source = json.loads(Path(parts[-1]).read_text(encoding="utf-8"))  # the annotation, or the grade table
-        for name, (variant, labels) in variants(image, mask).items():
-            if args.only and name not in args.only:
-                continue
+        for name, (variant, labels) in variants(image, mask, args.only).items():
             if mask is None:
                 target = args.output / f"{stem}-{name}.nii.gz"
-                doc = {**source, "image": target.name, "vertebrae": [moved_entry(image, name, v) for v in source["vertebrae"]]}
+                moved = point_map(image, name)
+                doc = {**source, "image": target.name, "vertebrae": [moved_entry(moved, v) for v in source["vertebrae"]]}
                 written = [(target, variant), (args.output / f"{stem}-{name}_bodies.json", doc)]
             else:
                 target = args.output / f"{subject}-{name}_ct.nii.gz"

@@ -713,10 +713,10 @@ def format_table(result: Mapping[str, Any]) -> str:
                  f"median {s['body_centre_distance_median_mm']:.1f} mm"
                  if s.get("body_centre_distance_median_mm") is not None else "")
               for name, s in result["cases"].items()]
-    unpaired = {name: s.get("fracture_calls_unpaired", 0) for name, s in result["cases"].items()}
     extra.append("fracture calls on predictions paired with no true vertebra (not in 'false calls g0'): "
-                 + str(sum(unpaired.values()))
-                 + "".join(f"; {name} {n}" for name, n in unpaired.items() if n))
+                 + str(result["overall"].get("fracture_calls_unpaired", 0))
+                 + "".join(f"; {name} {s['fracture_calls_unpaired']}" for name, s in result["cases"].items()
+                           if s.get("fracture_calls_unpaired")))
     extra += [f"note: {n}" for n in result["notes"]]
     if result["sources"]:
         extra.append("data: " + "; ".join(result["sources"]))
