@@ -91,6 +91,38 @@ def test_sacrum_below_l5(lumbar):
     assert all(e.ribs == "none" for e in report.vertebrae[1:])  # lumbar transverse processes are no ribs
 
 
+def _cut_across(volume: Volume, x_lo: float, x_hi: float) -> Volume:
+    """The part of an LPS-aligned volume between LPS ``x_lo`` and ``x_hi`` (a reconstruction narrowed
+    from side to side, as a spine-only one is)."""
+    assert np.allclose(volume.direction, np.eye(3))
+    i0, i1 = (int(round(volume.lps_to_index([x, 0.0, 0.0])[0])) for x in (x_lo, x_hi))
+    return volume.crop((slice(None), slice(None), slice(max(0, i0), i1 + 1)))
+
+
+@pytest.mark.parametrize("left_mm, right_mm", [(50.0, 50.0), (75.0, 25.0), (25.0, 75.0)])
+def test_sacrum_in_a_spine_only_field_of_view(lumbar, left_mm, right_mm):
+    """~100 mm wide, centred on the spine or to one side: the alae are followed to the edge of the image
+    (or seen on one side only), so L5 is still anchored, and the anchor says the view cut the alae."""
+    case, labels, c, wide = lumbar
+    x0 = float(np.median(c[:, 0]))  # LPS x grows to the patient's left
+    narrow = anchors.find_anchors(_cut_across(case.ct, x0 - right_mm, x0 + left_mm), c)
+    assert _anchored(narrow, labels) == {"sacrum": 24}
+    assert "field of view cuts the alae" in narrow.anchors[0].detail
+    assert "field of view" not in wide.anchors[0].detail and narrow.anchors[0].confidence > 0.5
+    assert [e.sacrum_below for e in narrow.vertebrae] == [lab == 24 for lab in labels]
+
+
+def test_no_sacrum_in_a_spine_only_view_of_the_thoracolumbar_junction(thoracolumbar):
+    """The same narrowing above the pelvis: ribs and transverse processes cut by the edge of the image
+    are not taken for the alae."""
+    case, labels, c, _ = thoracolumbar
+    x0 = float(np.median(c[:, 0]))
+    for right_mm, left_mm in ((50.0, 50.0), (75.0, 25.0), (25.0, 75.0)):
+        report = anchors.find_anchors(_cut_across(case.ct, x0 - right_mm, x0 + left_mm), c)
+        assert not any(a.kind == "sacrum" for a in report.anchors)
+        assert not any(e.sacrum_below or e.in_sacrum for e in report.vertebrae)
+
+
 def test_first_rib_on_t1():
     case = _case(4, ("C4", "T3"), fov=300.0)
     labels, c = _chain(case)

@@ -26,7 +26,8 @@ file orientation works.
 * First rib: the cranial-most vertebra with a full rib pair below a rib-free neighbour at
   cervical spacing; last rib: the caudal-most rib-bearing vertebra above a rib-free neighbour.
 * Sacrum: rows below the rib-bearing spine where deep bone (the alae) runs through the midline out
-  to both iliac wings; the vertebra just above is L5.
+  to both iliac wings; the vertebra just above is L5. In a spine-only reconstruction the alae are
+  followed to the edge of the image, and one side may lie outside it.
 * Skull base: wide bone with the occiput behind it just above a rib-free chain at cervical spacing.
 
 Each :class:`Anchor` names one vertebra with a confidence and cheaper variant labels;
@@ -86,6 +87,9 @@ SACRUM_HALF_WIDTH_MM = 55.0
 #: Sacrum: mean depth (mm, along v) of the bone 30–45 mm to each side (the alae ~20–40 mm; a rib or a
 #: transverse process cut by an axial plane ~6–15 mm).
 ALA_DEPTH_MM = 18.0
+#: Sacrum: the band of ``|u|`` (mm) where the alae's depth is measured; a side whose field of view ends
+#: before its outer limit is unseen.
+ALA_BAND_MM: tuple[float, float] = (30.0, 45.0)
 #: Sacrum: the band of ``v`` (mm) searched for the alae.
 SACRUM_V_MM: tuple[float, float] = (-25.0, 40.0)
 #: Skull base: a row above the spine with this much bone (mm², |u| ≤ 70 mm, v −30…80 mm) …
@@ -729,29 +733,53 @@ def first_rib_below_the_view(frame: SpineFrame, c: np.ndarray, ev: list[Vertebra
 
 
 # ============================================================================ sacrum, skull base
-def _sacral_rows(frame: SpineFrame, bone: np.ndarray) -> np.ndarray:
-    """Rows where bone runs from the midline out to both iliac wings: the sacral alae with the ilium
+def _sacral_rows(frame: SpineFrame, bone: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows where bone runs from the midline out to the iliac wings: the sacral alae with the ilium
     (a lumbar transverse process ends before :data:`SACRUM_HALF_WIDTH_MM`), deep like the alae
-    (:data:`ALA_DEPTH_MM`; ribs attached to the spine are thinner)."""
+    (:data:`ALA_DEPTH_MM`; ribs attached to the spine are thinner).
+
+    Where the field of view ends before :data:`SACRUM_HALF_WIDTH_MM` on a side (a spine-only
+    reconstruction ~100 mm wide), the bone must run out to the edge of the image there instead, as
+    long as the image shows the alae's band (30–45 mm) on that side; a side whose band the image does
+    not show at all is unseen, and a row counts with one side seen deep and joined and the other
+    unseen (:data:`ALA_BAND_MM`). Returns the sacral rows, per row whether it was judged with the
+    field of view cutting it (the anchor's detail says so), and the rows whose midline the image
+    shows (where a sacral row could be seen at all).
+    """
     from scipy import ndimage
 
     vb = (frame.v >= SACRUM_V_MM[0]) & (frame.v <= SACRUM_V_MM[1])
     mid = np.abs(frame.u) <= 10.0
-    alae = [(side * frame.u >= 30.0) & (side * frame.u <= 45.0) for side in (-1, 1)]
-    out = np.zeros(len(frame.z), bool)
+    out, cut, viewed = (np.zeros(len(frame.z), bool) for _ in range(3))
     for k in range(len(frame.z)):
         b = bone[k][vb]
-        if not b[:, mid].any() or frame.inside[k][vb].mean() < 0.8:
+        seen = frame.inside[k][vb].mean(axis=0) >= 0.75  # per u: the band of v (mostly) in view
+        viewed[k] = seen[mid].all()
+        if not b[:, mid].any() or not viewed[k]:
             continue
-        if min(b[:, cols].sum(axis=0).mean() for cols in alae) * frame.step < ALA_DEPTH_MM:
-            continue  # thin: ribs or transverse processes, not the alae
         lab, _ = ndimage.label(b, structure=np.ones((3, 3)))
-        for t in np.unique(lab[:, mid][lab[:, mid] > 0]):
-            cols = frame.u[(lab == t).any(axis=0)]
-            if cols.min() <= -SACRUM_HALF_WIDTH_MM and cols.max() >= SACRUM_HALF_WIDTH_MM:
-                out[k] = True
-                break
-    return out
+        joined = lab[:, mid][lab[:, mid] > 0]  # the bone patches through the midline
+        states, row_cut = [], False
+        for side in (-1, 1):
+            outward = side * frame.u >= 0
+            # the field of view on this side: from the midline out to the first column not in view
+            gone = np.flatnonzero(outward & ~seen & (np.abs(frame.u) > 10.0))
+            edge = float(np.min(side * frame.u[gone])) - frame.step if gone.size else float(np.max(side * frame.u))
+            if edge < ALA_BAND_MM[1]:
+                states.append("unseen")
+                row_cut = True
+                continue
+            band = (side * frame.u >= ALA_BAND_MM[0]) & (side * frame.u <= ALA_BAND_MM[1])
+            if b[:, band].sum(axis=0).mean() * frame.step < ALA_DEPTH_MM:
+                states.append("no")  # thin: ribs or transverse processes, not the alae
+                continue
+            reach = min(SACRUM_HALF_WIDTH_MM, edge)
+            row_cut |= reach < SACRUM_HALF_WIDTH_MM
+            cols = (side * frame.u >= reach) & outward
+            states.append("ala" if np.isin(lab[:, cols], joined).any() else "no")
+        if states.count("ala") == 2 or sorted(states) == ["ala", "unseen"]:
+            out[k], cut[k] = True, row_cut
+    return out, cut, viewed
 
 
 def sacrum_anchor(frame: SpineFrame, bone: np.ndarray, c: np.ndarray,
@@ -763,16 +791,21 @@ def sacrum_anchor(frame: SpineFrame, bone: np.ndarray, c: np.ndarray,
     sacrum runs on out of view). The last vertebra whose centroid lies above it is named from it when
     the sacrum begins 0.35–1.0 local spacings below that centroid (a transitional vertebra, whose
     transverse processes join the sacrum at its own level, counts with less confidence). Detections
-    well inside a long sacral run (S1) are marked ``in_sacrum``.
+    on a sacral run of at least 10 mm (S1) are marked ``in_sacrum``: at least 5 mm below its top and
+    at most half a local spacing below its last row, or anywhere below its top where the run reaches
+    the image's caudal end. A field of view too narrow to show any rib (``rib_view`` 0) does not keep
+    the sacrum below the chain's last vertebra, as ribs in view do.
     """
     _, spacing = _axes(c)
-    rows = _sacral_rows(frame, bone)
-    ribbed = [k for k, e in enumerate(ev) if e.ribs in ("full", "stump", "unknown")]
-    if ribbed:  # no sacrum at or above a vertebra that has (or may have) ribs
+    rows, cut, viewed = _sacral_rows(frame, bone)
+    # no sacrum at or above a vertebra that has (or may have) ribs; a field of view too narrow to show
+    # any rib (a spine-only reconstruction, rib_view 0) says nothing either way
+    ribbed = [k for k, e in enumerate(ev) if e.ribs in ("full", "stump") or (e.ribs == "unknown" and e.rib_view > 0)]
+    if ribbed:
         k = ribbed[-1]
         rows &= frame.z < c[k, 2] - 0.5 * spacing[k]
-    inside_rows = np.flatnonzero(frame.inside.reshape(len(frame.z), -1).mean(axis=1) > 0.5)
-    last_row = int(inside_rows[-1]) if inside_rows.size else len(frame.z) - 1
+    shown = np.flatnonzero(viewed)  # the image's caudal end, for the sacrum: the last row showing its midline
+    last_row = int(shown[-1]) if shown.size else len(frame.z) - 1
     runs, k = [], 0
     while k < len(rows):
         if rows[k]:
@@ -790,9 +823,10 @@ def sacrum_anchor(frame: SpineFrame, bone: np.ndarray, c: np.ndarray,
     z_top, z_bot = float(frame.z[top_k]), float(frame.z[bot_k])
     run_mm = z_top - z_bot + frame.step
     notes = []
-    if run_mm >= 10.0:
+    open_end = bot_k >= last_row - 1  # the sacrum runs on below the image's caudal end
+    if run_mm >= 10.0:  # on the sacrum: below its top, and not more than half a spacing below the run
         for j in range(len(c)):
-            if z_bot - frame.step <= c[j, 2] <= z_top - 5.0:
+            if (z_bot - 0.5 * spacing[j] <= c[j, 2] or open_end) and c[j, 2] <= z_top - 5.0:
                 ev[j].in_sacrum = True
     above = [j for j in range(len(c)) if c[j, 2] >= z_top - 0.35 * spacing[j] and not ev[j].in_sacrum]
     if not above:
@@ -809,6 +843,8 @@ def sacrum_anchor(frame: SpineFrame, bone: np.ndarray, c: np.ndarray,
     if drop < 0.35:
         conf *= 0.6
         detail = "transverse processes joined to the sacrum and ilium at its own level (transitional vertebra)"
+    if cut[top_k: bot_k + 1].any():  # said, not discounted: a lower confidence let the network's names win
+        detail += "; the field of view cuts the alae"  # where the alae were right (validation crops)
     return [Anchor("sacrum", k, round(conf, 2), ANCHOR_LABELS["sacrum"], detail)], notes
 
 
