@@ -341,3 +341,28 @@ def test_anchor_audit_scores_names_and_anchors_against_the_truth(tmp_path, capsy
     assert "1 cases" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # an existing output is never overwritten
         load_utility("anchor_audit").main([str(tmp_path / "synth"), "-o", str(out)])
+
+
+@pytest.mark.slow
+def test_sacrum_figure_draws_the_sacral_rows(tmp_path, capsys, lumbar):
+    """``Utilities/sacrum_figure.py`` on a spine-only view of the lumbar case: stage 1 runs, the figure
+    is written, the CT is only read and an existing figure is never overwritten."""
+    from factories import load_utility
+
+    from VertebralFractureLib.io.readers import write_volume
+
+    case, labels, c, _ = lumbar
+    x0 = float(np.median(c[:, 0]))
+    ct = tmp_path / "narrow.nii.gz"
+    write_volume(_cut_across(case.ct, x0 - 50.0, x0 + 50.0), ct)
+    before = ct.read_bytes()
+    figure = load_utility("sacrum_figure")
+    out = tmp_path / "sacrum.png"
+    found, sacrum, frame, rows = figure.sacrum_view(ct)
+    assert rows.any() and len(found) >= 3
+    assert figure.main([str(ct), str(out), "--title", "SynthSpine"]) == 0
+    assert out.stat().st_size > 10_000 and ct.read_bytes() == before
+    printed = capsys.readouterr().out
+    assert sacrum and "field of view cuts the alae" in printed  # L5 anchored from the sacrum, as with true centroids
+    with pytest.raises(SystemExit):
+        figure.main([str(ct), str(out)])
