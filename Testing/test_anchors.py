@@ -123,6 +123,41 @@ def test_no_sacrum_in_a_spine_only_view_of_the_thoracolumbar_junction(thoracolum
         assert not any(e.sacrum_below or e.in_sacrum for e in report.vertebrae)
 
 
+def _lumbar_phantom(x_lo: float, x_hi: float) -> tuple[Volume, list[list[float]]]:
+    """Bone boxes for L1–L5 (transverse processes to 48 mm) above a sacrum whose alae, 30 mm deep,
+    run out to the iliac wings (80 mm), in an image reaching from LPS x ``x_lo`` to ``x_hi`` (a
+    spine-only reconstruction when narrow). Returns the image and the body centroids."""
+    nx = int(round((x_hi - x_lo) / 2.0)) + 1
+    shape = (110, 100, nx)  # z, y, x at 2 mm: 220 mm tall
+    arr = np.full(shape, 40, np.int16)
+    vol = Volume(arr, (2.0, 2.0, 2.0), (x_lo, -100.0, -150.0))
+    zyx = np.indices(shape, dtype=np.float32)
+    x, y, z = (vol.origin[0] + 2 * zyx[2], vol.origin[1] + 2 * zyx[1], vol.origin[2] + 2 * zyx[0])
+    centroids = []
+    for k in range(5):
+        zc = 55.0 - 32.0 * k
+        centroids.append([0.0, 10.0, zc])
+        arr[(np.abs(x) < 22) & (y > -25) & (y < 10) & (np.abs(z - zc) < 12)] = 450  # body
+        arr[(np.abs(x) < 48) & (y > 12) & (y < 22) & (np.abs(z - zc - 4) < 5)] = 700  # transverse processes
+        arr[(np.abs(x) < 6) & (y > 10) & (y < 60) & (np.abs(z - zc) < 8)] = 700  # arch, spinous process
+    top = 55.0 - 32.0 * 4 - 20.0  # the sacrum begins 20 mm below L5's centroid
+    arr[(np.abs(x) < 22) & (y > -20) & (y < 12) & (z < top) & (z > top - 50)] = 450  # S1–S2 bodies
+    arr[(np.abs(x) < 80) & (y > -5) & (y < 25) & (z < top - 2) & (z > top - 45)] = 500  # alae joined to the ilium
+    return vol, centroids
+
+
+@pytest.mark.parametrize("x_lo, x_hi", [(-50.0, 50.0), (-25.0, 75.0), (-150.0, 150.0)])
+def test_sacrum_and_a_detection_on_s1_in_a_narrow_view(x_lo, x_hi):
+    """A detection on S1 below L5 is recognised as the sacrum and L5 is anchored, in the whole body and in
+    spine-only views (centred, or with the patient's right ala outside the image)."""
+    vol, centroids = _lumbar_phantom(x_lo, x_hi)
+    s1 = [0.0, 5.0, centroids[-1][2] - 34.0]
+    report = anchors.find_anchors(vol, np.array(centroids + [s1]))
+    assert [(a.kind, a.index) for a in report.anchors if a.names] == [("sacrum", 4)]
+    assert [e.in_sacrum for e in report.vertebrae] == [False] * 5 + [True]
+    assert ("field of view cuts the alae" in report.anchors[0].detail) == (x_hi - x_lo < 200)
+
+
 def test_first_rib_on_t1():
     case = _case(4, ("C4", "T3"), fov=300.0)
     labels, c = _chain(case)
