@@ -123,23 +123,33 @@ def test_no_sacrum_in_a_spine_only_view_of_the_thoracolumbar_junction(thoracolum
         assert not any(e.sacrum_below or e.in_sacrum for e in report.vertebrae)
 
 
-def _lumbar_phantom(x_lo: float, x_hi: float) -> tuple[Volume, list[list[float]]]:
-    """Bone boxes for L1–L5 (transverse processes to 48 mm) above a sacrum whose alae, 30 mm deep,
-    run out to the iliac wings (80 mm), in an image reaching from LPS x ``x_lo`` to ``x_hi`` (a
-    spine-only reconstruction when narrow). Returns the image and the body centroids."""
-    nx = int(round((x_hi - x_lo) / 2.0)) + 1
-    shape = (110, 100, nx)  # z, y, x at 2 mm: 220 mm tall
+def _five_lumbar_boxes(shape: tuple[int, int, int], origin: tuple[float, float, float], first_z: float,
+                       step: float, half_height: float) -> tuple[Volume, tuple, list[list[float]]]:
+    """A 2 mm phantom (40 HU) with bone boxes for five lumbar vertebrae on the axis x = 0, the first centred
+    at LPS z ``first_z`` and each ``step`` below: body, transverse processes reaching 48 mm from the
+    midline, arch and spinous process. Returns the image (its array can be drawn into), the LPS x, y, z of
+    every voxel and the body centroids."""
     arr = np.full(shape, 40, np.int16)
-    vol = Volume(arr, (2.0, 2.0, 2.0), (x_lo, -100.0, -150.0))
+    vol = Volume(arr, (2.0, 2.0, 2.0), origin)
     zyx = np.indices(shape, dtype=np.float32)
     x, y, z = (vol.origin[0] + 2 * zyx[2], vol.origin[1] + 2 * zyx[1], vol.origin[2] + 2 * zyx[0])
     centroids = []
     for k in range(5):
-        zc = 55.0 - 32.0 * k
+        zc = first_z - step * k
         centroids.append([0.0, 10.0, zc])
-        arr[(np.abs(x) < 22) & (y > -25) & (y < 10) & (np.abs(z - zc) < 12)] = 450  # body
+        arr[(np.abs(x) < 22) & (y > -25) & (y < 10) & (np.abs(z - zc) < half_height)] = 450  # body
         arr[(np.abs(x) < 48) & (y > 12) & (y < 22) & (np.abs(z - zc - 4) < 5)] = 700  # transverse processes
         arr[(np.abs(x) < 6) & (y > 10) & (y < 60) & (np.abs(z - zc) < 8)] = 700  # arch, spinous process
+    return vol, (x, y, z), centroids
+
+
+def _lumbar_phantom(x_lo: float, x_hi: float) -> tuple[Volume, list[list[float]]]:
+    """Bone boxes for L1–L5 (transverse processes to 48 mm) above a sacrum whose alae, 30 mm deep,
+    run out to the iliac wings (80 mm), in an image reaching from LPS x ``x_lo`` to ``x_hi`` (a
+    spine-only reconstruction when narrow). Returns the image and the body centroids."""
+    shape = (110, 100, int(round((x_hi - x_lo) / 2.0)) + 1)  # z, y, x at 2 mm: 220 mm tall
+    vol, (x, y, z), centroids = _five_lumbar_boxes(shape, (x_lo, -100.0, -150.0), 55.0, 32.0, 12.0)
+    arr = vol.array
     top = 55.0 - 32.0 * 4 - 20.0  # the sacrum begins 20 mm below L5's centroid
     arr[(np.abs(x) < 22) & (y > -20) & (y < 12) & (z < top) & (z > top - 50)] = 450  # S1–S2 bodies
     arr[(np.abs(x) < 80) & (y > -5) & (y < 25) & (z < top - 2) & (z > top - 45)] = 500  # alae joined to the ilium
@@ -328,17 +338,8 @@ def test_vessels_and_transverse_processes_are_no_ribs():
     kidney (250 HU) with a dense renal pelvis (900 HU) beside them — none of it is a rib, and there is
     no sacrum: no anchor."""
     shape = (120, 150, 150)  # z, y, x at 2 mm: 300 × 300 × 240 mm
-    arr = np.full(shape, 40, np.int16)
-    vol = Volume(arr, (2.0, 2.0, 2.0), (-150.0, -150.0, -120.0))
-    zyx = np.indices(shape, dtype=np.float32)
-    x, y, z = (vol.origin[0] + 2 * zyx[2], vol.origin[1] + 2 * zyx[1], vol.origin[2] + 2 * zyx[0])
-    centroids = []
-    for k in range(5):
-        zc = 80.0 - 34.0 * k
-        centroids.append([0.0, 10.0, zc])
-        arr[(np.abs(x) < 22) & (y > -25) & (y < 10) & (np.abs(z - zc) < 13)] = 450  # body
-        arr[(np.abs(x) < 48) & (y > 12) & (y < 22) & (np.abs(z - zc - 4) < 5)] = 700  # transverse processes
-        arr[(np.abs(x) < 6) & (y > 10) & (y < 60) & (np.abs(z - zc) < 8)] = 700  # arch, spinous process
+    vol, (x, y, z), centroids = _five_lumbar_boxes(shape, (-150.0, -150.0, -120.0), 80.0, 34.0, 13.0)
+    arr = vol.array
     arr[((x - 34) ** 2 + (y + 2) ** 2 < 12**2)] = 400  # aorta along the whole spine
     arr[((x + 62) / 30) ** 2 + ((y + 5) / 25) ** 2 + ((z - 10) / 55) ** 2 < 1] = 250  # kidney
     arr[((x + 45) ** 2 + (y + 5) ** 2 + (z - 10) ** 2 < 9**2)] = 900  # renal pelvis with excreted contrast
