@@ -757,28 +757,24 @@ def _sacral_rows(frame: SpineFrame, bone: np.ndarray) -> tuple[np.ndarray, np.nd
         viewed[k] = seen[mid].all()
         if not b[:, mid].any() or not viewed[k]:
             continue
-        lab, _ = ndimage.label(b, structure=np.ones((3, 3)))
-        joined = lab[:, mid][lab[:, mid] > 0]  # the bone patches through the midline
-        states, row_cut = [], False
+        reach = {}  # per side seen: how far out the alae must run (the image's edge where it is nearer)
         for side in (-1, 1):
             outward = side * frame.u >= 0
             # the field of view on this side: from the midline out to the first column not in view
             gone = np.flatnonzero(outward & ~seen & (np.abs(frame.u) > 10.0))
             edge = float(np.min(side * frame.u[gone])) - frame.step if gone.size else float(np.max(side * frame.u))
-            if edge < ALA_BAND_MM[1]:
-                states.append("unseen")
-                row_cut = True
-                continue
-            band = (side * frame.u >= ALA_BAND_MM[0]) & (side * frame.u <= ALA_BAND_MM[1])
-            if b[:, band].sum(axis=0).mean() * frame.step < ALA_DEPTH_MM:
-                states.append("no")  # thin: ribs or transverse processes, not the alae
-                continue
-            reach = min(SACRUM_HALF_WIDTH_MM, edge)
-            row_cut |= reach < SACRUM_HALF_WIDTH_MM
-            cols = (side * frame.u >= reach) & outward
-            states.append("ala" if np.isin(lab[:, cols], joined).any() else "no")
-        if states.count("ala") == 2 or sorted(states) == ["ala", "unseen"]:
-            out[k], cut[k] = True, row_cut
+            if edge >= ALA_BAND_MM[1]:
+                reach[side] = min(SACRUM_HALF_WIDTH_MM, edge)
+        if not reach:
+            continue  # neither side in view
+        bands = [(side * frame.u >= ALA_BAND_MM[0]) & (side * frame.u <= ALA_BAND_MM[1]) for side in reach]
+        if min(b[:, band].sum(axis=0).mean() for band in bands) * frame.step < ALA_DEPTH_MM:
+            continue  # thin on a side in view: ribs or transverse processes, not the alae
+        lab, _ = ndimage.label(b, structure=np.ones((3, 3)))
+        joined = lab[:, mid][lab[:, mid] > 0]  # the bone patches through the midline
+        if all(np.isin(lab[:, side * frame.u >= r], joined).any() for side, r in reach.items()):
+            out[k] = True
+            cut[k] = len(reach) < 2 or min(reach.values()) < SACRUM_HALF_WIDTH_MM
     return out, cut, viewed
 
 
