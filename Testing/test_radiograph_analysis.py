@@ -339,6 +339,29 @@ def test_training_both_tasks_installs_networks_the_analysis_loads(tmp_path):
         train_vertebra(only_normal, entries, entries, tmp_path / "x", kinds=["resnet50-thin"], iterations=1)
 
 
+def test_a_resumed_network_installs_with_the_ledger_of_the_runs_it_continues(tmp_path):
+    from VertebralFractureLib.training.install import installed_ledger
+    from VertebralFractureLib.training.radiograph_classifier import install, train_vertebra
+
+    entries = _toy_entries()
+    d = tmp_path / "models"
+    name = model_name("resnet50-thin")
+    first = train_vertebra(entries, entries[:2], entries[2:], tmp_path / "a", kinds=["resnet50-thin"], iterations=1,
+                           batch=4, eval_every=1)
+    install(tmp_path / "a", first, ["toy"], directory=d)
+    assert [r["run"] for r in installed_ledger(name, d)] == ["a"]
+    installed = d / f"{name}.pt"
+    resumed = train_vertebra(entries, entries[:2], entries[2:], tmp_path / "b", kinds=["resnet50-thin"], iterations=1,
+                             batch=4, eval_every=1, init={"resnet50-thin": installed})
+    install(tmp_path / "b", resumed, ["toy"], directory=d)
+    ledger = installed_ledger(name, d)
+    assert [r["run"] for r in ledger] == ["a", "b"] and ledger[1]["from"] == str(installed)
+    again = train_vertebra(entries, entries[:2], entries[2:], tmp_path / "c", kinds=["resnet50-thin"], iterations=1,
+                           batch=4, eval_every=1)  # from scratch: a new ledger
+    install(tmp_path / "c", again, ["toy"], directory=d)
+    assert [r["run"] for r in installed_ledger(name, d)] == ["c"]
+
+
 def test_a_crops_grad_cam_map_goes_back_onto_its_box():
     from VertebralFractureLib.radiograph_analysis import _place
 

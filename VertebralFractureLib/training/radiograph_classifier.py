@@ -371,11 +371,15 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
             directory: str | Path | None = None, ledger: dict[str, Sequence[dict[str, Any]]] | None = None) -> list[Path]:
     """Install a run's networks (half precision) with their cards: ``radiograph-<kind>`` for the
     vertebra task, ``radiograph-fresh-vcf`` for the fresh task (of its networks, the one with the better
-    validation ROC-AUC; the held-out numbers of both go on the card)."""
+    validation ROC-AUC; the held-out numbers of both go on the card).
+
+    Each card's ledger lists the earlier runs a network continues — ``ledger[kind]``, by default the
+    installed card's ledger when the network was resumed from weights (none when trained from
+    scratch) — and then this run."""
     import datetime
 
     from VertebralFractureLib.radiograph_classify import WHOLE_SIZE
-    from VertebralFractureLib.training.install import half_precision_copy, install_model
+    from VertebralFractureLib.training.install import half_precision_copy, install_model, installed_ledger
 
     run_dir = Path(run_dir)
     data = ", ".join(Path(r).name for r in train_roots)
@@ -418,7 +422,9 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
                                  f"({h['ci95'][0]:.2f}-{h['ci95'][1]:.2f}). Fresh and old fractures are told apart on "
                                  "synthetic images only; no real radiograph with a known fracture age was available.")}
         card["version"] = datetime.date.today().strftime("%Y%m%d")
-        card["ledger"] = [*(ledger or {}).get(kind, []), run]
+        earlier = (ledger[kind] if ledger is not None and kind in ledger else
+                   [] if t["from"] == "scratch" else installed_ledger(name, directory))
+        card["ledger"] = [*earlier, run]
         tmp = half_precision_copy(run_dir / f"{kind}.pt")
         try:
             installed.append(install_model(name, tmp, card, directory))
