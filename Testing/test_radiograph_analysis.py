@@ -339,7 +339,8 @@ def test_training_both_tasks_installs_networks_the_analysis_loads(tmp_path):
         train_vertebra(only_normal, entries, entries, tmp_path / "x", kinds=["resnet50-thin"], iterations=1)
 
 
-def test_a_resumed_network_installs_with_the_ledger_of_the_runs_it_continues(tmp_path):
+def test_a_resumed_network_installs_with_the_ledger_of_the_runs_it_continues_and_the_placed_levels(tmp_path):
+    from VertebralFractureLib import models
     from VertebralFractureLib.training.install import installed_ledger
     from VertebralFractureLib.training.radiograph_classifier import install, train_vertebra
 
@@ -350,12 +351,16 @@ def test_a_resumed_network_installs_with_the_ledger_of_the_runs_it_continues(tmp
                            batch=4, eval_every=1)
     install(tmp_path / "a", first, ["toy"], directory=d)
     assert [r["run"] for r in installed_ledger(name, d)] == ["a"]
+    index = json.loads((d / "models.json").read_text())  # the levels placed above L1, chosen after the networks
+    index["models"][0]["postprocess"].update(placed_levels=["T12"], placed_levels_why="chosen on validation")
+    (d / "models.json").write_text(json.dumps(index))
     installed = d / f"{name}.pt"
     resumed = train_vertebra(entries, entries[:2], entries[2:], tmp_path / "b", kinds=["resnet50-thin"], iterations=1,
                              batch=4, eval_every=1, init={"resnet50-thin": installed})
     install(tmp_path / "b", resumed, ["toy"], directory=d)
     ledger = installed_ledger(name, d)
     assert [r["run"] for r in ledger] == ["a", "b"] and ledger[1]["from"] == str(installed)
+    assert models.registry(d)[name].postprocess["placed_levels"] == ["T12"]  # kept by the new networks
     again = train_vertebra(entries, entries[:2], entries[2:], tmp_path / "c", kinds=["resnet50-thin"], iterations=1,
                            batch=4, eval_every=1)  # from scratch: a new ledger
     install(tmp_path / "c", again, ["toy"], directory=d)

@@ -45,16 +45,19 @@ def install_model(name: str, weights: str | Path, card: dict[str, Any], director
     return target
 
 
+def installed_entry(name: str, directory: str | Path | None = None) -> dict[str, Any]:
+    """The installed registry entry (card) of ``name``; empty when none is installed."""
+    index = (Path(directory) if directory is not None else models_dir()) / "models.json"
+    if not index.is_file():
+        return {}
+    return next((m for m in json.loads(index.read_text(encoding="utf-8")).get("models", []) if m.get("name") == name),
+                {})
+
+
 def installed_ledger(name: str, directory: str | Path | None = None) -> list[dict[str, Any]]:
     """The training ledger on the installed card of ``name`` (empty when none is installed): the runs
     a resumed run continues."""
-    index = (Path(directory) if directory is not None else models_dir()) / "models.json"
-    if not index.is_file():
-        return []
-    for entry in json.loads(index.read_text(encoding="utf-8")).get("models", []):
-        if entry.get("name") == name:
-            return list(entry.get("ledger", []))
-    return []
+    return list(installed_entry(name, directory).get("ledger", []))
 
 
 def half_precision_copy(weights: str | Path) -> Path:

@@ -375,11 +375,17 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
 
     Each card's ledger lists the earlier runs a network continues — ``ledger[kind]``, by default the
     installed card's ledger when the network was resumed from weights (none when trained from
-    scratch) — and then this run."""
+    scratch) — and then this run. What else the installed vertebra card decides after the
+    networks (``postprocess.placed_levels`` and its reason) stays as it was."""
     import datetime
 
     from VertebralFractureLib.radiograph_classify import WHOLE_SIZE
-    from VertebralFractureLib.training.install import half_precision_copy, install_model, installed_ledger
+    from VertebralFractureLib.training.install import (
+        half_precision_copy,
+        install_model,
+        installed_entry,
+        installed_ledger,
+    )
 
     run_dir = Path(run_dir)
     data = ", ".join(Path(r).name for r in train_roots)
@@ -412,6 +418,9 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
                                  f"three-class accuracy is {h['accuracy']:.2f} and its fractured-vs-normal ROC-AUC "
                                  f"{h['fractured_auc'] or float('nan'):.2f}. Not measured on real radiographs; "
                                  "docs/radiographs.md shows it on radiographs reconstructed from real CT.")}
+            kept = {k: v for k, v in installed_entry(name, directory).get("postprocess", {}).items()
+                    if k.startswith("placed_levels")}
+            card["postprocess"].update(kept)
         else:
             h = entry["heldout"]
             card = {"architecture": {"type": kind, "input": [WHOLE_SIZE, WHOLE_SIZE]}, "classes": ["no fresh VCF", "fresh VCF"],
