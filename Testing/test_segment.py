@@ -33,9 +33,12 @@ def test_central_component_drops_neighbours_and_blobs():
     off = np.zeros_like(m)
     off[2:5, 2:5, 2:5] = True  # the centre voxel itself is empty: nearest component kept
     off[15:20, 15:20, 15:20] = True
-    k2 = central_component(off)
-    assert k2[16, 16, 16] and not k2[3, 3, 3] or k2[3, 3, 3] and not k2[16, 16, 16]
-    assert k2.sum() in (27, 125)
+    k2 = central_component(off)  # nearest voxels (4, 4, 4) and (15, 15, 15): 10.4 and 8.7 voxels away
+    assert k2[16, 16, 16] and not k2[3, 3, 3] and k2.sum() == 125
+    off[2:5, 2:5, 2:5] = False
+    off[5:8, 5:8, 5:8] = True  # now the first component lies nearer (5.2 voxels)
+    k3 = central_component(off)
+    assert k3[6, 6, 6] and not k3[16, 16, 16] and k3.sum() == 27
 
 
 class _BoneNet:
@@ -470,3 +473,27 @@ def test_chain_outlines_tell_one_vertebra_found_twice_from_two():
     # a crop with nothing in it outlines nothing: no centre, nothing shared
     empty = chain_outlines(vol, np.array([upper, [500.0, 500.0, 500.0]]), model=(card, _BoneNet()))
     assert empty.shared.tolist() == [0.0] and np.isnan(empty.centres[1]).all()
+
+
+def test_the_ct_is_resampled_once_per_model_grid_and_shared_within_one_analysis(monkeypatch):
+    """Stage 1's outline check and stage 2's two looks work on the same model grid: with the
+    analysis's ``model_inputs`` it is made once, and the outlines are those made without it."""
+    from VertebralFractureLib import preprocess
+    from VertebralFractureLib.segment import chain_outlines, segment
+
+    vol, cents = _two_vertebra_phantom(np.eye(3))
+    card = ModelCard(name="segmentation", file="x.pt", sha256="0" * 64, spacing_mm=(2.0, 2.0, 2.0), patch_size=(24, 32, 32))
+    made = []
+    resample = preprocess.to_model_grid
+    monkeypatch.setattr(preprocess, "to_model_grid", lambda *a, **k: made.append(a[1]) or resample(*a, **k))
+    alone = segment(vol, cents, model=(card, _BoneNet()), tta=False)
+    assert made == [2.0]
+    inputs: dict = {}
+    chain = np.array([cents[20], cents[21]])
+    outlines = chain_outlines(vol, chain, model=(card, _BoneNet()), inputs=inputs)
+    first = segment(vol, cents, model=(card, _BoneNet()), tta=False, inputs=inputs)
+    second = segment(vol, cents, model=(card, _BoneNet()), tta=False, inputs=inputs)
+    assert made == [2.0, 2.0] and list(inputs) == [2.0]  # once for the three calls
+    assert np.array_equal(first[0].array, alone[0].array) and np.array_equal(second[0].array, alone[0].array)
+    assert first[1] == alone[1]
+    assert np.array_equal(outlines.shared, chain_outlines(vol, chain, model=(card, _BoneNet())).shared)

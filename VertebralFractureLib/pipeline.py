@@ -103,6 +103,9 @@ class Context:
     #: the centroids come from stage 1 (not given by the user): once every stage has run, each is reported
     #: at the centre of its outline (:func:`~VertebralFractureLib.segment.recentre`)
     centroids_from_stage1: bool = False
+    #: the CT resampled onto a network's grid, by spacing (mm): made once, shared by the stages of this
+    #: analysis (:func:`~VertebralFractureLib.segment.model_input`)
+    model_inputs: dict[float, tuple[Volume, np.ndarray]] = field(default_factory=dict)
 
     def report(self, stage: str, fraction: float, message: str = "") -> None:
         """Report progress within a stage and honour a cancellation request."""

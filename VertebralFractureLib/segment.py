@@ -82,12 +82,13 @@ def central_component(mask: np.ndarray) -> np.ndarray:
     lab, n = ndimage.label(mask)
     if n <= 1:
         return mask.astype(bool)
-    centre = tuple((np.array(mask.shape) - 1) // 2)
-    if lab[centre]:
-        return lab == lab[centre]
-    # nearest component to the centre (distance transform of the background)
-    _, (iz, iy, ix) = ndimage.distance_transform_edt(lab == 0, return_indices=True)
-    return lab == lab[iz[centre], iy[centre], ix[centre]]
+    centre = (np.array(mask.shape) - 1) // 2
+    if lab[tuple(centre)]:
+        return lab == lab[tuple(centre)]
+    # the component of the mask voxel nearest to the centre
+    voxels = np.argwhere(lab)
+    nearest = voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]
+    return lab == lab[tuple(nearest)]
 
 
 def fracture_ratio(fractured: np.ndarray, foreground: np.ndarray) -> np.ndarray:
@@ -253,9 +254,27 @@ def assemble(segs: list[VertebraSegmentation], reference: Volume, spacing_mm: fl
     return labels, probs
 
 
+def model_input(volume: Volume, spacing_mm: float,
+                inputs: dict[float, tuple[Volume, np.ndarray]] | None = None) -> tuple[Volume, np.ndarray]:
+    """``volume`` on the network's LPS-aligned grid at ``spacing_mm``, and that grid normalised as the
+    network's input. With ``inputs`` (a dict kept for one analysis of one image, e.g. the pipeline
+    context's ``model_inputs``) each spacing is resampled once and then reused."""
+    from VertebralFractureLib import preprocess
+
+    key = float(spacing_mm)
+    if inputs is not None and key in inputs:
+        return inputs[key]
+    grid = preprocess.to_model_grid(volume, key)
+    made = (grid, preprocess.normalize(grid.array))
+    if inputs is not None:
+        inputs[key] = made
+    return made
+
+
 def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = "cpu",
             model: tuple[Any, Any] | None = None, progress: Any = None,
-            tta: bool = True) -> tuple[Volume, dict[int, float], dict[int, float]]:
+            tta: bool = True,
+            inputs: dict[float, tuple[Volume, np.ndarray]] | None = None) -> tuple[Volume, dict[int, float], dict[int, float]]:
     """Vertebra labelmap (input geometry, VerSe labels), per-vertebra fracture probability and its
     spread over the test-time variants (0 without ``tta``).
 
@@ -266,15 +285,15 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
         model: ``(card, network)`` instead of the installed ``segmentation`` model.
         progress: ``progress(fraction, message)``.
         tta: average the fracture probability over mirrored and shifted crops (:func:`segment_crops`).
+        inputs: the CT on the model grids, kept for one analysis (:func:`model_input`).
     """
-    from VertebralFractureLib import models, preprocess
+    from VertebralFractureLib import models
     from VertebralFractureLib.networks.unet import build_unet
 
     card, net = model if model is not None else models.load_network("segmentation", build_unet, cached=True)
     net.eval().to(device)
     spacing = float(card.spacing_mm[0])
-    grid = preprocess.to_model_grid(volume, spacing)
-    image = preprocess.normalize(grid.array)
+    grid, image = model_input(volume, spacing, inputs)
     segs = segment_crops(net, grid, image, centroids_lps, tuple(card.patch_size), device, progress, tta=tta)
     labels, probs = assemble(segs, volume, spacing, centroids_lps)
     spread: dict[int, float] = {}
@@ -302,17 +321,17 @@ class ChainOutlines:
 
 
 def chain_outlines(volume: Volume, positions_lps: np.ndarray, device: str = "cpu",
-                   model: tuple[Any, Any] | None = None) -> ChainOutlines:
+                   model: tuple[Any, Any] | None = None,
+                   inputs: dict[float, tuple[Volume, np.ndarray]] | None = None) -> ChainOutlines:
     """Outline a crop around each of ``positions_lps`` (n, 3; a chain, cranial → caudal) and measure
     how much consecutive outlines share (:class:`ChainOutlines`); stage 1 uses it to count a vertebra
-    outlined twice once (:func:`.localize.merge_same_outlines`)."""
-    from VertebralFractureLib import models, preprocess
+    outlined twice once (:func:`.localize.merge_same_outlines`). ``inputs``: see :func:`model_input`."""
+    from VertebralFractureLib import models
     from VertebralFractureLib.networks.unet import build_unet
 
     card, net = model if model is not None else models.load_network("segmentation", build_unet, cached=True)
     net.eval().to(device)
-    grid = preprocess.to_model_grid(volume, float(card.spacing_mm[0]))
-    image = preprocess.normalize(grid.array)
+    grid, image = model_input(volume, float(card.spacing_mm[0]), inputs)
     positions = np.asarray(positions_lps, dtype=float).reshape(-1, 3)
     segs = segment_crops(net, grid, image, {k: p for k, p in enumerate(positions)}, tuple(card.patch_size),
                          device, tta=False)
@@ -371,12 +390,12 @@ def run_stage(context: Any) -> None:
     device = select_device(context.config.device)
     labelmap, probs, spread = segment(context.image, cents, device=device,
                                       progress=lambda f, m: context.report("segment", 0.1 + 0.6 * f, m),
-                                      tta=context.config.test_time_augmentation)
+                                      tta=context.config.test_time_augmentation, inputs=context.model_inputs)
     outline, around = labelmap, cents
     if context.config.refine_centroids and getattr(context, "centroids_from_stage1", False):
         # a second look, without test-time variants, around the centres of the first outlines
         around = outline_centres(labelmap, cents)
-        second, _, _ = segment(context.image, around, device=device, tta=False,
+        second, _, _ = segment(context.image, around, device=device, tta=False, inputs=context.model_inputs,
                                progress=lambda f, m: context.report("segment", 0.7 + 0.2 * f, "second look: " + m))
         outline = labelmap.with_array(same_vertebrae(np.asarray(second.array), np.asarray(labelmap.array)))
     if context.config.bone_growth:
