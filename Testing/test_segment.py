@@ -497,3 +497,23 @@ def test_the_ct_is_resampled_once_per_model_grid_and_shared_within_one_analysis(
     assert np.array_equal(first[0].array, alone[0].array) and np.array_equal(second[0].array, alone[0].array)
     assert first[1] == alone[1]
     assert np.array_equal(outlines.shared, chain_outlines(vol, chain, model=(card, _BoneNet())).shared)
+
+
+def test_stage_2s_first_look_reuses_the_crops_stage_1s_outline_check_ran(monkeypatch):
+    """The outline check leaves the network's output for its crops; the first look takes those
+    (mirrored and other crops are still run) and gives what it gives without them."""
+    from VertebralFractureLib import segment as seg
+
+    vol, cents = _two_vertebra_phantom(np.eye(3))
+    card = ModelCard(name="segmentation", file="x.pt", sha256="0" * 64, spacing_mm=(2.0, 2.0, 2.0), patch_size=(24, 32, 32))
+    alone = seg.segment(vol, cents, model=(card, _BoneNet()))
+    ran = []
+    run = seg._run
+    monkeypatch.setattr(seg, "_run", lambda net, jobs, *a, **k: ran.append([(i, v) for i, v, _ in jobs]) or run(net, jobs, *a, **k))
+    outputs: dict = {}
+    seg.chain_outlines(vol, np.array([cents[20], cents[21]]), model=(card, _BoneNet()), outputs=outputs)
+    assert len(outputs) == 2 and ran[-1] == [(0, 0), (1, 0)]
+    first = seg.segment(vol, cents, model=(card, _BoneNet()), outputs=outputs)
+    assert ran[-2] == [(0, 1), (1, 1)]  # pass 1 ran only the mirror images
+    assert not outputs  # taken, not kept
+    assert np.array_equal(first[0].array, alone[0].array) and first[1] == alone[1] and first[2] == alone[2]

@@ -743,7 +743,8 @@ def run_stage(context: Any) -> None:
     if models.model_status("segmentation") == "ok":  # stage 2's outlines tell a vertebra outlined twice
         def outlines(positions: np.ndarray) -> Any:
             context.report("localize", 0.7, "outlines of the detections")
-            drawn.append(chain_outlines(context.image, positions, device=device, inputs=context.model_inputs))
+            drawn.append(chain_outlines(context.image, positions, device=device, inputs=context.model_inputs,
+                                        outputs=context.crop_outputs))
             return drawn[-1]
 
     found = localize(context.image, device=device, anchors=anchors_of, outlines=outlines)

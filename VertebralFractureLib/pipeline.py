@@ -106,6 +106,9 @@ class Context:
     #: the CT resampled onto a network's grid, by spacing (mm): made once, shared by the stages of this
     #: analysis (:func:`~VertebralFractureLib.segment.model_input`)
     model_inputs: dict[float, tuple[Volume, np.ndarray]] = field(default_factory=dict)
+    #: stage 2's network output for the crops of stage 1's outline check, by grid spacing and crop
+    #: start, for stage 2's first look to reuse (:func:`~VertebralFractureLib.segment.segment_crops`)
+    crop_outputs: dict[tuple, np.ndarray] = field(default_factory=dict)
 
     def report(self, stage: str, fraction: float, message: str = "") -> None:
         """Report progress within a stage and honour a cancellation request."""

@@ -115,13 +115,19 @@ def _crop_probability(foreground: np.ndarray, fractured: np.ndarray) -> float | 
 
 def segment_crops(net: Any, grid: Volume, image: np.ndarray, centroids_lps: dict[int, np.ndarray],
                   patch_size: tuple[int, int, int], device: str = "cpu",
-                  progress: Any = None, tta: bool = True) -> list[VertebraSegmentation]:
+                  progress: Any = None, tta: bool = True, outputs: dict[tuple, np.ndarray] | None = None,
+                  store: bool = False) -> list[VertebraSegmentation]:
     """Run the U-Net on one crop per centroid of a normalised model-grid ``image``.
 
     With ``tta`` each crop also goes through mirrored (left–right); the mask is the mean of the two.
     Where the call could change — the two disagree by more than :data:`SETTLED_SPREAD` or their mean
     lies within :data:`SETTLED_MARGIN` of 0.5 —, crops at the :data:`SHIFTS_MM` offsets are run too.
     Every variant's fracture probability is kept in ``variant_probabilities``.
+
+    ``outputs``: the network's output for crops already run in this analysis (the same image and
+    grid), by grid spacing and crop start. A crop found there is taken from it (and removed) instead
+    of being run again; with ``store``, this call's crops (unmirrored, unshifted) are left there for
+    a later one — stage 1's outline check for stage 2's first look.
     """
     labels = list(centroids_lps)
     fill = float(image.min())
@@ -133,14 +139,21 @@ def segment_crops(net: Any, grid: Volume, image: np.ndarray, centroids_lps: dict
 
     # pass 1: each crop (and its mirror image)
     jobs: list[tuple[int, int, np.ndarray]] = []  # (vertebra index, variant, crop)
-    starts = []
+    starts, known = [], {}
+    spacing = float(grid.spacing[0])
     for i, label in enumerate(labels):
         c, start = crop(label, np.zeros(3))
         starts.append(start)
-        jobs.append((i, 0, c))
+        key = (spacing, *start.tolist())
+        if outputs is not None and not store and key in outputs:
+            known[(i, 0)] = outputs.pop(key)
+        else:
+            jobs.append((i, 0, c))
         if tta:
             jobs.append((i, 1, c[:, :, ::-1]))
-    probs = _run(net, jobs, extra, device, progress, labels)
+    probs = {**known, **_run(net, jobs, extra, device, progress, labels)}
+    if outputs is not None and store:
+        outputs.update({(spacing, *starts[i].tolist()): probs[(i, 0)] for i in range(len(labels))})
     if tta:  # the mirror image's probabilities back in the crop's orientation
         probs.update({(i, 1): probs[(i, 1)][:, :, :, ::-1] for i in range(len(labels))})
 
@@ -273,8 +286,8 @@ def model_input(volume: Volume, spacing_mm: float,
 
 def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = "cpu",
             model: tuple[Any, Any] | None = None, progress: Any = None,
-            tta: bool = True,
-            inputs: dict[float, tuple[Volume, np.ndarray]] | None = None) -> tuple[Volume, dict[int, float], dict[int, float]]:
+            tta: bool = True, inputs: dict[float, tuple[Volume, np.ndarray]] | None = None,
+            outputs: dict[tuple, np.ndarray] | None = None) -> tuple[Volume, dict[int, float], dict[int, float]]:
     """Vertebra labelmap (input geometry, VerSe labels), per-vertebra fracture probability and its
     spread over the test-time variants (0 without ``tta``).
 
@@ -286,6 +299,7 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
         progress: ``progress(fraction, message)``.
         tta: average the fracture probability over mirrored and shifted crops (:func:`segment_crops`).
         inputs: the CT on the model grids, kept for one analysis (:func:`model_input`).
+        outputs: the network's output for crops already run in this analysis (:func:`segment_crops`).
     """
     from VertebralFractureLib import models
     from VertebralFractureLib.networks.unet import build_unet
@@ -294,7 +308,8 @@ def segment(volume: Volume, centroids_lps: dict[int, np.ndarray], device: str = 
     net.eval().to(device)
     spacing = float(card.spacing_mm[0])
     grid, image = model_input(volume, spacing, inputs)
-    segs = segment_crops(net, grid, image, centroids_lps, tuple(card.patch_size), device, progress, tta=tta)
+    segs = segment_crops(net, grid, image, centroids_lps, tuple(card.patch_size), device, progress, tta=tta,
+                         outputs=outputs)
     labels, probs = assemble(segs, volume, spacing, centroids_lps)
     spread: dict[int, float] = {}
     for seg in segs:
@@ -322,10 +337,13 @@ class ChainOutlines:
 
 def chain_outlines(volume: Volume, positions_lps: np.ndarray, device: str = "cpu",
                    model: tuple[Any, Any] | None = None,
-                   inputs: dict[float, tuple[Volume, np.ndarray]] | None = None) -> ChainOutlines:
+                   inputs: dict[float, tuple[Volume, np.ndarray]] | None = None,
+                   outputs: dict[tuple, np.ndarray] | None = None) -> ChainOutlines:
     """Outline a crop around each of ``positions_lps`` (n, 3; a chain, cranial → caudal) and measure
     how much consecutive outlines share (:class:`ChainOutlines`); stage 1 uses it to count a vertebra
-    outlined twice once (:func:`.localize.merge_same_outlines`). ``inputs``: see :func:`model_input`."""
+    outlined twice once (:func:`.localize.merge_same_outlines`). ``inputs``: see :func:`model_input`;
+    ``outputs``: the network's output for each crop is left there for stage 2's first look
+    (:func:`segment_crops`)."""
     from VertebralFractureLib import models
     from VertebralFractureLib.networks.unet import build_unet
 
@@ -334,7 +352,7 @@ def chain_outlines(volume: Volume, positions_lps: np.ndarray, device: str = "cpu
     grid, image = model_input(volume, float(card.spacing_mm[0]), inputs)
     positions = np.asarray(positions_lps, dtype=float).reshape(-1, 3)
     segs = segment_crops(net, grid, image, {k: p for k, p in enumerate(positions)}, tuple(card.patch_size),
-                         device, tta=False)
+                         device, tta=False, outputs=outputs, store=outputs is not None)
     outlines = []
     centres = np.full((len(segs), 3), np.nan)
     for k, seg in enumerate(segs):
@@ -390,7 +408,9 @@ def run_stage(context: Any) -> None:
     device = select_device(context.config.device)
     labelmap, probs, spread = segment(context.image, cents, device=device,
                                       progress=lambda f, m: context.report("segment", 0.1 + 0.6 * f, m),
-                                      tta=context.config.test_time_augmentation, inputs=context.model_inputs)
+                                      tta=context.config.test_time_augmentation, inputs=context.model_inputs,
+                                      outputs=context.crop_outputs)
+    context.crop_outputs.clear()  # what stage 1's outline check left is used or no longer needed
     outline, around = labelmap, cents
     if context.config.refine_centroids and getattr(context, "centroids_from_stage1", False):
         # a second look, without test-time variants, around the centres of the first outlines
