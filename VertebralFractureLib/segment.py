@@ -437,6 +437,7 @@ def run_stage(context: Any) -> None:
     context.labelmap = labelmap
     context.masks_from_stage2 = True
     context.fracture_map = fracture_map_of(labelmap, context.vertebrae)
+    context.model_inputs.clear()  # the later stages work on the CT itself
 
 
 def same_vertebrae(second: np.ndarray, first: np.ndarray) -> np.ndarray:
