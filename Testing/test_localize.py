@@ -540,7 +540,7 @@ def test_stage_1_warns_when_stage_2_counted_a_vertebra_once(monkeypatch):
     true_pos = np.array([truth[k] for k in labels])
     second = _heatmaps(grid, {23: truth[22] + [0.0, 18.0, -16.0]}, sigma_vox=1.2, peak=0.7)
 
-    def fake_outlines(image, positions, device="cpu"):  # each crop outlines the true vertebra nearest to it
+    def fake_outlines(image, positions, device="cpu", **_):  # each crop outlines the true vertebra nearest to it
         nearest = [int(np.argmin(np.linalg.norm(true_pos - p, axis=1))) for p in positions]
         return ChainOutlines(np.array([float(a == b) for a, b in zip(nearest[:-1], nearest[1:])]), true_pos[nearest])
 
