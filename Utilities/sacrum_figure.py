@@ -37,8 +37,8 @@ def sacrum_view(ct: Path) -> tuple:
     found = localize(vol, anchors=anchors_of, outlines=lambda p: chain_outlines(vol, p))
     if not chains:
         return found, [], None, None
-    frame = A.spine_frame(A.working_grid(A.crop_around(vol, chains[-1])), chains[-1])
-    rows = A._sacral_rows(frame, (frame.hu > A.BONE_HU) & frame.inside)[0]
+    frame, bone = A.anchor_frame(vol, chains[-1])
+    rows = A._sacral_rows(frame, bone)[0]
     return found, [a for a in reports[-1].anchors if a.kind == "sacrum" and a.names], frame, rows
 
 

@@ -886,6 +886,14 @@ def skull_anchor(frame: SpineFrame, bone: np.ndarray, c: np.ndarray,
 
 
 # ============================================================================ entry point
+def anchor_frame(image: Volume, centroids: np.ndarray) -> tuple[SpineFrame, np.ndarray]:
+    """The spine-following frame the anchors are read in, around a chain of centroids (n, 3, LPS mm,
+    cranial to caudal), and its bone (above :data:`BONE_HU`, inside the field of view)."""
+    c = np.asarray(centroids, float).reshape(-1, 3)
+    frame = spine_frame(working_grid(crop_around(image, c)), c)
+    return frame, (frame.hu > BONE_HU) & frame.inside
+
+
 def find_anchors(image: Volume, centroids: np.ndarray | list) -> AnchorReport:
     """Naming anchors around a chain of vertebra centroids.
 
@@ -902,8 +910,7 @@ def find_anchors(image: Volume, centroids: np.ndarray | list) -> AnchorReport:
         return AnchorReport([])
     if np.any(np.diff(c[:, 2]) > 0):
         raise ValueError("centroids must run cranial to caudal (decreasing LPS z)")
-    frame = spine_frame(working_grid(crop_around(image, c)), c)
-    bone = (frame.hu > BONE_HU) & frame.inside
+    frame, bone = anchor_frame(image, c)
     traces = trace_ribs(frame, bone)
     per_side, outside, offset = assign_ribs(frame, c, traces)
     ev = rib_status(frame, c, per_side, offset)
