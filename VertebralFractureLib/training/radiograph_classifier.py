@@ -380,12 +380,7 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
     import datetime
 
     from VertebralFractureLib.radiograph_classify import WHOLE_SIZE
-    from VertebralFractureLib.training.install import (
-        half_precision_copy,
-        install_model,
-        installed_entry,
-        installed_ledger,
-    )
+    from VertebralFractureLib.training.install import half_precision_copy, install_model, installed_entry
 
     run_dir = Path(run_dir)
     data = ", ".join(Path(r).name for r in train_roots)
@@ -396,6 +391,7 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
         entry = report["models"][kind]
         t = entry["training"]
         name = model_name(kind) if report["task"] == "vertebra" else FRESH_MODEL
+        previous = installed_entry(name, directory)  # the card this network replaces (empty if none)
         run = {"run": t.get("run", run_dir.name), "from": t["from"], "iterations": t["iterations"],
                "best_iteration": t["best_iteration"],
                "wall_time_min": round(t["seconds"] / 60, 1), "hardware": "2-core CPU, one thread"}
@@ -418,8 +414,7 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
                                  f"three-class accuracy is {h['accuracy']:.2f} and its fractured-vs-normal ROC-AUC "
                                  f"{h['fractured_auc'] or float('nan'):.2f}. Not measured on real radiographs; "
                                  "docs/radiographs.md shows it on radiographs reconstructed from real CT.")}
-            kept = {k: v for k, v in installed_entry(name, directory).get("postprocess", {}).items()
-                    if k.startswith("placed_levels")}
+            kept = {k: v for k, v in previous.get("postprocess", {}).items() if k.startswith("placed_levels")}
             card["postprocess"].update(kept)
         else:
             h = entry["heldout"]
@@ -432,7 +427,7 @@ def install(run_dir: str | Path, report: dict[str, Any], train_roots: Sequence[s
                                  "synthetic images only; no real radiograph with a known fracture age was available.")}
         card["version"] = datetime.date.today().strftime("%Y%m%d")
         earlier = (ledger[kind] if ledger is not None and kind in ledger else
-                   [] if t["from"] == "scratch" else installed_ledger(name, directory))
+                   [] if t["from"] == "scratch" else list(previous.get("ledger", [])))
         card["ledger"] = [*earlier, run]
         tmp = half_precision_copy(run_dir / f"{kind}.pt")
         try:
